@@ -1,0 +1,262 @@
+"""rsub: the command line client of rsubd.
+
+Imports only the standard library and `rsub.protocol`, so it starts in the time
+Python itself takes. Exit codes: 0 ok, 1 error, 2 usage or bad request,
+3 rsubd not running, 4 no such job, 5 submit description refused, 6 timed out,
+7 the schedd failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from rsub import __version__, paths, protocol
+from rsub.protocol import Connection, DaemonUnavailable
+
+TERMINAL = ("retrieved", "removed", "failed")
+
+
+class Failure(Exception):
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.message = message
+
+
+def socket_for(args: argparse.Namespace) -> str:
+    if args.socket:
+        return str(paths.socket_path(args.socket))
+    if os.environ.get("RSUB_SOCKET"):
+        return str(paths.socket_path())
+    cfg = paths.config_file(args.config)
+    if cfg is not None and cfg.exists():
+        import tomllib
+
+        try:
+            data = tomllib.loads(cfg.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise Failure(protocol.EXIT_USAGE, f"cannot read config {cfg}: {e}") from None
+        if isinstance(data.get("socket"), str):
+            return str(Path(data["socket"]).expanduser())
+    return str(paths.socket_path())
+
+
+def call(args: argparse.Namespace, kind: str, io_timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
+    """One request; a daemon error becomes a Failure with its exit code."""
+    try:
+        with Connection(socket_for(args), timeout=io_timeout) as conn:
+            reply = conn.call(kind, **fields)
+    except DaemonUnavailable as e:
+        raise Failure(protocol.EXIT_NO_DAEMON, f"{e}; start it with 'rsubd' or 'systemctl --user start rsubd'") from None
+    except TimeoutError:
+        raise Failure(protocol.EXIT_TIMEOUT, f"rsubd did not answer within {io_timeout:g} s") from None
+    except OSError as e:
+        raise Failure(protocol.EXIT_NO_DAEMON, f"cannot talk to rsubd: {e}") from None
+    if not reply.get("ok"):
+        err = reply.get("error") or {}
+        code = err.get("code", protocol.ErrorCode.INTERNAL)
+        raise Failure(protocol.EXIT_BY_CODE.get(code, protocol.EXIT_ERROR), err.get("message", "unknown error"))
+    result: dict[str, Any] = reply["result"]
+    return result
+
+
+def emit_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+def table(rows: list[list[str]], header: list[str]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def note(job: dict[str, Any]) -> str:
+    if job["state"] in ("held", "spooling") and job.get("hold_reason"):
+        return f"held: {job['hold_reason']}"
+    if job.get("error"):
+        return str(job["error"])
+    if job["state"] == "removed":
+        return f"removed: {job.get('remove_reason') or ''}"
+    if job["state"] in ("retrieved", "completed"):
+        return f"output in {job['iwd']}"
+    return ""
+
+
+def exit_text(job: dict[str, Any]) -> str:
+    if job.get("exit_signal") is not None:
+        return f"sig {job['exit_signal']}"
+    return "" if job.get("exit_code") is None else str(job["exit_code"])
+
+
+def show_jobs(jobs: list[dict[str, Any]]) -> None:
+    if not jobs:
+        print("no jobs")
+        return
+    table([[j["id"], j["state"], exit_text(j), (j["submitted_at"] or "")[:19], note(j)] for j in jobs],
+          ["JOB", "STATE", "EXIT", "SUBMITTED", "NOTE"])
+
+
+# -- subcommands ---------------------------------------------------------------
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    result = call(args, "ping")
+    print(f"rsubd {result['version']} is running (pid {result['pid']})")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise Failure(protocol.EXIT_BAD_SUBMIT, f"cannot read submit file {path}: {getattr(e, 'strerror', e)}") from None
+    request_id = uuid.uuid4().hex
+    result = call(args, "submit", io_timeout=600.0, description=text, cwd=os.getcwd(),
+                  submit_file=str(path.resolve()), schedd=args.schedd, request_id=request_id)
+    if args.json:
+        emit_json(result)
+        return 0
+    print(f"Submitted {len(result['jobs'])} job(s) to cluster {result['cluster']} on schedd {result['schedd']}.")
+    for job in result["jobs"]:
+        print(job)
+    for key in result.get("replaced", []):
+        print(f"note: rsub set its own {key}; the value in {path.name} was replaced", file=sys.stderr)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, *, active: bool = False) -> int:
+    result = call(args, "status", ids=args.ids, active=active, limit=args.limit)
+    if args.json:
+        emit_json({"version": 1, **result})
+        return 0
+    show_jobs(result["jobs"])
+    for name, info in result.get("schedds", {}).items():
+        if info.get("last_error"):
+            print(f"warning: schedd {name} is not answering ({info['last_error']}); "
+                  f"this view is {info['stale_seconds']} s old", file=sys.stderr)
+    return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    seen: dict[str, str] = {}
+    while True:
+        chunk = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
+        result = call(args, "wait", io_timeout=chunk + 30.0, ids=args.ids, timeout=chunk)
+        for job in result["jobs"]:
+            if seen.get(job["id"]) != job["state"]:
+                seen[job["id"]] = job["state"]
+                if args.json:
+                    print(json.dumps({"id": job["id"], "state": job["state"], "exit_code": job["exit_code"]}), flush=True)
+                else:
+                    extra = note(job)
+                    print(f"{job['id']}: {job['state']}" + (f" ({extra})" if extra else ""), flush=True)
+        if result["done"]:
+            return 0
+        if deadline is not None and time.monotonic() >= deadline:
+            raise Failure(protocol.EXIT_TIMEOUT, f"timed out after {args.timeout:g} s; jobs still active")
+
+
+def cmd_act(args: argparse.Namespace) -> int:
+    result = call(args, "act", action=args.action, ids=args.ids, reason=args.reason)
+    if args.json:
+        emit_json(result)
+        return 0
+    for name, counts in result["schedds"].items():
+        parts = [f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if v and k != "job_ads"]
+        print(f"{name}: {args.action}: " + (", ".join(parts) or "nothing to do"))
+    return 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    if args.daemon_command == "stop":
+        call(args, "daemon_stop")
+        print("rsubd is stopping")
+        return 0
+    result = call(args, "daemon_status")
+    if args.json:
+        emit_json({"version": 1, **result})
+        return 0
+    print(f"rsubd {result['version']}, pid {result['pid']}, up {result['uptime']:.0f} s, socket {result['socket']}")
+    for name, s in result["schedds"].items():
+        jobs = ", ".join(f"{n} {k}" for k, n in sorted(s["jobs"].items())) or "no jobs"
+        print(f"  schedd {name} ({s['backend']}): poll every {s['poll_interval']:g} s, last {s['last_poll_at']} "
+              f"{s['last_outcome'] or ''}; {s['polls']} polls, {s['queries']} queries, {s['retrieve_calls']} retrieves, "
+              f"{s['edit_calls']} edits, {s['history_calls']} history, {s['errors']} errors; jobs: {jobs}")
+        if s.get("last_error"):
+            print(f"    last error: {s['last_error']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rsub", description="Submit HTCondor jobs through rsubd and follow them until their output is home.",
+        epilog="example: rsub submit job.sub && rsub wait 12",
+    )
+    p.add_argument("--socket", help="rsubd's socket (default: $RSUB_SOCKET, the config's socket, or the XDG runtime dir)")
+    p.add_argument("--config", help="config file to read the socket path from")
+    p.add_argument("--version", action="version", version=f"rsub {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("ping", help="check that rsubd answers", epilog="example: rsub ping")
+    s.set_defaults(func=cmd_ping)
+
+    s = sub.add_parser("submit", help="submit an HTCondor submit description file",
+                       epilog="example: rsub submit examples/hello.sub")
+    s.add_argument("file", help="the submit description file")
+    s.add_argument("--schedd", help="schedd name from the config (default: the first)")
+    s.add_argument("--json", action="store_true", help="print the result as JSON")
+    s.set_defaults(func=cmd_submit)
+
+    for name, active, text in (("q", True, "jobs still active"), ("status", False, "jobs, all or by id")):
+        s = sub.add_parser(name, help=text, epilog=f"example: rsub {name} --json")
+        s.add_argument("ids", nargs="*", metavar="ID", help="CLUSTER, CLUSTER.PROC, optionally @SCHEDD")
+        s.add_argument("--json", action="store_true", help="print JSON (shape version 1)")
+        s.add_argument("--limit", type=int, default=1000, help="at most this many jobs (default 1000)")
+        s.set_defaults(func=lambda a, active=active: cmd_status(a, active=active))
+
+    s = sub.add_parser("wait", help="wait until jobs are retrieved, removed or failed",
+                       epilog="example: rsub wait --timeout 600 12")
+    s.add_argument("ids", nargs="+", metavar="ID")
+    s.add_argument("--timeout", type=float, help="give up after this many seconds (exit 6)")
+    s.add_argument("--json", action="store_true", help="print state changes as JSON lines")
+    s.set_defaults(func=cmd_wait)
+
+    for name, action in (("hold", "hold"), ("release", "release"), ("rm", "remove")):
+        s = sub.add_parser(name, help=f"{action} jobs", epilog=f"example: rsub {name} --reason 'fixing input' 12.0")
+        s.add_argument("ids", nargs="+", metavar="ID")
+        s.add_argument("--reason", help="recorded by the schedd with the action")
+        s.add_argument("--json", action="store_true")
+        s.set_defaults(func=cmd_act, action=action)
+
+    s = sub.add_parser("daemon", help="rsubd itself: status, stop", epilog="example: rsub daemon status --json")
+    dsub = s.add_subparsers(dest="daemon_command", required=True, metavar="ACTION")
+    ds = dsub.add_parser("status", help="what rsubd is doing, per schedd")
+    ds.add_argument("--json", action="store_true")
+    dsub.add_parser("stop", help="stop rsubd (jobs keep running on their schedd)")
+    s.set_defaults(func=cmd_daemon)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except Failure as e:
+        print(f"rsub: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The rsubd socket protocol: one JSON object per line, both ways.
+
+A request is `{"v": 1, "id": "...", "kind": "<kind>", ...fields}`; a response is
+`{"v": 1, "id": "...", "ok": true, "result": {...}}` or
+`{"v": 1, "id": "...", "ok": false, "error": {"code": "...", "message": "..."}}`.
+Every frame is at most `MAX_FRAME` bytes. The daemon imports this module; the
+client imports nothing else of the daemon's.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+VERSION = 1
+MAX_FRAME = 8 * 1024 * 1024
+
+# Request kinds and the fields each takes (name -> accepted types).
+REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
+    "ping": {},
+    "submit": {"description": (str,), "cwd": (str,), "submit_file": (str, type(None)),
+               "schedd": (str, type(None)), "request_id": (str,)},
+    "status": {"ids": (list,), "active": (bool,), "limit": (int,), "offset": (int,)},
+    "wait": {"ids": (list,), "timeout": (int, float)},
+    "act": {"action": (str,), "ids": (list,), "reason": (str, type(None))},
+    "poke": {"schedd": (str, type(None))},
+    "daemon_status": {},
+    "daemon_stop": {},
+}
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "submit": ("description", "cwd", "request_id"),
+    "wait": ("ids",),
+    "act": ("action", "ids"),
+}
+ACTIONS = ("hold", "release", "remove")
+
+
+class ErrorCode:
+    """Error codes in replies; each maps to a distinct client exit code."""
+
+    BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
+    BAD_SUBMIT = "bad_submit"
+    SCHEDD = "schedd_error"
+    TIMEOUT = "timeout"
+    INTERNAL = "internal"
+    VERSION = "version_mismatch"
+
+
+# Client exit codes (documented in the README).
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NO_DAEMON = 3
+EXIT_NOT_FOUND = 4
+EXIT_BAD_SUBMIT = 5
+EXIT_TIMEOUT = 6
+EXIT_SCHEDD = 7
+EXIT_BY_CODE = {
+    ErrorCode.BAD_REQUEST: EXIT_USAGE,
+    ErrorCode.NOT_FOUND: EXIT_NOT_FOUND,
+    ErrorCode.BAD_SUBMIT: EXIT_BAD_SUBMIT,
+    ErrorCode.SCHEDD: EXIT_SCHEDD,
+    ErrorCode.TIMEOUT: EXIT_TIMEOUT,
+    ErrorCode.INTERNAL: EXIT_ERROR,
+    ErrorCode.VERSION: EXIT_ERROR,
+}
+
+
+class ProtocolError(Exception):
+    """A frame or request that breaks the protocol."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Request:
+    kind: str
+    id: str
+    fields: dict[str, Any]
+
+
+def make_request(kind: str, **fields: Any) -> dict[str, Any]:
+    return {"v": VERSION, "id": uuid.uuid4().hex[:12], "kind": kind, **fields}
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    data = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+    if len(data) > MAX_FRAME:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"frame of {len(data)} bytes is over the {MAX_FRAME} byte cap")
+    return data
+
+
+def decode_request(line: bytes) -> Request:
+    """Validate one request frame; ProtocolError says what is wrong with it."""
+    try:
+        obj = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"malformed JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "a request must be a JSON object")
+    if obj.get("v") != VERSION:
+        raise ProtocolError(ErrorCode.VERSION, f"protocol version {obj.get('v')!r} is not {VERSION}; upgrade rsub or rsubd")
+    rid = obj.get("id")
+    if not isinstance(rid, str) or not rid or len(rid) > 64:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "'id' must be a non-empty string of at most 64 characters")
+    kind = obj.get("kind")
+    if kind not in REQUESTS:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown request kind {kind!r}; known: {', '.join(REQUESTS)}")
+    spec = REQUESTS[kind]
+    fields = {k: v for k, v in obj.items() if k not in ("v", "id", "kind")}
+    for name, value in fields.items():
+        if name not in spec:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown field {name!r} for {kind}")
+        types = spec[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            allowed = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"field {name!r} of {kind} must be {allowed}")
+    for name in REQUIRED.get(kind, ()):
+        if name not in fields:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{kind} needs field {name!r}")
+    return Request(kind=kind, id=rid, fields=fields)
+
+
+def ok(request_id: str, result: dict[str, Any]) -> dict[str, Any]:
+    return {"v": VERSION, "id": request_id, "ok": True, "result": result}
+
+
+def error(request_id: str | None, code: str, message: str) -> dict[str, Any]:
+    return {"v": VERSION, "id": request_id, "ok": False, "error": {"code": code, "message": message}}
+
+
+class DaemonUnavailable(Exception):
+    """No rsubd answers on the socket."""
+
+
+class Connection:
+    """A blocking client connection: send a request, read its response."""
+
+    def __init__(self, path: str, timeout: float | None = 30.0) -> None:
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            self._sock.close()
+            raise DaemonUnavailable(f"rsubd is not running (no answer on {path}: {e.strerror})") from None
+        self._file = self._sock.makefile("rb")
+
+    def call(self, kind: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
+        if timeout is not None:
+            self._sock.settimeout(timeout)
+        self._sock.sendall(encode(make_request(kind, **fields)))
+        line = self._file.readline(MAX_FRAME + 1)
+        if not line:
+            raise DaemonUnavailable("rsubd closed the connection without answering")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def close(self) -> None:
+        self._file.close()
+        self._sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,5 @@
+import sys
+
+from rsubd.app import main
+
+sys.exit(main())

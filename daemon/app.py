@@ -1,0 +1,220 @@
+"""rsubd: wires configuration, ledger, schedds, pollers and the socket server together.
+
+This is the only module that knows about all the others. The lifecycle is
+uvicorn's: `startup()`, `serve()` until asked to stop, `shutdown()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from rsub import paths
+from rsubd import __version__, logs
+from rsubd.config import Config, ConfigError, ScheddConfig, load
+from rsubd.handlers import Handlers, iso
+from rsubd.ledger import Ledger, LedgerError
+from rsubd.local.scheduler import LocalSchedd
+from rsubd.poller import Poller
+from rsubd.schedd import Schedd
+from rsubd.server import SocketServer
+
+log = structlog.get_logger("rsubd")
+EARLY_POLL_GAP = 0.5  # seconds; the least time between a poke and the poll before it
+
+
+class StartupError(Exception):
+    """rsubd cannot start; the message says why and what to do."""
+
+
+def make_schedd(cfg: ScheddConfig, state_dir: Path) -> Schedd:
+    """The one place that builds a schedd backend from its config."""
+    if cfg.backend == "local":
+        return LocalSchedd(cfg.name, state_dir / "local" / cfg.name, slots=cfg.slots)
+    raise StartupError(f"backend {cfg.backend!r} is not available")
+
+
+class Daemon:
+    version = __version__
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.ledger: Ledger
+        self.schedds: dict[str, Schedd] = {}
+        self.pollers: dict[str, Poller] = {}
+        self.started_at = time.time()
+        self._stop = asyncio.Event()
+        self._poll_done = asyncio.Condition()
+        self._poll_locks: dict[str, asyncio.Lock] = {}
+        self._lock_file: Any = None
+        self.scheduler = AsyncIOScheduler()
+        self.server = SocketServer(config.socket, Handlers(self).dispatch)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def startup(self) -> None:
+        cfg = self.config
+        try:
+            paths.ensure_private_dir(cfg.state_dir)
+            paths.ensure_private_dir(cfg.socket.parent)
+        except (OSError, PermissionError) as e:
+            raise StartupError(str(e)) from None
+        self._lock_file = open(cfg.state_dir / "rsubd.lock", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StartupError(f"another rsubd is already running with state in {cfg.state_dir}") from None
+        try:
+            self.ledger = Ledger(cfg.ledger_path)
+        except LedgerError as e:
+            raise StartupError(str(e)) from None
+        for s in cfg.schedds:
+            self.schedds[s.name] = make_schedd(s, cfg.state_dir)
+            self.pollers[s.name] = Poller(self.ledger, self.schedds[s.name])
+            self._poll_locks[s.name] = asyncio.Lock()
+        await self.server.start()
+        for s in cfg.schedds:
+            self.scheduler.add_job(self._poll, "interval", args=[s.name], id=f"poll:{s.name}",
+                                   seconds=s.poll_interval, max_instances=1, coalesce=True,
+                                   next_run_time=_now())
+        self.scheduler.start()
+        log.info("rsubd.started", pid=os.getpid(), socket=str(cfg.socket), state_dir=str(cfg.state_dir),
+                 schedds=[s.name for s in cfg.schedds], version=__version__)
+
+    async def serve(self) -> None:
+        await self._stop.wait()
+
+    async def shutdown(self) -> None:
+        log.info("rsubd.stopping")
+        with contextlib.suppress(Exception):
+            self.scheduler.shutdown(wait=False)
+        await self.server.close()
+        for lock in self._poll_locks.values():
+            async with lock:
+                pass
+        for schedd in self.schedds.values():
+            schedd.close()
+        if hasattr(self, "ledger"):
+            self.ledger.close()
+        log.info("rsubd.stopped")
+
+    def request_stop(self) -> None:
+        asyncio.get_running_loop().call_soon(self._stop.set)
+
+    # -- polling -----------------------------------------------------------------
+
+    async def _poll(self, name: str) -> None:
+        async with self._poll_locks[name]:
+            try:
+                await asyncio.to_thread(self.pollers[name].poll_once)
+            except Exception:
+                log.exception("poll.crashed", schedd=name)
+        async with self._poll_done:
+            self._poll_done.notify_all()
+
+    def poke(self, name: str | None = None, *, force: bool = False) -> list[str]:
+        """Ask for an early poll of one schedd (or all); returns the schedds poked."""
+        names = [name] if name else list(self.schedds)
+        poked = []
+        for n in names:
+            if n not in self.pollers:
+                continue
+            last = self.pollers[n].stats.last_poll_at
+            if not force and last is not None and time.time() - last < EARLY_POLL_GAP:
+                continue
+            job = self.scheduler.get_job(f"poll:{n}")
+            if job is not None:
+                job.modify(next_run_time=_now())
+                poked.append(n)
+        return poked
+
+    async def wait_for_poll(self, timeout: float) -> None:
+        async with self._poll_done:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._poll_done.wait(), timeout)
+
+    # -- reporting ---------------------------------------------------------------
+
+    def freshness(self) -> dict[str, Any]:
+        """How current the ledger's view of each schedd is."""
+        now = time.time()
+        out = {}
+        for name, poller in self.pollers.items():
+            ok = poller.stats.last_ok_at
+            out[name] = {"last_ok_poll": iso(ok), "stale_seconds": None if ok is None else round(now - ok, 1),
+                         "last_error": poller.stats.last_error}
+        return out
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        schedds = {}
+        for s in self.config.schedds:
+            st = self.pollers[s.name].stats
+            schedds[s.name] = {
+                "backend": s.backend,
+                "poll_interval": s.poll_interval,
+                "last_poll_at": iso(st.last_poll_at),
+                "last_poll_duration": None if st.last_duration is None else round(st.last_duration, 4),
+                "last_outcome": st.last_outcome,
+                "last_error": st.last_error,
+                **st.totals,
+                "last_hour": st.last_hour(now),
+                "jobs": self.ledger.counts_by_state(s.name),
+            }
+        return {"pid": os.getpid(), "version": __version__, "uptime": round(now - self.started_at, 1),
+                "socket": str(self.config.socket), "state_dir": str(self.config.state_dir), "schedds": schedds}
+
+
+def _now() -> Any:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+async def run(config: Config) -> None:
+    daemon = Daemon(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    try:
+        await daemon.startup()
+        await daemon.serve()
+    finally:
+        await daemon.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rsubd", description="The rsub daemon: submits, tracks and retrieves HTCondor jobs for one user.",
+        epilog="example: rsubd --config ~/.config/rsub/config.toml",
+    )
+    parser.add_argument("--config", help="config file (default: $RSUB_CONFIG, else $XDG_CONFIG_HOME/rsub/config.toml)")
+    parser.add_argument("--version", action="version", version=f"rsubd {__version__}")
+    args = parser.parse_args(argv)
+    try:
+        config = load(args.config)
+    except ConfigError as e:
+        print(f"rsubd: bad configuration: {e}", file=sys.stderr)
+        return 2
+    logs.configure(config.log_level)
+    try:
+        asyncio.run(run(config))
+    except StartupError as e:
+        print(f"rsubd: cannot start: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

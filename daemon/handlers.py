@@ -1,0 +1,195 @@
+"""One handler per request kind; `dispatch` matches on the kind exhaustively."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from rsub.protocol import ErrorCode, Request
+from rsubd import submit as submitting
+from rsubd.ledger import JobSelector
+from rsubd.schedd import FINAL_STATES, Action, ScheddError, job_id, parse_job_id
+from rsubd.server import RequestError
+
+if TYPE_CHECKING:
+    from rsubd.app import Daemon
+
+log = structlog.get_logger("rsubd.handlers")
+MAX_WAIT = 60.0
+ACTIONS = {"hold": Action.HOLD, "release": Action.RELEASE, "remove": Action.REMOVE}
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def job_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A job as `rsub status --json` shows it (shape version 1)."""
+    return {
+        "id": f"{job_id(row['cluster'], row['proc'])}@{row['schedd']}",
+        "cluster": row["cluster"],
+        "proc": row["proc"],
+        "schedd": row["schedd"],
+        "state": row["state"],
+        "job_status": row["job_status"],
+        "exit_code": row["exit_code"],
+        "exit_signal": row["exit_signal"],
+        "hold_reason": row["hold_reason"],
+        "hold_code": row["hold_code"],
+        "remove_reason": row["remove_reason"],
+        "error": row["error"],
+        "iwd": row["iwd"],
+        "submitted_at": iso(row["submitted_at"]),
+        "completed_at": iso(row["completed_at"]),
+        "retrieved_at": iso(row["retrieved_at"]),
+    }
+
+
+def parse_selector(text: str, schedds: list[str]) -> JobSelector:
+    """"CLUSTER", "CLUSTER.PROC", optionally "@SCHEDD"."""
+    head, _, schedd = text.partition("@")
+    try:
+        cluster, proc = parse_job_id(head)
+    except ValueError as e:
+        raise RequestError(ErrorCode.BAD_REQUEST, str(e)) from None
+    if schedd and schedd not in schedds:
+        raise RequestError(ErrorCode.NOT_FOUND, f"no schedd named {schedd!r}; configured: {', '.join(schedds)}")
+    return JobSelector(cluster=cluster, proc=proc, schedd=schedd or None)
+
+
+class Handlers:
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+
+    async def dispatch(self, request: Request) -> dict[str, Any]:
+        f = request.fields
+        match request.kind:
+            case "ping":
+                return {"pong": True, "pid": os.getpid(), "version": self.d.version}
+            case "submit":
+                return await self.submit(f)
+            case "status":
+                return self.status(f.get("ids", []), active=f.get("active", False),
+                                   limit=f.get("limit", 1000), offset=f.get("offset", 0))
+            case "wait":
+                return await self.wait(f["ids"], float(f.get("timeout", MAX_WAIT)))
+            case "act":
+                return await self.act(f["action"], f["ids"], f.get("reason"))
+            case "poke":
+                return {"poked": self.d.poke(f.get("schedd"))}
+            case "daemon_status":
+                return self.d.status()
+            case "daemon_stop":
+                self.d.request_stop()
+                return {"stopping": True}
+            case _:
+                raise RequestError(ErrorCode.BAD_REQUEST, f"no handler for {request.kind!r}")
+
+    def _selectors(self, ids: list[Any]) -> list[JobSelector]:
+        names = list(self.d.schedds)
+        if not all(isinstance(i, str) for i in ids):
+            raise RequestError(ErrorCode.BAD_REQUEST, "ids must be strings like 12, 12.0 or 12.0@local")
+        return [parse_selector(i, names) for i in ids]
+
+    def _rows(self, ids: list[Any], limit: int = 100_000) -> list[dict[str, Any]]:
+        selectors = self._selectors(ids)
+        rows = self.d.ledger.jobs(selectors, limit=limit)
+        for sel, text in zip(selectors, ids):
+            if not any(r["cluster"] == sel.cluster and sel.proc in (None, r["proc"])
+                       and sel.schedd in (None, r["schedd"]) for r in rows):
+                raise RequestError(ErrorCode.NOT_FOUND, f"no job {text} in rsub's ledger")
+        return rows
+
+    async def submit(self, f: dict[str, Any]) -> dict[str, Any]:
+        name = f.get("schedd") or next(iter(self.d.schedds))
+        if name not in self.d.schedds:
+            raise RequestError(ErrorCode.NOT_FOUND, f"no schedd named {name!r}; configured: {', '.join(self.d.schedds)}")
+        existing = self.d.ledger.cluster_by_request(f["request_id"])
+        if existing is not None:
+            if existing["state"] == "failed":
+                raise RequestError(ErrorCode.SCHEDD, existing["error"] or "submit failed")
+            if existing["cluster"] is None:
+                raise RequestError(ErrorCode.SCHEDD, "this submit is still in progress")
+            return self._submitted(existing, replaced=())
+        try:
+            prepared = await asyncio.to_thread(
+                submitting.prepare, f["description"], cwd=f["cwd"], instance_id=self.d.ledger.instance_id,
+                max_age_seconds=int(self.d.config.leave_in_queue_days * 86400),
+            )
+        except submitting.SubmitRefused as e:
+            raise RequestError(ErrorCode.BAD_SUBMIT, str(e)) from None
+        schedd = self.d.schedds[name]
+        row = self.d.ledger.add_submit_intent(
+            request_id=f["request_id"], schedd=name, tag=prepared.tag, description=f["description"],
+            submitted_description=prepared.request.text, submit_dir=f["cwd"], submit_file=f.get("submit_file"),
+        )
+        try:
+            result = await asyncio.to_thread(schedd.submit, prepared.request)
+        except ScheddError as e:
+            self.d.ledger.record_submit_failed(row, str(e))
+            log.warning("submit.failed", schedd=name, error=str(e))
+            raise RequestError(ErrorCode.SCHEDD, f"schedd {name} refused the submit: {e}") from None
+        self.d.ledger.record_submitted(row, result.cluster, list(zip(result.procs, prepared.iwds)))
+        try:
+            await asyncio.to_thread(schedd.spool, result)
+        except ScheddError as e:
+            self.d.ledger.record_submit_failed(row, f"spool failed: {e}")
+            log.warning("spool.failed", schedd=name, cluster=result.cluster, error=str(e))
+            raise RequestError(ErrorCode.SCHEDD, f"cluster {result.cluster}: spooling the input files failed: {e}") from None
+        self.d.ledger.record_spooled(row)
+        log.info("cluster.submitted", schedd=name, cluster=result.cluster, procs=result.num_procs)
+        self.d.poke(name)
+        cluster_row = self.d.ledger.cluster_row(row)
+        assert cluster_row is not None
+        return self._submitted(cluster_row, replaced=prepared.replaced)
+
+    def _submitted(self, row: dict[str, Any], replaced: tuple[str, ...]) -> dict[str, Any]:
+        ids = [f"{row['cluster']}.{p}@{row['schedd']}" for p in range(row["num_procs"] or 0)]
+        return {"cluster": row["cluster"], "schedd": row["schedd"], "jobs": ids, "replaced": list(replaced)}
+
+    def status(self, ids: list[Any], *, active: bool, limit: int, offset: int) -> dict[str, Any]:
+        limit = max(1, min(limit, 100_000))
+        if ids:
+            rows = self._rows(ids, limit=limit)
+        else:
+            rows = self.d.ledger.jobs(active=active, limit=limit, offset=max(0, offset))
+        return {"jobs": [job_view(r) for r in rows], "schedds": self.d.freshness()}
+
+    async def wait(self, ids: list[Any], timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + max(0.0, min(timeout, MAX_WAIT))
+        rows = self._rows(ids)
+        for name in {r["schedd"] for r in rows}:
+            self.d.poke(name)
+        while True:
+            rows = self._rows(ids)
+            if all(r["state"] in FINAL_STATES for r in rows):
+                return {"done": True, "jobs": [job_view(r) for r in rows]}
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return {"done": False, "jobs": [job_view(r) for r in rows]}
+            await self.d.wait_for_poll(remaining)
+
+    async def act(self, action: str, ids: list[Any], reason: str | None) -> dict[str, Any]:
+        if action not in ACTIONS:
+            raise RequestError(ErrorCode.BAD_REQUEST, f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+        rows = self._rows(ids)
+        by_schedd: dict[str, list[str]] = {}
+        for r in rows:
+            by_schedd.setdefault(r["schedd"], []).append(job_id(r["cluster"], r["proc"]))
+        summary: dict[str, Any] = {}
+        for name, jobs in by_schedd.items():
+            try:
+                result = await asyncio.to_thread(self.d.schedds[name].act, ACTIONS[action], jobs, reason)
+            except ScheddError as e:
+                raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: {e}") from None
+            summary[name] = result.as_dict()
+            log.info("jobs.acted", schedd=name, action=action, jobs=len(jobs), **result.as_dict())
+            self.d.poke(name, force=True)
+        return {"action": action, "schedds": summary}

@@ -1,0 +1,552 @@
+"""The embedded local scheduler: a schedd in a library, running jobs on this machine.
+
+It implements `rsubd.schedd.Schedd` with the behaviour recorded from a real
+HTCondor 25 schedd: a spooled submit is held (code 16) until `spool`, jobs go
+Idle, Running, Completed, stay in the queue while `LeaveJobInQueue` is true,
+then move to history. Each job runs under a starter process in a session of its
+own, and the queue lives in SQLite, so jobs and their state survive a restart
+of the daemon that embeds the scheduler.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import classad2
+
+from rsubd import submitdesc
+from rsubd.local import jobads, transfer
+from rsubd.local.ads import Ad, Constraint, Expr, parse_value, project, to_classad
+from rsubd.local.store import QueueStore
+from rsubd.schedd import (
+    Action,
+    ActResult,
+    ErrorKind,
+    HoldCode,
+    JobAd,
+    JobSpec,
+    JobStatus,
+    ScheddError,
+    SubmitRequest,
+    SubmitResult,
+)
+
+Key = tuple[int, int]
+IMMUTABLE = {"clusterid", "procid", "owner", "jobuniverse", "globaljobid", "qdate", "user"}
+LEAVE_SWEEP_SECONDS = 30.0
+
+
+class LocalSchedd:
+    """A schedd with its queue under `root`, running at most `slots` jobs at once."""
+
+    def __init__(
+        self,
+        name: str,
+        root: Path,
+        *,
+        slots: int | None = None,
+        tick_interval: float = 0.2,
+        autostart: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.root = root
+        self.slots = slots or max(1, os.cpu_count() or 1)
+        self._clock = clock
+        self._owner = getpass.getuser()
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._spool = root / "spool"
+        self._execute = root / "execute"
+        self._store = QueueStore(root / "queue.db")
+        self._lock = threading.RLock()
+        self._clusters, self._procs = self._store.load()
+        self._cache: dict[Key, classad2.ClassAd] = {}
+        self._starters: dict[Key, subprocess.Popen[bytes]] = {}
+        self._unspooled: set[int] = set()
+        self._dirty: set[Key] = set()
+        self._leave_check: set[Key] = set(self._procs)
+        self._last_sweep = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if autostart:
+            self.start()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"local-schedd-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick_interval()):
+            try:
+                self.tick()
+            except Exception:  # the scheduler must outlive one bad job; the error is in the ad
+                import traceback
+
+                traceback.print_exc()
+
+    def _tick_interval(self) -> float:
+        return 0.2
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            self._save()
+            self._store.close()
+
+    # -- ads ---------------------------------------------------------------
+
+    def ad(self, key: Key) -> Ad:
+        """The full ad of a queued job: its cluster's attributes overlaid by its own."""
+        return {**self._clusters.get(key[0], {}), **self._procs[key]}
+
+    def _classad(self, key: Key) -> classad2.ClassAd:
+        cached = self._cache.get(key)
+        if cached is None:
+            cached = self._cache[key] = to_classad(self.ad(key))
+        return cached
+
+    def _set(self, key: Key, **attrs: Any) -> None:
+        self._procs[key].update(attrs)
+        self._cache.pop(key, None)
+        self._dirty.add(key)
+
+    def _status(self, key: Key) -> int:
+        return int(self.ad(key).get("JobStatus", 0))
+
+    def _save(self) -> None:
+        self._store.save_jobs({k: self._procs[k] for k in self._dirty if k in self._procs})
+        self._dirty.clear()
+
+    def _jobdir(self, key: Key) -> Path:
+        return self._spool / str(key[0]) / str(key[1])
+
+    def _select(self, spec: JobSpec) -> list[Key]:
+        if isinstance(spec, str):
+            text = spec.strip()
+            head, dot, tail = text.partition(".")
+            if head.isdigit() and (not dot or tail.isdigit()):
+                return [k for k in self._procs if k[0] == int(head) and (not dot or k[1] == int(tail))]
+            constraint = Constraint(text)
+            return [k for k in list(self._procs) if constraint.matches(self._classad(k))]
+        keys = []
+        for item in spec:
+            c, _, p = item.partition(".")
+            if not c.isdigit() or not p.isdigit():
+                raise ScheddError(ErrorKind.INVALID, f"The job_spec string must be a clusterID[.procID]: {item!r}")
+            keys.append((int(c), int(p)))
+        return keys
+
+    # -- the Schedd boundary -----------------------------------------------
+
+    def submit(self, request: SubmitRequest) -> SubmitResult:
+        try:
+            desc = submitdesc.parse(request.text, cwd=request.cwd)
+        except submitdesc.SubmitError as e:
+            raise ScheddError(ErrorKind.REJECTED, f"Failed to create job ad, errmsg=Submit:-1:{e}") from None
+        cluster = self._store.next_cluster()
+        qdate = int(self._clock())
+        ads = [
+            jobads.proc_ad(
+                commands, cluster=cluster, proc=proc, cwd=request.cwd, owner=self._owner, qdate=qdate,
+                spool_iwd=self._jobdir((cluster, proc)) / f"cluster{cluster}.proc{proc}.subproc0",
+            )
+            for proc, commands in enumerate(submitdesc.expand(desc, cluster=cluster))
+        ]
+        for ad in ads:
+            ad["TotalSubmitProcs"] = len(ads)
+        shared, procs = jobads.split_cluster(ads)
+        with self._lock:
+            self._store.add_cluster(cluster, shared, dict(enumerate(procs)))
+            self._clusters[cluster] = shared
+            for proc, ad in enumerate(procs):
+                self._procs[(cluster, proc)] = ad
+            self._unspooled.add(cluster)
+        return SubmitResult(cluster=cluster, first_proc=0, num_procs=len(ads))
+
+    def spool(self, result: SubmitResult) -> None:
+        with self._lock:
+            if result.cluster not in self._unspooled:
+                raise ScheddError(ErrorKind.INVALID, f"cluster {result.cluster} was not submitted by this client")
+            self._unspooled.discard(result.cluster)
+            keys = [(result.cluster, p) for p in result.procs if (result.cluster, p) in self._procs]
+            ads = {k: self.ad(k) for k in keys}
+        now = int(self._clock())
+        try:
+            for key, ad in ads.items():
+                transfer.stage_in(f"{key[0]}.{key[1]}", ad, Path(ad["Iwd"]))
+        except (transfer.TransferError, OSError) as e:
+            with self._lock:
+                for key in keys:
+                    self._set(key, StageInStart=now)
+                    self._remove(key, "Staging of job files failed")
+                self._leave_queue(keys)
+                self._save()
+            message = f"DCSchedd::spoolJobFiles:7002:{e}"
+            kind = ErrorKind.INPUT_MISSING if "No such file" in str(e) else ErrorKind.TRANSFER
+            raise ScheddError(kind, message) from None
+        with self._lock:
+            for key in keys:
+                self._set(
+                    key,
+                    StageInStart=now,
+                    StageInFinish=int(self._clock()),
+                    JobStatus=int(JobStatus.IDLE),
+                    LastJobStatus=int(JobStatus.HELD),
+                    EnteredCurrentStatus=int(self._clock()),
+                    HoldReason=None,
+                    HoldReasonCode=None,
+                    LastHoldReason=jobads.SPOOL_HOLD_REASON,
+                    LastHoldReasonCode=int(HoldCode.SPOOLING_INPUT),
+                    ReleaseReason="Data files spooled",
+                )
+            self._save()
+
+    def query(self, constraint: str, projection: Sequence[str]) -> list[JobAd]:
+        with self._lock:
+            self._refresh()
+            keys = self._select(constraint or "true")
+            server_time = int(self._clock())
+            out = []
+            for key in keys:
+                ad = project(self.ad(key), self._classad(key), projection)
+                ad["ServerTime"] = server_time
+                out.append(ad)
+            return out
+
+    def retrieve(self, jobs: JobSpec) -> None:
+        with self._lock:
+            self._refresh()
+            todo = [(k, self.ad(k)) for k in self._select(jobs) if k in self._procs]
+        errors: list[str] = []
+        done: list[Key] = []
+        start = int(self._clock())
+        for key, ad in todo:
+            status = ad.get("JobStatus")
+            held_output = status == JobStatus.HELD and ad.get("HoldReasonCode") == HoldCode.TRANSFER_OUTPUT_ERROR
+            if status != JobStatus.COMPLETED and not held_output:
+                continue  # a real schedd returns quietly for jobs with nothing spooled yet
+            try:
+                transfer.retrieve(f"{key[0]}.{key[1]}", ad, Path(ad["Iwd"]))
+                if status == JobStatus.COMPLETED:
+                    done.append(key)
+            except transfer.TransferError as e:
+                errors.append(f"DCSchedd::receiveJobSandbox:7003:{e}")
+            except OSError as e:
+                errors.append(f"DCSchedd::receiveJobSandbox:7003:writing to {e.filename}: (errno {e.errno}) {e.strerror}")
+        with self._lock:
+            for key in done:
+                if key in self._procs:
+                    self._set(key, StageOutStart=start, StageOutFinish=int(self._clock()))
+            self._save()
+        if errors:
+            raise ScheddError(ErrorKind.TRANSFER, errors[0])
+
+    def edit(self, jobs: JobSpec, attr: str, value: str) -> int:
+        if "." in attr or not attr.replace("_", "").isalnum():
+            raise ScheddError(ErrorKind.INVALID, f"Unable to commit transaction:Got invalid attribute named {attr}")
+        parsed = parse_value(value)
+        with self._lock:
+            keys = self._select(jobs)
+            for key in keys:
+                if key not in self._procs:
+                    raise ScheddError(
+                        ErrorKind.NOT_FOUND,
+                        f"Unable to commit transaction:Modifying attribute {attr} in nonexistent job {key[0]}.{key[1]}",
+                    )
+                if attr.lower() in IMMUTABLE:
+                    raise ScheddError(
+                        ErrorKind.PERMISSION,
+                        f"Unable to commit transaction:Attempt to edit immutable attribute {attr} in job {key[0]}.{key[1]}",
+                    )
+            for key in keys:
+                existing = next((k for k in self.ad(key) if k.lower() == attr.lower()), attr)
+                self._set(key, **{existing: parsed})
+                self._leave_check.add(key)
+            self._save()
+            return len(keys)
+
+    def act(self, action: Action, jobs: JobSpec, reason: str | None = None) -> ActResult:
+        text = f"{reason} (by user {self._owner})" if reason else f"Python-initiated action (by user {self._owner})"
+        counts = dict.fromkeys(("success", "not_found", "already_done", "bad_status"), 0)
+        with self._lock:
+            self._refresh()
+            keys = self._select(jobs)
+            for key in keys:
+                if key not in self._procs:
+                    counts["not_found"] += 1
+                    continue
+                counts[self._act_one(action, key, text)] += 1
+            if action is Action.REMOVE:
+                self._leave_queue([k for k in keys if k in self._procs and self._status(k) == JobStatus.REMOVED])
+            self._save()
+        return ActResult(
+            success=counts["success"], not_found=counts["not_found"], already_done=counts["already_done"],
+            bad_status=counts["bad_status"], job_ads=len(keys) - counts["not_found"],
+        )
+
+    def _act_one(self, action: Action, key: Key, text: str) -> str:
+        ad = self.ad(key)
+        status = ad.get("JobStatus")
+        now = int(self._clock())
+        if action is Action.HOLD:
+            if status == JobStatus.HELD:
+                return "already_done"
+            if status in (JobStatus.COMPLETED, JobStatus.REMOVED):
+                return "bad_status"
+            self._kill(key)
+            self._set(
+                key, JobStatus=int(JobStatus.HELD), LastJobStatus=status, EnteredCurrentStatus=now,
+                HoldReason=text, HoldReasonCode=int(HoldCode.USER_REQUEST), HoldReasonSubCode=0,
+                NumHolds=int(ad.get("NumHolds") or 0) + 1,
+            )
+            return "success"
+        if action is Action.RELEASE:
+            if status != JobStatus.HELD or ad.get("HoldReasonCode") == HoldCode.SPOOLING_INPUT:
+                return "bad_status"
+            self._set(
+                key, JobStatus=int(JobStatus.IDLE), LastJobStatus=status, EnteredCurrentStatus=now,
+                LastHoldReason=ad.get("HoldReason"), LastHoldReasonCode=ad.get("HoldReasonCode"),
+                LastHoldReasonSubCode=ad.get("HoldReasonSubCode"), HoldReason=None, HoldReasonCode=None,
+                HoldReasonSubCode=None, ReleaseReason=text,
+            )
+            return "success"
+        if status == JobStatus.REMOVED:
+            return "already_done"
+        self._remove(key, text)
+        return "success"
+
+    def _remove(self, key: Key, reason: str) -> None:
+        ad = self.ad(key)
+        self._kill(key)
+        extra: dict[str, Any] = {}
+        if ad.get("JobStatus") == JobStatus.HELD:
+            extra = {
+                "LastHoldReason": ad.get("HoldReason"), "LastHoldReasonCode": ad.get("HoldReasonCode"),
+                "LastHoldReasonSubCode": ad.get("HoldReasonSubCode"), "HoldReason": None, "HoldReasonCode": None,
+            }
+        self._set(
+            key, JobStatus=int(JobStatus.REMOVED), LastJobStatus=ad.get("JobStatus"),
+            EnteredCurrentStatus=int(self._clock()), RemoveReason=reason, **extra,
+        )
+
+    def history(
+        self, constraint: str, projection: Sequence[str], match: int | None = None, since: int | str | None = None
+    ) -> list[JobAd]:
+        wanted = Constraint(constraint or "true")
+        stop = _since_constraint(since)
+        out: list[JobAd] = []
+        for _c, _p, ad in self._store.history_newest_first():
+            classad = to_classad(ad)
+            if stop is not None and stop.matches(classad):
+                break
+            if wanted.matches(classad):
+                out.append(project(ad, classad, projection))
+                if match is not None and len(out) >= match:
+                    break
+        return out
+
+    # -- the scheduler's own work ------------------------------------------
+
+    def tick(self) -> None:
+        """One pass of the schedd: reap finished jobs, start idle ones, let finished ones leave."""
+        with self._lock:
+            self._refresh()
+            self._save()
+
+    def _refresh(self) -> None:
+        for key in [k for k in self._procs if self._status(k) == JobStatus.RUNNING]:
+            self._check_running(key)
+        idle = [k for k in self._procs if self._status(k) == JobStatus.IDLE]
+        running = sum(1 for k in self._procs if self._status(k) == JobStatus.RUNNING)
+        for key in sorted(idle)[: max(0, self.slots - running)]:
+            self._start(key)
+        now = self._clock()
+        if now - self._last_sweep >= LEAVE_SWEEP_SECONDS:
+            self._last_sweep = now
+            self._leave_check.update(self._procs)
+        if self._leave_check:
+            check, self._leave_check = self._leave_check, set()
+            self._leave_queue([k for k in check if k in self._procs])
+
+    def _leave_queue(self, keys: Iterable[Key]) -> None:
+        """Move to history every job among `keys` that is finished and not kept by LeaveJobInQueue."""
+        leaving = []
+        for key in keys:
+            if self._status(key) not in (JobStatus.COMPLETED, JobStatus.REMOVED):
+                continue
+            if self._status(key) == JobStatus.COMPLETED and self._classad(key).eval("LeaveJobInQueue") is True:
+                continue
+            leaving.append(key)
+        if not leaving:
+            return
+        self._save()
+        entries = [(c, p, self.ad((c, p))) for c, p in leaving]
+        for key in leaving:
+            del self._procs[key]
+            self._cache.pop(key, None)
+            shutil.rmtree(self._jobdir(key), ignore_errors=True)
+        empty = [c for c in {k[0] for k in leaving} if not any(k[0] == c for k in self._procs)]
+        for c in empty:
+            self._clusters.pop(c, None)
+        self._store.to_history(entries, empty)
+
+    def _start(self, key: Key) -> None:
+        ad = self.ad(key)
+        jobdir = self._jobdir(key)
+        sandbox = self._execute / f"dir_{key[0]}_{key[1]}"
+        shutil.rmtree(sandbox, ignore_errors=True)
+        sandbox.mkdir(parents=True, mode=0o700)
+        spool_iwd = Path(ad["Iwd"])
+        for child in spool_iwd.iterdir():
+            if child.name not in (transfer.STDOUT, transfer.STDERR):
+                transfer.copy_tree(child, sandbox / child.name)
+        if ad.get("TransferExecutable") is False:
+            executable = ad["SUBMIT_Cmd"]
+        else:
+            executable = str(sandbox / ad["Cmd"])
+            os.chmod(executable, 0o755)
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", **jobads.parse_environment(ad.get("Environment"))}
+        env.update(_CONDOR_SCRATCH_DIR=str(sandbox), _CONDOR_JOB_IWD=str(sandbox), TMPDIR=str(sandbox))
+        stdin = ad.get("In")
+        spec = {
+            "sandbox": str(sandbox),
+            "executable": executable,
+            "arguments": jobads.split_arguments(ad),
+            "environment": env,
+            "stdin": str(sandbox / os.path.basename(stdin)) if stdin and stdin != os.devnull else None,
+            "before": transfer.snapshot(sandbox),
+        }
+        for stale in ("result.json", "starter.json"):
+            (jobdir / stale).unlink(missing_ok=True)
+        (jobdir / "job.json").write_text(json.dumps(spec), encoding="utf-8")
+        self._starters[key] = subprocess.Popen(
+            [sys.executable, "-m", "rsubd.local.starter", str(jobdir)],
+            start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        (jobdir / "shadow.json").write_text(json.dumps({"pid": self._starters[key].pid}), encoding="utf-8")
+        now = int(self._clock())
+        self._set(
+            key, JobStatus=int(JobStatus.RUNNING), LastJobStatus=int(JobStatus.IDLE), EnteredCurrentStatus=now,
+            JobCurrentStartDate=now, JobStartDate=ad.get("JobStartDate") or now,
+            NumJobStarts=int(ad.get("NumJobStarts") or 0) + 1, JobRunCount=int(ad.get("JobRunCount") or 0) + 1,
+            NumShadowStarts=int(ad.get("NumShadowStarts") or 0) + 1, RemoteHost="slot1@localhost",
+        )
+
+    def _starter_pid(self, key: Key) -> int | None:
+        try:
+            return int(json.loads((self._jobdir(key) / "shadow.json").read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _check_running(self, key: Key) -> None:
+        jobdir = self._jobdir(key)
+        result_path = jobdir / "result.json"
+        if result_path.exists():
+            popen = self._starters.pop(key, None)
+            if popen is not None:
+                popen.wait()
+            self._finish(key, json.loads(result_path.read_text(encoding="utf-8")))
+            return
+        popen = self._starters.get(key)
+        alive = popen.poll() is None if popen is not None else _alive(self._starter_pid(key))
+        if not alive:
+            # The starter died without a word (machine reboot, kill): run the job again, as a schedd does.
+            self._starters.pop(key, None)
+            self._set(key, JobStatus=int(JobStatus.IDLE), LastJobStatus=int(JobStatus.RUNNING),
+                      EnteredCurrentStatus=int(self._clock()), RemoteHost=None)
+
+    def _finish(self, key: Key, result: dict[str, Any]) -> None:
+        ad = self.ad(key)
+        sandbox = self._execute / f"dir_{key[0]}_{key[1]}"
+        spec = json.loads((self._jobdir(key) / "job.json").read_text(encoding="utf-8"))
+        now = int(self._clock())
+        wall = float(ad.get("RemoteWallClockTime") or 0.0) + max(0.0, result["ended"] - result["started"])
+        common: dict[str, Any] = {"LastJobStatus": int(JobStatus.RUNNING), "EnteredCurrentStatus": now,
+                                  "RemoteWallClockTime": round(wall, 3), "RemoteHost": None}
+        if "error" in result:
+            self._set(key, JobStatus=int(JobStatus.HELD), HoldReason=result["error"], HoldReasonCode=6,
+                      HoldReasonSubCode=2, NumHolds=int(ad.get("NumHolds") or 0) + 1, **common)
+            shutil.rmtree(sandbox, ignore_errors=True)
+            return
+        if "signal" in result:
+            exit_attrs: dict[str, Any] = {"ExitBySignal": True, "ExitSignal": result["signal"],
+                                          "ExitReason": f"died on signal {result['signal']} ({_signame(result['signal'])})"}
+        else:
+            exit_attrs = {"ExitBySignal": False, "ExitCode": result["exit_code"], "ExitReason": "Exited normally"}
+        try:
+            spooled = transfer.collect_output(f"{key[0]}.{key[1]}", ad, sandbox, Path(ad["Iwd"]), spec["before"])
+        except (transfer.TransferError, OSError) as e:
+            self._set(key, JobStatus=int(JobStatus.HELD), HoldReason=str(e),
+                      HoldReasonCode=int(HoldCode.TRANSFER_OUTPUT_ERROR), HoldReasonSubCode=2,
+                      NumHolds=int(ad.get("NumHolds") or 0) + 1, **exit_attrs, **common)
+        else:
+            self._set(key, JobStatus=int(JobStatus.COMPLETED), CompletionDate=now, TerminationPending=True,
+                      NumJobCompletions=int(ad.get("NumJobCompletions") or 0) + 1,
+                      SpooledOutputFiles=",".join(spooled), **exit_attrs, **common)
+            self._leave_check.add(key)
+        shutil.rmtree(sandbox, ignore_errors=True)
+
+    def _kill(self, key: Key) -> None:
+        """Stop a running job and its starter (the whole session)."""
+        if self._status(key) != JobStatus.RUNNING:
+            return
+        popen = self._starters.pop(key, None)
+        pid = popen.pid if popen is not None else self._starter_pid(key)
+        if pid is not None and (popen is not None or _alive(pid)):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if popen is not None:
+            popen.wait()
+        shutil.rmtree(self._execute / f"dir_{key[0]}_{key[1]}", ignore_errors=True)
+        self._set(key, RemoteHost=None)
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _signame(number: int) -> str:
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+    return {"SIGKILL": "Killed", "SIGTERM": "Terminated", "SIGSEGV": "Segmentation fault"}.get(name, name)
+
+
+def _since_constraint(since: int | str | None) -> Constraint | None:
+    """`history(since=...)` as a real schedd reads it: a cluster, a job id, or an expression."""
+    if since is None:
+        return None
+    if isinstance(since, int):
+        return Constraint(f"ClusterId == {since}")
+    text = since.strip()
+    head, dot, tail = text.partition(".")
+    if head.isdigit() and (not dot or tail.isdigit()):
+        return Constraint(f"ClusterId == {head}" + (f" && ProcId == {tail}" if dot else ""))
+    if text.lower() in ("true", "false"):
+        raise ScheddError(ErrorKind.INVALID, "Failed to receive history ad.")
+    return Constraint(text)

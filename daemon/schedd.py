@@ -1,0 +1,271 @@
+"""The schedd boundary: what rsub needs from a schedd, as plain typed data.
+
+Every backend (the embedded local scheduler, the real HTCondor one) implements
+`Schedd`. Job ads cross the boundary as `JobAd`: a dict of attribute name to a
+plain Python value. An attribute the ad lacks is absent from the dict; an
+attribute whose value is the ClassAd `undefined` maps to None, which is how a
+projected query on a real schedd reports it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, Union
+
+AdValue = Union[int, float, str, bool, None, list["AdValue"], dict[str, "AdValue"]]
+JobAd = dict[str, AdValue]
+
+
+class JobStatus(enum.IntEnum):
+    """HTCondor's JobStatus codes."""
+
+    IDLE = 1
+    RUNNING = 2
+    REMOVED = 3
+    COMPLETED = 4
+    HELD = 5
+    TRANSFERRING_OUTPUT = 6
+    SUSPENDED = 7
+
+
+class HoldCode(enum.IntEnum):
+    """The HoldReasonCode values rsub reads (HTCondor's numbering)."""
+
+    USER_REQUEST = 1
+    JOB_POLICY = 3
+    TRANSFER_OUTPUT_ERROR = 12
+    TRANSFER_INPUT_ERROR = 13
+    SPOOLING_INPUT = 16
+    JOB_OUT_OF_RESOURCES = 34
+
+
+class Action(enum.Enum):
+    """The job actions of `Schedd.act`."""
+
+    HOLD = "hold"
+    RELEASE = "release"
+    REMOVE = "remove"
+
+
+class ErrorKind(enum.Enum):
+    """What went wrong at the schedd, in words a user can act on."""
+
+    UNREACHABLE = "schedd_unreachable"
+    COLLECTOR_UNREACHABLE = "collector_unreachable"
+    UNKNOWN_SCHEDD = "unknown_schedd"
+    AUTHENTICATION = "authentication_failed"
+    PERMISSION = "permission_denied"
+    REJECTED = "submit_rejected"
+    INPUT_MISSING = "input_missing"
+    TRANSFER = "transfer_failed"
+    INVALID = "invalid_argument"
+    NOT_FOUND = "job_not_found"
+    TIMEOUT = "timeout"
+    OTHER = "schedd_error"
+
+
+class ScheddError(Exception):
+    """A failed schedd operation; `kind` classifies it, the message is the schedd's own."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}: {self.message}"
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """A submit description ready for a schedd.
+
+    `text` is self-contained (item data inlined, executable and initialdir made
+    absolute by rsub), so either backend can parse it without the submitter's cwd.
+    """
+
+    text: str
+    cwd: str
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What a submit created: one cluster, procs first_proc .. first_proc+num_procs-1."""
+
+    cluster: int
+    first_proc: int
+    num_procs: int
+
+    @property
+    def procs(self) -> range:
+        return range(self.first_proc, self.first_proc + self.num_procs)
+
+
+@dataclass(frozen=True)
+class ActResult:
+    """The schedd's tally of an `act` call (its Total* attributes)."""
+
+    success: int = 0
+    not_found: int = 0
+    already_done: int = 0
+    bad_status: int = 0
+    error: int = 0
+    permission_denied: int = 0
+    job_ads: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "success": self.success,
+            "not_found": self.not_found,
+            "already_done": self.already_done,
+            "bad_status": self.bad_status,
+            "error": self.error,
+            "permission_denied": self.permission_denied,
+            "job_ads": self.job_ads,
+        }
+
+
+# A job spec is a ClassAd constraint string or a list of "cluster.proc" ids.
+JobSpec = Union[str, Sequence[str]]
+
+
+class Schedd(Protocol):
+    """The operations rsub needs from one schedd."""
+
+    name: str
+
+    def submit(self, request: SubmitRequest) -> SubmitResult:
+        """Submit with spooling: the jobs start held with HoldReasonCode 16 until `spool`."""
+        ...
+
+    def spool(self, result: SubmitResult) -> None:
+        """Upload the input files of a submit made by this same object; releases the jobs."""
+        ...
+
+    def query(self, constraint: str, projection: Sequence[str]) -> list[JobAd]:
+        """Ads of the jobs in the queue matching `constraint`, only the `projection` attributes."""
+        ...
+
+    def retrieve(self, jobs: JobSpec) -> None:
+        """Bring the spooled output of these jobs into each job's submit-time Iwd."""
+        ...
+
+    def edit(self, jobs: JobSpec, attr: str, value: str) -> int:
+        """Set `attr` to the ClassAd expression `value`; returns the number of ads changed."""
+        ...
+
+    def act(self, action: Action, jobs: JobSpec, reason: str | None = None) -> ActResult:
+        """Hold, release or remove jobs, with a reason the schedd records."""
+        ...
+
+    def history(
+        self,
+        constraint: str,
+        projection: Sequence[str],
+        match: int | None = None,
+        since: int | str | None = None,
+    ) -> list[JobAd]:
+        """Ads of jobs that left the queue, newest first."""
+        ...
+
+    def close(self) -> None:
+        """Release resources (worker processes, threads)."""
+        ...
+
+
+def job_id(cluster: int, proc: int) -> str:
+    """HTCondor's "cluster.proc" form."""
+    return f"{cluster}.{proc}"
+
+
+def parse_job_id(text: str) -> tuple[int, int | None]:
+    """Parse "cluster" or "cluster.proc"; ValueError otherwise."""
+    head, dot, tail = text.partition(".")
+    if not head.isdigit() or (dot and not tail.isdigit()):
+        raise ValueError(f"not a job id: {text!r} (expected CLUSTER or CLUSTER.PROC)")
+    return int(head), (int(tail) if dot else None)
+
+
+def ids_constraint(ids: Sequence[tuple[int, int]]) -> str:
+    """A constraint matching exactly these (cluster, proc) ids, grouped by cluster."""
+    by_cluster: dict[int, list[int]] = {}
+    for cluster, proc in ids:
+        by_cluster.setdefault(cluster, []).append(proc)
+    terms = []
+    for cluster, procs in sorted(by_cluster.items()):
+        procs_expr = " || ".join(f"ProcId == {p}" for p in sorted(set(procs)))
+        terms.append(f"(ClusterId == {cluster} && ({procs_expr}))")
+    return " || ".join(terms) if terms else "false"
+
+
+@dataclass(frozen=True)
+class StateView:
+    """rsub's state for a job as read from the schedd's ad."""
+
+    state: str
+    job_status: int | None
+    hold_reason: str | None = None
+    hold_code: int | None = None
+    exit_code: int | None = None
+    extra: Mapping[str, AdValue] = field(default_factory=dict)
+
+
+# The one table from HTCondor's JobStatus to rsub's job state. Held with
+# HoldReasonCode 16 is rsub's "spooling": the inputs are not uploaded yet.
+STATE_BY_STATUS: dict[JobStatus, str] = {
+    JobStatus.IDLE: "idle",
+    JobStatus.RUNNING: "running",
+    JobStatus.REMOVED: "removed",
+    JobStatus.COMPLETED: "completed",
+    JobStatus.HELD: "held",
+    JobStatus.TRANSFERRING_OUTPUT: "running",
+    JobStatus.SUSPENDED: "running",
+}
+
+RSUB_STATES = (
+    "submitting",
+    "spooling",
+    "idle",
+    "running",
+    "held",
+    "completed",
+    "retrieved",
+    "removed",
+    "failed",
+)
+ACTIVE_STATES = ("submitting", "spooling", "idle", "running", "held", "completed")
+FINAL_STATES = ("retrieved", "removed", "failed")
+
+
+def state_of(ad: Mapping[str, AdValue]) -> str:
+    """rsub's state for a queue ad."""
+    status = ad.get("JobStatus")
+    if not isinstance(status, int) or status not in JobStatus._value2member_map_:
+        return "idle"
+    js = JobStatus(status)
+    if js is JobStatus.HELD and ad.get("HoldReasonCode") == HoldCode.SPOOLING_INPUT:
+        return "spooling"
+    return STATE_BY_STATUS[js]
+
+
+# The attributes rsub reads from a queue ad; a poll projects on exactly these.
+POLL_PROJECTION = (
+    "ClusterId",
+    "ProcId",
+    "JobStatus",
+    "LastJobStatus",
+    "EnteredCurrentStatus",
+    "HoldReason",
+    "HoldReasonCode",
+    "HoldReasonSubCode",
+    "ExitCode",
+    "ExitBySignal",
+    "ExitSignal",
+    "CompletionDate",
+    "RemoveReason",
+    "RemoteWallClockTime",
+    "NumJobStarts",
+    "RETRIEVED",
+)

@@ -1,0 +1,108 @@
+"""Preparing a submit: check the user's description, add rsub's attributes, make it self-contained.
+
+Everything that can be refused is refused here, before anything is sent to a
+schedd: syntax errors, a missing executable or input file, an initialdir that
+does not exist.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from rsubd import submitdesc
+from rsubd.schedd import SubmitRequest
+
+
+class SubmitRefused(Exception):
+    """The description cannot be submitted; the message says why."""
+
+
+def leave_in_queue(max_age_seconds: int) -> str:
+    """Keep a completed job until rsub marks it retrieved, or until it is `max_age_seconds` old.
+
+    The remote-submit example users copy has its parentheses misplaced; here the
+    age test is one parenthesised alternative, so the expression is false for
+    every job that is not completed (held, idle, running, removed).
+    """
+    return (
+        "JobStatus == 4 && RETRIEVED =!= true && (CompletionDate =?= undefined || CompletionDate == 0 || "
+        f"(time() - CompletionDate) < {max_age_seconds})"
+    )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    request: SubmitRequest
+    tag: str
+    num_procs: int
+    iwds: tuple[str, ...]
+    replaced: tuple[str, ...]
+
+
+# Commands rsub sets itself; a user's own value is replaced (and the reply says so).
+RSUB_KEYS = ("leave_in_queue", "My.RETRIEVED", "My.RsubInstance", "My.RsubId")
+
+
+def _abs(base: str, path: str) -> str:
+    return path if path.startswith("$") or os.path.isabs(os.path.expanduser(path)) else os.path.join(base, path)
+
+
+def prepare(text: str, *, cwd: str, instance_id: str, max_age_seconds: int) -> Prepared:
+    """Parse, check and complete a submit description for `Schedd.submit`."""
+    if not os.path.isabs(cwd) or not os.path.isdir(cwd):
+        raise SubmitRefused(f"the submit directory {cwd!r} is not an existing absolute directory")
+    try:
+        desc = submitdesc.parse(text, cwd=cwd)
+    except submitdesc.SubmitError as e:
+        raise SubmitRefused(str(e)) from None
+    executable = desc.get("executable")
+    if not executable or not executable.strip():
+        raise SubmitRefused("the submit description has no 'executable'")
+    tag = uuid.uuid4().hex
+    replaced = tuple(k for k in RSUB_KEYS if desc.get(k) is not None)
+    extra = [
+        # condor_submit resolves executable against the cwd and initialdir against it too;
+        # making both absolute keeps that meaning wherever the schedd parses the text.
+        ("executable", _abs(cwd, executable.strip())),
+        ("initialdir", _abs(cwd, (desc.get("initialdir") or ".").strip())),
+        ("My.RETRIEVED", "false"),
+        ("My.RsubInstance", f'"{instance_id}"'),
+        ("My.RsubId", f'"{tag}"'),
+        ("leave_in_queue", leave_in_queue(max_age_seconds)),
+    ]
+    desc = desc.with_commands(extra)
+    try:
+        procs = submitdesc.expand(desc, cluster=0)
+    except submitdesc.SubmitError as e:
+        raise SubmitRefused(str(e)) from None
+    if not procs:
+        raise SubmitRefused("the queue statement makes no jobs")
+    iwds = []
+    for proc, commands in enumerate(procs):
+        iwd = Path(commands["initialdir"])
+        if not iwd.is_dir():
+            raise SubmitRefused(f"job {proc}: initialdir {iwd} is not a directory")
+        if not os.access(iwd, os.W_OK):
+            raise SubmitRefused(f"job {proc}: initialdir {iwd} is not writable, so output could not be retrieved there")
+        exe = Path(commands["executable"])
+        if commands.get("transfer_executable", "true").strip().lower() != "false":
+            if not exe.is_file():
+                raise SubmitRefused(f"job {proc}: executable {exe} does not exist")
+        for entry in commands.get("transfer_input_files", "").replace("\n", ",").split(","):
+            entry = entry.strip()
+            if not entry or "://" in entry:
+                continue
+            path = iwd / entry
+            if not path.exists():
+                raise SubmitRefused(f"job {proc}: input file {path} does not exist")
+            if not os.access(path, os.R_OK):
+                raise SubmitRefused(f"job {proc}: input file {path} is not readable")
+        iwds.append(str(iwd))
+    rendered = submitdesc.render(desc)
+    return Prepared(
+        request=SubmitRequest(text=rendered, cwd=cwd), tag=tag, num_procs=len(procs), iwds=tuple(iwds),
+        replaced=replaced,
+    )
