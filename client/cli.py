@@ -185,7 +185,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"version": 1, **result})
         return 0
-    print(f"rsubd {result['version']}, pid {result['pid']}, up {result['uptime']:.0f} s, socket {result['socket']}")
+    print(f"rsubd {result['rsubd_version']}, pid {result['pid']}, up {result['uptime']:.0f} s, socket {result['socket']}")
     for name, s in result["schedds"].items():
         jobs = ", ".join(f"{n} {k}" for k, n in sorted(s["jobs"].items())) or "no jobs"
         print(f"  schedd {name} ({s['backend']}): poll every {s['poll_interval']:g} s, last {s['last_poll_at']} "

@@ -172,7 +172,7 @@ class Daemon:
                 "last_hour": st.last_hour(now),
                 "jobs": self.ledger.counts_by_state(s.name),
             }
-        return {"pid": os.getpid(), "version": __version__, "uptime": round(now - self.started_at, 1),
+        return {"pid": os.getpid(), "rsubd_version": __version__, "uptime": round(now - self.started_at, 1),
                 "socket": str(self.config.socket), "state_dir": str(self.config.state_dir), "schedds": schedds}
 
 

@@ -51,6 +51,7 @@ class SocketServer:
         self.path = path
         self._handler = handler
         self._server: asyncio.AbstractServer | None = None
+        self._bound = False
         self._uid = os.getuid()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -63,6 +64,7 @@ class SocketServer:
         finally:
             os.umask(old)
         self.path.chmod(0o600)
+        self._bound = True
 
     async def close(self) -> None:
         if self._server is not None:
@@ -72,10 +74,9 @@ class SocketServer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
+        if self._bound:  # never remove a socket another rsubd is serving
+            self.path.unlink(missing_ok=True)
+            self._bound = False
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
