@@ -7,6 +7,7 @@ and says what is allowed.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +66,9 @@ def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
 
 
 def _number(value: Any, key: str, *, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ConfigError(f"{key} must be a number >= {minimum:g}, not {value!r}")
+    # TOML has nan and inf; neither is a usable interval or age.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
+        raise ConfigError(f"{key} must be a finite number >= {minimum:g}, not {value!r}")
     return float(value)
 
 
@@ -91,7 +93,10 @@ def _schedd(table: Any, index: int) -> ScheddConfig:
     slots = table.get("slots")
     if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int) or slots < 1):
         raise ConfigError(f"{where}slots must be a whole number >= 1, not {slots!r}")
-    return ScheddConfig(name=name, backend=backend, poll_interval=poll, slots=slots, pool=table.get("pool"))
+    pool = table.get("pool")
+    if pool is not None:
+        pool = _string(pool, f"{where}pool")
+    return ScheddConfig(name=name, backend=backend, poll_interval=poll, slots=slots, pool=pool)
 
 
 def load(explicit: str | None = None) -> Config:
