@@ -42,6 +42,13 @@ def make_schedd(cfg: ScheddConfig, state_dir: Path) -> Schedd:
     """The one place that builds a schedd backend from its config."""
     if cfg.backend == "local":
         return LocalSchedd(cfg.name, state_dir / "local" / cfg.name, slots=cfg.slots)
+    if cfg.backend == "htcondor":
+        from rsubd.condor import CondorSchedd, CondorSettings
+
+        return CondorSchedd(CondorSettings(
+            name=cfg.name, pool=cfg.pool, address=cfg.address, condor_config=cfg.condor_config,
+            params=dict(cfg.params), call_timeout=cfg.call_timeout, transfer_timeout=cfg.transfer_timeout,
+        ))
     raise StartupError(f"backend {cfg.backend!r} is not available")
 
 

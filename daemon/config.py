@@ -31,6 +31,12 @@ class ScheddConfig:
     poll_interval: float
     slots: int | None = None
     pool: str | None = None
+    address: str | None = None
+    condor_config: str | None = None
+    params: tuple[tuple[str, str], ...] = ()
+    call_timeout: float = 60.0
+    transfer_timeout: float = 600.0
+    own_schedd: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,13 @@ class Config:
 
 
 TOP_KEYS = {"socket", "state_dir", "log_level", "leave_in_queue_days", "schedd"}
-SCHEDD_KEYS = {"name", "backend", "poll_interval", "slots", "pool"}
+SCHEDD_KEYS = {"name", "backend", "poll_interval", "slots", "pool", "address", "condor_config", "params",
+               "call_timeout", "transfer_timeout", "own_schedd"}
+LOCAL_ONLY = {"slots"}
+HTCONDOR_ONLY = {"pool", "address", "condor_config", "params", "call_timeout", "transfer_timeout", "own_schedd"}
+# HTCondor asks job trackers to query a shared schedd at most about once a minute;
+# below this floor only the user's own schedd may be polled.
+HTCONDOR_POLL_FLOOR = 10.0
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
@@ -87,16 +99,38 @@ def _schedd(table: Any, index: int) -> ScheddConfig:
     backend = table.get("backend", "local")
     if backend not in BACKENDS:
         raise ConfigError(f"{where}backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
-    if backend == "htcondor":
-        raise ConfigError(f"{where}backend 'htcondor' is not available in this version of rsub; use 'local'")
-    poll = _number(table.get("poll_interval", DEFAULT_POLL[backend]), f"{where}poll_interval", minimum=0.1)
+    wrong = (HTCONDOR_ONLY if backend == "local" else LOCAL_ONLY) & set(table)
+    if wrong:
+        raise ConfigError(f"{where}key {sorted(wrong)[0]!r} does not apply to backend {backend!r}")
+    own = table.get("own_schedd", False)
+    if not isinstance(own, bool):
+        raise ConfigError(f"{where}own_schedd must be true or false, not {own!r}")
+    floor = HTCONDOR_POLL_FLOOR if backend == "htcondor" and not own else 0.1
+    poll = table.get("poll_interval", DEFAULT_POLL[backend])
+    if floor > 0.1 and isinstance(poll, (int, float)) and not isinstance(poll, bool) and 0.1 <= poll < floor:
+        raise ConfigError(f"{where}poll_interval must be at least {floor:g} s for a shared schedd, not {poll!r} "
+                          "(set own_schedd = true if the schedd is yours alone)")
+    poll = _number(poll, f"{where}poll_interval", minimum=floor)
     slots = table.get("slots")
     if slots is not None and (isinstance(slots, bool) or not isinstance(slots, int) or slots < 1):
         raise ConfigError(f"{where}slots must be a whole number >= 1, not {slots!r}")
-    pool = table.get("pool")
-    if pool is not None:
-        pool = _string(pool, f"{where}pool")
-    return ScheddConfig(name=name, backend=backend, poll_interval=poll, slots=slots, pool=pool)
+    params = table.get("params", {})
+    if not isinstance(params, dict) or not all(isinstance(v, (str, int, float, bool)) for v in params.values()):
+        raise ConfigError(f"{where}params must be a table of HTCondor settings, "
+                          'e.g. params = { SEC_CLIENT_AUTHENTICATION_METHODS = "IDTOKENS" }')
+    optional: dict[str, str] = {}
+    for key in ("pool", "address", "condor_config"):
+        if key in table:
+            optional[key] = _string(table[key], f"{where}{key}")
+    if "condor_config" in optional and not Path(optional["condor_config"]).expanduser().is_file():
+        raise ConfigError(f"{where}condor_config {optional['condor_config']!r} is not a readable file")
+    return ScheddConfig(
+        name=name, backend=backend, poll_interval=poll, slots=slots, own_schedd=own,
+        pool=optional.get("pool"), address=optional.get("address"), condor_config=optional.get("condor_config"),
+        params=tuple((str(k), str(v)) for k, v in params.items()),
+        call_timeout=_number(table.get("call_timeout", 60.0), f"{where}call_timeout", minimum=0.1),
+        transfer_timeout=_number(table.get("transfer_timeout", 600.0), f"{where}transfer_timeout", minimum=0.1),
+    )
 
 
 def load(explicit: str | None = None) -> Config:

@@ -1,0 +1,108 @@
+"""The real htcondor2 bindings, no pool needed: a dead address and a schedd that never answers."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import BIN, Rsubd, write_job
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def silent_schedd() -> Iterator[int]:
+    """A TCP listener on loopback that accepts connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                held.append(conn)
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def condor_config(port: int, call_timeout: float = 3) -> str:
+    return f"""
+        [[schedd]]
+        name = "local"
+        backend = "local"
+
+        [[schedd]]
+        name = "remote"
+        backend = "htcondor"
+        address = "<127.0.0.1:{port}>"
+        own_schedd = true
+        poll_interval = 1
+        call_timeout = {call_timeout}
+        transfer_timeout = {call_timeout}
+    """
+
+
+def test_unreachable_schedd_fails_at_once_with_a_clear_error(short_tmp: Path, workdir: Path) -> None:
+    daemon = Rsubd(short_tmp, config=condor_config(free_port()))
+    daemon.start()
+    try:
+        write_job(workdir, "job.sh", "true\n")
+        (workdir / "job.sub").write_text("executable = job.sh\nqueue\n")
+        started = time.monotonic()
+        result = daemon.rsub("submit", "--schedd", "remote", "job.sub", cwd=workdir)
+        assert time.monotonic() - started < 10
+        assert result.returncode == 7, result.stderr
+        assert "schedd_unreachable" in result.stderr and "Failed to connect" in result.stderr
+        assert result.stderr.count("\n") == 1
+        # The local schedd is unaffected.
+        assert daemon.rsub("submit", "job.sub", cwd=workdir).returncode == 0
+    finally:
+        daemon.stop()
+
+
+def test_hung_schedd_is_cut_off_and_status_keeps_answering(short_tmp: Path, workdir: Path, silent_schedd: int) -> None:
+    daemon = Rsubd(short_tmp, config=condor_config(silent_schedd, call_timeout=4))
+    daemon.start()
+    try:
+        write_job(workdir, "job.sh", "true\n")
+        (workdir / "job.sub").write_text("executable = job.sh\nqueue\n")
+        submit = subprocess.Popen([str(BIN / "rsub"), "submit", "--schedd", "remote", "job.sub"], cwd=workdir,
+                                  env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)  # let the submit reach the silent schedd; the check below is what matters
+        assert submit.poll() is None, "the submit should still be waiting on the silent schedd"
+        for _ in range(3):
+            started = time.monotonic()
+            status = daemon.rsub("status")
+            assert status.returncode == 0, status.stderr
+            assert time.monotonic() - started < 1.0
+        _, stderr = submit.communicate(timeout=30)
+        assert submit.returncode == 7
+        assert "took longer than 4 s" in stderr
+        assert daemon.rsub("ping").returncode == 0
+    finally:
+        daemon.stop()
