@@ -79,7 +79,10 @@ def table(rows: list[list[str]], header: list[str]) -> None:
 
 def note(job: dict[str, Any]) -> str:
     if job["state"] in ("held", "spooling") and job.get("hold_reason"):
-        return f"held: {job['hold_reason']}"
+        hint = f" [{job['hold_hint']}]" if job.get("hold_hint") else ""
+        return f"held (code {job.get('hold_code')}): {job['hold_reason']}{hint}"
+    if job.get("exit_signal") is not None and job["state"] in ("retrieved", "completed"):
+        return f"killed by signal {job['exit_signal']}; output in {job['iwd']}"
     if job.get("error"):
         return str(job["error"])
     if job["state"] == "removed":

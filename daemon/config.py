@@ -122,7 +122,9 @@ def _schedd(table: Any, index: int) -> ScheddConfig:
     for key in ("pool", "address", "condor_config"):
         if key in table:
             optional[key] = _string(table[key], f"{where}{key}")
-    if "condor_config" in optional and not Path(optional["condor_config"]).expanduser().is_file():
+    if "condor_config" in optional:
+        optional["condor_config"] = str(Path(optional["condor_config"]).expanduser())
+    if "condor_config" in optional and not Path(optional["condor_config"]).is_file():
         raise ConfigError(f"{where}condor_config {optional['condor_config']!r} is not a readable file")
     return ScheddConfig(
         name=name, backend=backend, poll_interval=poll, slots=slots, own_schedd=own,

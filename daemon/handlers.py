@@ -30,6 +30,20 @@ def iso(ts: float | None) -> str | None:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds")
 
 
+# One-line hints for the hold codes users meet most (HTCondor's HoldReasonCode numbering).
+HOLD_HINTS = {
+    1: "held by a user or an administrator; 'rsub release' lets it run again",
+    3: "held by a policy expression (periodic_hold or the pool's policy); fix the cause, then release",
+    6: "the executable could not be started: check its #! line and that it is executable",
+    12: "an output file named in transfer_output_files was not created by the job",
+    13: "an input file could not be transferred to the execute machine",
+    16: "spooling never finished: the input files were not uploaded (rsub resubmits or reports these)",
+    21: "held by a periodic_hold expression of the job",
+    26: "the job used more memory than request_memory; raise it and resubmit",
+    34: "the job used more resources than it requested (memory or disk); raise the request and resubmit",
+}
+
+
 def job_view(row: dict[str, Any]) -> dict[str, Any]:
     """A job as `rsub status --json` shows it (shape version 1)."""
     return {
@@ -43,6 +57,7 @@ def job_view(row: dict[str, Any]) -> dict[str, Any]:
         "exit_signal": row["exit_signal"],
         "hold_reason": row["hold_reason"],
         "hold_code": row["hold_code"],
+        "hold_hint": HOLD_HINTS.get(row["hold_code"]) if row["state"] == "held" else None,
         "remove_reason": row["remove_reason"],
         "error": row["error"],
         "iwd": row["iwd"],
