@@ -1,0 +1,17 @@
+"""rsub's start-up time is a feature: the client imports only the standard library and its protocol."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_client_imports_nothing_heavy() -> None:
+    code = (
+        "import sys, rsub.cli\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('rsubd', 'htcondor2', 'htcondor', 'classad2', 'classad', 'structlog', 'apscheduler', 'sqlite_utils'))\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
