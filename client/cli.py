@@ -149,6 +149,8 @@ def cmd_status(args: argparse.Namespace, *, active: bool = False) -> int:
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
+    if args.timeout is not None and not (0 <= args.timeout < float("inf")):
+        raise Failure(protocol.EXIT_USAGE, f"--timeout must be a number of seconds >= 0, not {args.timeout}")
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     seen: dict[str, str] = {}
     while True:
@@ -199,6 +201,13 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="rsub", description="Submit HTCondor jobs through rsubd and follow them until their output is home.",
@@ -223,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text, epilog=f"example: rsub {name} --json")
         s.add_argument("ids", nargs="*", metavar="ID", help="CLUSTER, CLUSTER.PROC, optionally @SCHEDD")
         s.add_argument("--json", action="store_true", help="print JSON (shape version 1)")
-        s.add_argument("--limit", type=int, default=1000, help="at most this many jobs (default 1000)")
+        s.add_argument("--limit", type=positive_int, default=1000, help="at most this many jobs (default 1000)")
         s.set_defaults(func=lambda a, active=active: cmd_status(a, active=active))
 
     s = sub.add_parser("wait", help="wait until jobs are retrieved, removed or failed",

@@ -6,6 +6,12 @@ import os
 from pathlib import Path
 
 
+def _xdg(name: str) -> str | None:
+    """An XDG base directory variable; unset, empty or relative counts as unset, as the spec says."""
+    value = os.environ.get(name)
+    return value if value and os.path.isabs(value) else None
+
+
 def config_file(explicit: str | None = None) -> Path | None:
     """The config file: --config, else $RSUB_CONFIG, else $XDG_CONFIG_HOME/rsub/config.toml if it exists."""
     if explicit:
@@ -13,20 +19,20 @@ def config_file(explicit: str | None = None) -> Path | None:
     env = os.environ.get("RSUB_CONFIG")
     if env:
         return Path(env).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    base = _xdg("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     path = Path(base) / "rsub" / "config.toml"
     return path if path.exists() else None
 
 
 def state_dir() -> Path:
     """$XDG_STATE_HOME/rsub (default ~/.local/state/rsub): the ledger and the local scheduler."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    base = _xdg("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "rsub"
 
 
 def runtime_dir() -> Path:
     """$XDG_RUNTIME_DIR/rsub, or a private /tmp/rsub-<uid> where XDG_RUNTIME_DIR is unset."""
-    base = os.environ.get("XDG_RUNTIME_DIR")
+    base = _xdg("XDG_RUNTIME_DIR")
     if base:
         return Path(base) / "rsub"
     return Path(f"/tmp/rsub-{os.getuid()}")

@@ -39,7 +39,10 @@ ACTIONS = ("hold", "release", "remove")
 
 
 class ErrorCode:
-    """Error codes in replies; each maps to a distinct client exit code."""
+    """Error codes in replies; each maps to a client exit code, distinct but for the generic 1.
+
+    INTERNAL and VERSION both exit 1 (EXIT_ERROR), as the client documents.
+    """
 
     BAD_REQUEST = "bad_request"
     NOT_FOUND = "not_found"
@@ -97,15 +100,20 @@ def encode(message: dict[str, Any]) -> bytes:
     return data
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def decode_request(line: bytes) -> Request:
     """Validate one request frame; ProtocolError says what is wrong with it."""
     try:
-        obj = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        obj = json.loads(line, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:  # also NaN/Infinity, and nesting too deep to parse
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"malformed JSON: {e}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "a request must be a JSON object")
-    if obj.get("v") != VERSION:
+    # `true == 1` and `1.0 == 1` in Python; the version is the JSON integer 1 and nothing else.
+    if type(obj.get("v")) is not int or obj["v"] != VERSION:
         raise ProtocolError(ErrorCode.VERSION, f"protocol version {obj.get('v')!r} is not {VERSION}; upgrade rsub or rsubd")
     rid = obj.get("id")
     if not isinstance(rid, str) or not rid or len(rid) > 64:
@@ -160,7 +168,12 @@ class Connection:
         line = self._file.readline(MAX_FRAME + 1)
         if not line:
             raise DaemonUnavailable("rsubd closed the connection without answering")
-        reply: dict[str, Any] = json.loads(line)
+        try:
+            reply = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise DaemonUnavailable("rsubd answered with something that is not a protocol frame") from None
+        if not isinstance(reply, dict):
+            raise DaemonUnavailable("rsubd answered with something that is not a protocol frame")
         return reply
 
     def close(self) -> None:

@@ -105,20 +105,27 @@ class Ledger:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as e:
+            if conn is not None:
+                conn.close()
             raise LedgerError(f"cannot open the ledger {path}: {e}") from None
         path.chmod(0o600)
         self.path = path
         self.db = sqlite_utils.Database(conn)
         self._conn = conn
         self._lock = threading.RLock()
-        self._migrate()
-        self.instance_id = self._instance_id()
+        try:
+            self._migrate()
+            self.instance_id = self._instance_id()
+        except BaseException:
+            conn.close()  # a refused ledger must not stay open (and locked) in this process
+            raise
 
     def close(self) -> None:
         with self._lock:

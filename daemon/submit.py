@@ -50,6 +50,10 @@ def _abs(base: str, path: str) -> str:
     return path if path.startswith("$") or os.path.isabs(os.path.expanduser(path)) else os.path.join(base, path)
 
 
+def _here(cwd: str, path: str) -> Path:
+    return Path(cwd, os.path.expanduser(path.strip()))
+
+
 def prepare(text: str, *, cwd: str, instance_id: str, max_age_seconds: int) -> Prepared:
     """Parse, check and complete a submit description for `Schedd.submit`."""
     if not os.path.isabs(cwd) or not os.path.isdir(cwd):
@@ -82,12 +86,14 @@ def prepare(text: str, *, cwd: str, instance_id: str, max_age_seconds: int) -> P
         raise SubmitRefused("the queue statement makes no jobs")
     iwds = []
     for proc, commands in enumerate(procs):
-        iwd = Path(commands["initialdir"])
+        # A value from a macro ("initialdir = $(dir)") is only known now, and is still relative
+        # to the submitter's cwd, as the schedd will read it; never to the daemon's own cwd.
+        iwd = _here(cwd, commands["initialdir"])
         if not iwd.is_dir():
             raise SubmitRefused(f"job {proc}: initialdir {iwd} is not a directory")
         if not os.access(iwd, os.W_OK):
             raise SubmitRefused(f"job {proc}: initialdir {iwd} is not writable, so output could not be retrieved there")
-        exe = Path(commands["executable"])
+        exe = _here(cwd, commands["executable"])
         if commands.get("transfer_executable", "true").strip().lower() != "false":
             if not exe.is_file():
                 raise SubmitRefused(f"job {proc}: executable {exe} does not exist")

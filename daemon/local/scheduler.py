@@ -139,8 +139,11 @@ class LocalSchedd:
         if isinstance(spec, str):
             text = spec.strip()
             head, dot, tail = text.partition(".")
-            if head.isdigit() and (not dot or tail.isdigit()):
-                return [k for k in self._procs if k[0] == int(head) and (not dot or k[1] == int(tail))]
+            if head.isdigit() and dot and tail.isdigit():
+                # A job id, as htcondor2 reads "c.p": a missing job is reported (not found), not skipped.
+                return [(int(head), int(tail))]
+            if head.isdigit() and not dot:
+                return [k for k in self._procs if k[0] == int(head)]
             constraint = Constraint(text)
             return [k for k in list(self._procs) if constraint.matches(self._classad(k))]
         keys = []
@@ -219,7 +222,7 @@ class LocalSchedd:
     def query(self, constraint: str, projection: Sequence[str]) -> list[JobAd]:
         with self._lock:
             self._refresh()
-            keys = self._select(constraint or "true")
+            keys = [k for k in self._select(constraint or "true") if k in self._procs]
             server_time = int(self._clock())
             out = []
             for key in keys:

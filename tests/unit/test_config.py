@@ -214,12 +214,6 @@ def test_bad_backend(tmp_path: Path) -> None:
     assert "'local'" in message and "'htcondor'" in message
 
 
-def test_htcondor_backend_is_refused_for_now(tmp_path: Path) -> None:
-    message = refusal(tmp_path, '[[schedd]]\nname = "a"\nbackend = "htcondor"\n')
-    assert "backend" in message
-    assert "'local'" in message
-
-
 @pytest.mark.parametrize("value", ["-1", "0", "0.05"])
 def test_poll_interval_too_small(tmp_path: Path, value: str) -> None:
     message = refusal(tmp_path, f'[[schedd]]\nname = "a"\npoll_interval = {value}\n')
@@ -255,10 +249,12 @@ def test_slots_must_be_a_whole_number(tmp_path: Path, value: str) -> None:
     assert "slots must be a whole number >= 1" in message
 
 
-def test_pool_must_be_a_string(tmp_path: Path) -> None:
-    message = refusal(tmp_path, '[[schedd]]\nname = "a"\npool = 5\n')
-    assert "pool" in message
-    assert "string" in message
+@pytest.mark.parametrize("backend", ["local", "htcondor"])
+def test_pool_number_is_refused(tmp_path: Path, backend: str) -> None:
+    # Refused on either backend: as not a string, or as not applying to "local".
+    message = refusal(tmp_path, f'[[schedd]]\nname = "a"\nbackend = "{backend}"\npool = 5\n')
+    assert "[[schedd]] #1: " in message
+    assert "'pool'" in message or "pool must be a non-empty string" in message
 
 
 def test_duplicate_schedd_names(tmp_path: Path) -> None:

@@ -1,0 +1,48 @@
+"""The contract suite runs once per backend: the embedded scheduler always, a real pool if configured."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rsubd.local.scheduler import LocalSchedd
+from rsubd.schedd import Action, Schedd
+
+from .contract_kit import JobKit
+
+CONDOR_CONFIG_ENV = "RSUB_TEST_CONDOR_CONFIG"
+
+
+@pytest.fixture(scope="session", params=["local", "htcondor"])
+def schedd(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Schedd]:
+    """One schedd per backend for the whole run, shared as a real pool is; tests tag their own jobs."""
+    if request.param == "local":
+        local = LocalSchedd(
+            "contract-local", tmp_path_factory.mktemp("local-schedd"), slots=4, autostart=True
+        )
+        try:
+            yield local
+        finally:
+            # Nothing may outlive the run: the starters live in sessions of their own.
+            local.act(
+                Action.REMOVE, "JobStatus =!= 3 && JobStatus =!= 4", "contract suite finished"
+            )
+            local.close()
+        return
+    if not os.environ.get(CONDOR_CONFIG_ENV):
+        pytest.skip(f"{CONDOR_CONFIG_ENV} not set: no real pool to test against")
+    pytest.skip("htcondor backend not built yet")
+
+
+@pytest.fixture
+def kit(schedd: Schedd, tmp_path: Path) -> Iterator[JobKit]:
+    """Job building and polling for one test, with its own RsubInstance tag; cleans up after it."""
+    jobs = JobKit(schedd, tmp_path)
+    try:
+        yield jobs
+    finally:
+        jobs.cleanup()
