@@ -137,7 +137,10 @@ class _Worker:
                 ad = classad2.ClassAd({"MyAddress": s.address, "Name": s.name, "MyType": "Scheduler",
                                        "CondorVersion": "$CondorVersion: 25.0.0 2025-01-01 $"})
             else:
-                ad = self.h.Collector(s.pool).locate(self.h.DaemonType.Schedd, s.name)
+                collector = self.h.Collector(s.pool)
+                # An empty name means the pool's local schedd (the contract suite's default).
+                ad = collector.locate(self.h.DaemonType.Schedd, s.name) if s.name else collector.locate(
+                    self.h.DaemonType.Schedd)
                 if ad is None:
                     raise ScheddError(ErrorKind.UNKNOWN_SCHEDD,
                                       f"the collector {s.pool or '(default)'} knows no schedd named {s.name!r}")

@@ -33,9 +33,21 @@ def schedd(
             )
             local.close()
         return
-    if not os.environ.get(CONDOR_CONFIG_ENV):
+    config = os.environ.get(CONDOR_CONFIG_ENV)
+    if not config:
         pytest.skip(f"{CONDOR_CONFIG_ENV} not set: no real pool to test against")
-    pytest.skip("htcondor backend not built yet")
+    from rsubd.condor import CondorSchedd, CondorSettings
+
+    # RSUB_TEST_SCHEDD_NAME picks a schedd by its Name (default: the pool's local schedd);
+    # RSUB_TEST_POOL names the collector (default: the one condor_config names).
+    condor = CondorSchedd(CondorSettings(
+        name=os.environ.get("RSUB_TEST_SCHEDD_NAME", ""), pool=os.environ.get("RSUB_TEST_POOL"),
+        condor_config=config, call_timeout=60, transfer_timeout=300,
+    ))
+    try:
+        yield condor
+    finally:
+        condor.close()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ be ordered, and every wait is a poll with a deadline.
 
 from __future__ import annotations
 
+import textwrap
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -171,7 +172,9 @@ class JobKit:
         initialdir = self.base / f"job{self._dirs}"
         initialdir.mkdir()
         executable = initialdir / "job.sh"
-        executable.write_text("#!/bin/sh\n" + script.strip() + "\n", encoding="utf-8")
+        executable.write_text(
+            "#!/bin/sh\n" + textwrap.dedent(script).strip() + "\n", encoding="utf-8"
+        )
         executable.chmod(0o755)
         for name, content in (inputs or {}).items():
             (initialdir / name).write_text(content, encoding="utf-8")
