@@ -150,3 +150,18 @@ def loads(text: str) -> Ad:
 
     raw = json.loads(text)
     return {k: dec(v) for k, v in raw.items()}
+
+
+def since_constraint(since: int | str | None) -> Constraint | None:
+    """`history(since=...)` as a real schedd reads it: a cluster, a job id, or an expression."""
+    if since is None:
+        return None
+    if isinstance(since, int):
+        return Constraint(f"ClusterId == {since}")
+    text = since.strip()
+    head, dot, tail = text.partition(".")
+    if head.isdigit() and (not dot or tail.isdigit()):
+        return Constraint(f"ClusterId == {head}" + (f" && ProcId == {tail}" if dot else ""))
+    if text.lower() in ("true", "false"):
+        raise ScheddError(ErrorKind.INVALID, "Failed to receive history ad.")
+    return Constraint(text)

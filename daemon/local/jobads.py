@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rsubd.local.ads import Ad, Expr, parse_value
+from rsubd.local.ads import Ad, parse_value
 from rsubd.schedd import ErrorKind, HoldCode, JobStatus, ScheddError
 from rsubd.submitdesc import attr_name
 

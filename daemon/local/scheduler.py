@@ -11,12 +11,9 @@ of the daemon that embeds the scheduler.
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,8 +23,8 @@ from typing import Any
 import classad2
 
 from rsubd import submitdesc
-from rsubd.local import jobads, transfer
-from rsubd.local.ads import Ad, Constraint, Expr, parse_value, project, to_classad
+from rsubd.local import jobads, runner, transfer
+from rsubd.local.ads import Ad, Constraint, parse_value, project, since_constraint, to_classad
 from rsubd.local.store import QueueStore
 from rsubd.schedd import (
     Action,
@@ -351,7 +348,7 @@ class LocalSchedd:
         self, constraint: str, projection: Sequence[str], match: int | None = None, since: int | str | None = None
     ) -> list[JobAd]:
         wanted = Constraint(constraint or "true")
-        stop = _since_constraint(since)
+        stop = since_constraint(since)
         out: list[JobAd] = []
         for _c, _p, ad in self._store.history_newest_first():
             classad = to_classad(ad)
@@ -410,38 +407,7 @@ class LocalSchedd:
 
     def _start(self, key: Key) -> None:
         ad = self.ad(key)
-        jobdir = self._jobdir(key)
-        sandbox = self._execute / f"dir_{key[0]}_{key[1]}"
-        shutil.rmtree(sandbox, ignore_errors=True)
-        sandbox.mkdir(parents=True, mode=0o700)
-        spool_iwd = Path(ad["Iwd"])
-        for child in spool_iwd.iterdir():
-            if child.name not in (transfer.STDOUT, transfer.STDERR):
-                transfer.copy_tree(child, sandbox / child.name)
-        if ad.get("TransferExecutable") is False:
-            executable = ad["SUBMIT_Cmd"]
-        else:
-            executable = str(sandbox / ad["Cmd"])
-            os.chmod(executable, 0o755)
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", **jobads.parse_environment(ad.get("Environment"))}
-        env.update(_CONDOR_SCRATCH_DIR=str(sandbox), _CONDOR_JOB_IWD=str(sandbox), TMPDIR=str(sandbox))
-        stdin = ad.get("In")
-        spec = {
-            "sandbox": str(sandbox),
-            "executable": executable,
-            "arguments": jobads.split_arguments(ad),
-            "environment": env,
-            "stdin": str(sandbox / os.path.basename(stdin)) if stdin and stdin != os.devnull else None,
-            "before": transfer.snapshot(sandbox),
-        }
-        for stale in ("result.json", "starter.json"):
-            (jobdir / stale).unlink(missing_ok=True)
-        (jobdir / "job.json").write_text(json.dumps(spec), encoding="utf-8")
-        self._starters[key] = subprocess.Popen(
-            [sys.executable, "-m", "rsubd.local.starter", str(jobdir)],
-            start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        (jobdir / "shadow.json").write_text(json.dumps({"pid": self._starters[key].pid}), encoding="utf-8")
+        self._starters[key] = runner.launch(ad, self._jobdir(key), self._sandbox(key))
         now = int(self._clock())
         self._set(
             key, JobStatus=int(JobStatus.RUNNING), LastJobStatus=int(JobStatus.IDLE), EnteredCurrentStatus=now,
@@ -450,106 +416,33 @@ class LocalSchedd:
             NumShadowStarts=int(ad.get("NumShadowStarts") or 0) + 1, RemoteHost="slot1@localhost",
         )
 
-    def _starter_pid(self, key: Key) -> int | None:
-        try:
-            return int(json.loads((self._jobdir(key) / "shadow.json").read_text())["pid"])
-        except (OSError, ValueError, KeyError):
-            return None
+    def _sandbox(self, key: Key) -> Path:
+        return self._execute / f"dir_{key[0]}_{key[1]}"
 
     def _check_running(self, key: Key) -> None:
         jobdir = self._jobdir(key)
-        result_path = jobdir / "result.json"
-        if result_path.exists():
+        result = runner.result(jobdir)
+        if result is not None:
             popen = self._starters.pop(key, None)
             if popen is not None:
                 popen.wait()
-            self._finish(key, json.loads(result_path.read_text(encoding="utf-8")))
+            attrs, completed = runner.outcome(f"{key[0]}.{key[1]}", self.ad(key), result, jobdir,
+                                              self._sandbox(key), int(self._clock()))
+            self._set(key, **attrs)
+            if completed:
+                self._leave_check.add(key)
             return
         popen = self._starters.get(key)
-        alive = popen.poll() is None if popen is not None else _alive(self._starter_pid(key))
+        alive = popen.poll() is None if popen is not None else runner.alive(runner.starter_pid(jobdir))
         if not alive:
             # The starter died without a word (machine reboot, kill): run the job again, as a schedd does.
             self._starters.pop(key, None)
             self._set(key, JobStatus=int(JobStatus.IDLE), LastJobStatus=int(JobStatus.RUNNING),
                       EnteredCurrentStatus=int(self._clock()), RemoteHost=None)
 
-    def _finish(self, key: Key, result: dict[str, Any]) -> None:
-        ad = self.ad(key)
-        sandbox = self._execute / f"dir_{key[0]}_{key[1]}"
-        spec = json.loads((self._jobdir(key) / "job.json").read_text(encoding="utf-8"))
-        now = int(self._clock())
-        wall = float(ad.get("RemoteWallClockTime") or 0.0) + max(0.0, result["ended"] - result["started"])
-        common: dict[str, Any] = {"LastJobStatus": int(JobStatus.RUNNING), "EnteredCurrentStatus": now,
-                                  "RemoteWallClockTime": round(wall, 3), "RemoteHost": None}
-        if "error" in result:
-            self._set(key, JobStatus=int(JobStatus.HELD), HoldReason=result["error"], HoldReasonCode=6,
-                      HoldReasonSubCode=2, NumHolds=int(ad.get("NumHolds") or 0) + 1, **common)
-            shutil.rmtree(sandbox, ignore_errors=True)
-            return
-        if "signal" in result:
-            exit_attrs: dict[str, Any] = {"ExitBySignal": True, "ExitSignal": result["signal"],
-                                          "ExitReason": f"died on signal {result['signal']} ({_signame(result['signal'])})"}
-        else:
-            exit_attrs = {"ExitBySignal": False, "ExitCode": result["exit_code"], "ExitReason": "Exited normally"}
-        try:
-            spooled = transfer.collect_output(f"{key[0]}.{key[1]}", ad, sandbox, Path(ad["Iwd"]), spec["before"])
-        except (transfer.TransferError, OSError) as e:
-            self._set(key, JobStatus=int(JobStatus.HELD), HoldReason=str(e),
-                      HoldReasonCode=int(HoldCode.TRANSFER_OUTPUT_ERROR), HoldReasonSubCode=2,
-                      NumHolds=int(ad.get("NumHolds") or 0) + 1, **exit_attrs, **common)
-        else:
-            self._set(key, JobStatus=int(JobStatus.COMPLETED), CompletionDate=now, TerminationPending=True,
-                      NumJobCompletions=int(ad.get("NumJobCompletions") or 0) + 1,
-                      SpooledOutputFiles=",".join(spooled), **exit_attrs, **common)
-            self._leave_check.add(key)
-        shutil.rmtree(sandbox, ignore_errors=True)
-
     def _kill(self, key: Key) -> None:
         """Stop a running job and its starter (the whole session)."""
         if self._status(key) != JobStatus.RUNNING:
             return
-        popen = self._starters.pop(key, None)
-        pid = popen.pid if popen is not None else self._starter_pid(key)
-        if pid is not None and (popen is not None or _alive(pid)):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        if popen is not None:
-            popen.wait()
-        shutil.rmtree(self._execute / f"dir_{key[0]}_{key[1]}", ignore_errors=True)
+        runner.kill(self._starters.pop(key, None), self._jobdir(key), self._sandbox(key))
         self._set(key, RemoteHost=None)
-
-
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return fields[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _signame(number: int) -> str:
-    try:
-        name = signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-    return {"SIGKILL": "Killed", "SIGTERM": "Terminated", "SIGSEGV": "Segmentation fault"}.get(name, name)
-
-
-def _since_constraint(since: int | str | None) -> Constraint | None:
-    """`history(since=...)` as a real schedd reads it: a cluster, a job id, or an expression."""
-    if since is None:
-        return None
-    if isinstance(since, int):
-        return Constraint(f"ClusterId == {since}")
-    text = since.strip()
-    head, dot, tail = text.partition(".")
-    if head.isdigit() and (not dot or tail.isdigit()):
-        return Constraint(f"ClusterId == {head}" + (f" && ProcId == {tail}" if dot else ""))
-    if text.lower() in ("true", "false"):
-        raise ScheddError(ErrorKind.INVALID, "Failed to receive history ad.")
-    return Constraint(text)
