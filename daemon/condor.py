@@ -95,22 +95,10 @@ def classify(message: str, *, is_value_error: bool = False) -> ErrorKind:
 # -- the worker process ------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    import classad2
-
-    if isinstance(value, classad2.Value):
-        return None
-    if isinstance(value, classad2.ClassAd):
-        return {k: _plain(value.eval(k)) for k in value.keys()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, classad2.ExprTree):
-        return str(value)
-    return value
-
-
 def _ad(classad: Any) -> JobAd:
-    return {k: _plain(classad.eval(k)) for k in classad.keys()}
+    from rsubd.local.ads import plain  # classad2 values to plain data, shared with the local scheduler
+
+    return {k: plain(classad.eval(k)) for k in classad.keys()}
 
 
 class _Worker:

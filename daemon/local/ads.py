@@ -54,13 +54,14 @@ def to_classad(ad: Mapping[str, Any]) -> classad2.ClassAd:
     return classad2.ClassAd(text)
 
 
-def _plain(value: Any) -> AdValue:
+def plain(value: Any) -> AdValue:
+    """A classad2 value as plain data: Undefined and Error become None, expressions their text."""
     if isinstance(value, classad2.Value):
         return None  # Undefined and Error both read as "no value" across the boundary
     if isinstance(value, classad2.ClassAd):
-        return {k: _plain(value.eval(k)) for k in value.keys()}
+        return {k: plain(value.eval(k)) for k in value.keys()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, classad2.ExprTree):
         return str(value)
     return value  # type: ignore[no-any-return]
@@ -98,7 +99,7 @@ class Constraint:
 
 def evaluate(ad: classad2.ClassAd, attr: str) -> AdValue:
     """The value of `attr` in `ad`, expressions evaluated, as plain data."""
-    return _plain(ad.eval(attr))
+    return plain(ad.eval(attr))
 
 
 def project(ad: Mapping[str, Any], classad: classad2.ClassAd | None, projection: Iterable[str]) -> Ad:
