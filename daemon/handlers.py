@@ -136,7 +136,7 @@ class Handlers:
         try:
             prepared = await asyncio.to_thread(
                 submitting.prepare, f["description"], cwd=f["cwd"], instance_id=self.d.ledger.instance_id,
-                max_age_seconds=int(self.d.config.leave_in_queue_days * 86400),
+                max_age_seconds=int(self.d.config.leave_in_queue_days * 86400), submit_file=f.get("submit_file"),
             )
         except submitting.SubmitRefused as e:
             raise RequestError(ErrorCode.BAD_SUBMIT, str(e)) from None

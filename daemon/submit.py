@@ -54,8 +54,15 @@ def _here(cwd: str, path: str) -> Path:
     return Path(cwd, os.path.expanduser(path.strip()))
 
 
-def prepare(text: str, *, cwd: str, instance_id: str, max_age_seconds: int) -> Prepared:
-    """Parse, check and complete a submit description for `Schedd.submit`."""
+def prepare(
+    text: str, *, cwd: str, instance_id: str, max_age_seconds: int, submit_file: str | None = None
+) -> Prepared:
+    """Parse, check and complete a submit description for `Schedd.submit`.
+
+    A relative executable is resolved against the submit file's directory (the
+    directory `rsub submit` ran in when there is no file): HTCondor would resolve
+    it against the submitting process's cwd, which for rsubd is meaningless.
+    """
     if not os.path.isabs(cwd) or not os.path.isdir(cwd):
         raise SubmitRefused(f"the submit directory {cwd!r} is not an existing absolute directory")
     try:
@@ -66,11 +73,12 @@ def prepare(text: str, *, cwd: str, instance_id: str, max_age_seconds: int) -> P
     if not executable or not executable.strip():
         raise SubmitRefused("the submit description has no 'executable'")
     tag = uuid.uuid4().hex
+    exe_base = os.path.dirname(submit_file) if submit_file and os.path.isabs(submit_file) else cwd
     replaced = tuple(k for k in RSUB_KEYS if desc.get(k) is not None)
     extra = [
         # condor_submit resolves executable against the cwd and initialdir against it too;
         # making both absolute keeps that meaning wherever the schedd parses the text.
-        ("executable", _abs(cwd, executable.strip())),
+        ("executable", _abs(exe_base, executable.strip())),
         ("initialdir", _abs(cwd, (desc.get("initialdir") or ".").strip())),
         ("My.RETRIEVED", "false"),
         ("My.RsubInstance", f'"{instance_id}"'),

@@ -158,3 +158,14 @@ def test_exit_code_and_signal_are_reported(rsubd: Rsubd, workdir: Path) -> None:
     jobs = {j["cluster"]: j for j in rsubd.json("status", str(a), str(b))["jobs"]}
     assert jobs[a]["state"] == "retrieved" and jobs[a]["exit_code"] == 3
     assert jobs[b]["state"] == "retrieved" and jobs[b]["exit_code"] is None and jobs[b]["exit_signal"] == 9
+
+
+def test_relative_executable_is_found_beside_the_submit_file(rsubd: Rsubd, workdir: Path) -> None:
+    subdir = workdir / "sub"
+    subdir.mkdir()
+    write_job(subdir, "beside.sh", "echo from beside\n")
+    (subdir / "job.sub").write_text("executable = beside.sh\noutput = beside.out\nqueue\n")
+    cluster = rsubd.json("submit", "sub/job.sub", cwd=workdir)["cluster"]
+    assert rsubd.rsub("wait", "--timeout", "60", str(cluster)).returncode == 0
+    # initialdir defaults to where rsub submit ran, as with condor_submit.
+    assert (workdir / "beside.out").read_text() == "from beside\n"
