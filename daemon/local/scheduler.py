@@ -123,7 +123,10 @@ class LocalSchedd:
         self._dirty.add(key)
 
     def _status(self, key: Key) -> int:
-        return int(self.ad(key).get("JobStatus", 0))
+        # On the scheduler's hot path: read the one attribute without merging the whole ad.
+        proc = self._procs[key]
+        status = proc["JobStatus"] if "JobStatus" in proc else self._clusters.get(key[0], {}).get("JobStatus", 0)
+        return int(status)
 
     def _save(self) -> None:
         self._store.save_jobs({k: self._procs[k] for k in self._dirty if k in self._procs})
@@ -369,11 +372,13 @@ class LocalSchedd:
             self._save()
 
     def _refresh(self) -> None:
-        for key in [k for k in self._procs if self._status(k) == JobStatus.RUNNING]:
+        by_status: dict[int, list[Key]] = {JobStatus.IDLE: [], JobStatus.RUNNING: []}
+        for key in self._procs:
+            by_status.get(self._status(key), []).append(key)
+        for key in by_status[JobStatus.RUNNING]:
             self._check_running(key)
-        idle = [k for k in self._procs if self._status(k) == JobStatus.IDLE]
-        running = sum(1 for k in self._procs if self._status(k) == JobStatus.RUNNING)
-        for key in sorted(idle)[: max(0, self.slots - running)]:
+        running = sum(1 for k in by_status[JobStatus.RUNNING] if self._status(k) == JobStatus.RUNNING)
+        for key in sorted(by_status[JobStatus.IDLE])[: max(0, self.slots - running)]:
             self._start(key)
         now = self._clock()
         if now - self._last_sweep >= LEAVE_SWEEP_SECONDS:
