@@ -22,13 +22,17 @@ MAX_FRAME = 8 * 1024 * 1024
 REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
     "ping": {},
     "submit": {"description": (str,), "cwd": (str,), "submit_file": (str, type(None)),
-               "schedd": (str, type(None)), "request_id": (str,)},
+               "schedd": (str, type(None)), "request_id": (str,), "token": (str, type(None)),
+               "group": (str, type(None)), "role": (str, type(None))},
     "status": {"ids": (list,), "active": (bool,), "limit": (int,), "offset": (int,)},
     "wait": {"ids": (list,), "timeout": (int, float)},
     "act": {"action": (str,), "ids": (list,), "reason": (str, type(None))},
     "poke": {"schedd": (str, type(None))},
     "daemon_status": {},
     "daemon_stop": {},
+    "token_status": {},
+    "token_refresh": {"name": (str, type(None)), "wait": (int, float)},
+    "token_request_plan": {"name": (str, type(None)), "schedd": (str, type(None))},
 }
 REQUIRED: dict[str, tuple[str, ...]] = {
     "submit": ("description", "cwd", "request_id"),
@@ -51,6 +55,7 @@ class ErrorCode:
     TIMEOUT = "timeout"
     INTERNAL = "internal"
     VERSION = "version_mismatch"
+    TOKEN = "token"
 
 
 # Client exit codes (documented in the README).
@@ -62,6 +67,7 @@ EXIT_NOT_FOUND = 4
 EXIT_BAD_SUBMIT = 5
 EXIT_TIMEOUT = 6
 EXIT_SCHEDD = 7
+EXIT_TOKEN = 8
 EXIT_BY_CODE = {
     ErrorCode.BAD_REQUEST: EXIT_USAGE,
     ErrorCode.NOT_FOUND: EXIT_NOT_FOUND,
@@ -70,6 +76,7 @@ EXIT_BY_CODE = {
     ErrorCode.TIMEOUT: EXIT_TIMEOUT,
     ErrorCode.INTERNAL: EXIT_ERROR,
     ErrorCode.VERSION: EXIT_ERROR,
+    ErrorCode.TOKEN: EXIT_TOKEN,
 }
 
 

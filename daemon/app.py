@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,30 +26,41 @@ from rsubd import __version__, logs
 from rsubd.config import Config, ConfigError, ScheddConfig, load
 from rsubd.handlers import Handlers, iso
 from rsubd.ledger import Ledger, LedgerError
+from rsubd.local.auth import TokenCheckedSchedd
 from rsubd.local.scheduler import LocalSchedd
 from rsubd.poller import Poller
-from rsubd.schedd import Schedd
+from rsubd.schedd import ErrorKind, Schedd
 from rsubd.server import SocketServer
+from rsubd.tokenmanager import Credential, TokenManager
 
 log = structlog.get_logger("rsubd")
 EARLY_POLL_GAP = 0.5  # seconds; the least time between a poke and the poll before it
+TOKEN_SCAN_INTERVAL = 1.0  # seconds between two looks at the token files (a stat each)
 
 
 class StartupError(Exception):
     """rsubd cannot start; the message says why and what to do."""
 
 
-def make_schedd(cfg: ScheddConfig, state_dir: Path) -> Schedd:
-    """The one place that builds a schedd backend from its config."""
+def make_schedd(cfg: ScheddConfig, state_dir: Path, credential: Callable[[], Credential] | None = None,
+                local: Schedd | None = None) -> Schedd:
+    """The one place that builds a schedd backend from its config.
+
+    `credential` gives the token profile's current token; `local` reuses an existing
+    embedded scheduler (a second token profile on the same local schedd).
+    """
     if cfg.backend == "local":
-        return LocalSchedd(cfg.name, state_dir / "local" / cfg.name, slots=cfg.slots)
+        inner = local or LocalSchedd(cfg.name, state_dir / "local" / cfg.name, slots=cfg.slots)
+        if credential is None:
+            return inner
+        return TokenCheckedSchedd(inner, credential, owns_inner=local is None)
     if cfg.backend == "htcondor":
         from rsubd.condor import CondorSchedd, CondorSettings
 
         return CondorSchedd(CondorSettings(
             name=cfg.name, pool=cfg.pool, address=cfg.address, condor_config=cfg.condor_config,
             params=dict(cfg.params), call_timeout=cfg.call_timeout, transfer_timeout=cfg.transfer_timeout,
-        ))
+        ), credential)
     raise StartupError(f"backend {cfg.backend!r} is not available")
 
 
@@ -59,6 +71,9 @@ class Daemon:
         self.config = config
         self.ledger: Ledger
         self.schedds: dict[str, Schedd] = {}
+        self.tokens: TokenManager
+        self._submitters: dict[tuple[str, str], Schedd] = {}
+        self._refreshes: dict[str, asyncio.Task[Any]] = {}
         self.pollers: dict[str, Poller] = {}
         self.started_at = time.time()
         self._stop = asyncio.Event()
@@ -86,8 +101,9 @@ class Daemon:
             self.ledger = Ledger(cfg.ledger_path)
         except LedgerError as e:
             raise StartupError(str(e)) from None
+        self.tokens = TokenManager(cfg.tokens, private_dir=cfg.state_dir / "tokens")
         for s in cfg.schedds:
-            self.schedds[s.name] = make_schedd(s, cfg.state_dir)
+            self.schedds[s.name] = make_schedd(s, cfg.state_dir, self._credential_for(s.token))
             self.pollers[s.name] = Poller(self.ledger, self.schedds[s.name])
             self._poll_locks[s.name] = asyncio.Lock()
         await self.server.start()
@@ -95,6 +111,9 @@ class Daemon:
             self.scheduler.add_job(self._poll, "interval", args=[s.name], id=f"poll:{s.name}",
                                    seconds=s.poll_interval, max_instances=1, coalesce=True,
                                    next_run_time=_now())
+        if cfg.tokens:
+            self.scheduler.add_job(self.refresh_due_tokens, "interval", id="tokens", seconds=TOKEN_SCAN_INTERVAL,
+                                   max_instances=1, coalesce=True, next_run_time=_now())
         self.scheduler.start()
         log.info("rsubd.started", pid=os.getpid(), socket=str(cfg.socket), state_dir=str(cfg.state_dir),
                  schedds=[s.name for s in cfg.schedds], version=__version__)
@@ -107,10 +126,15 @@ class Daemon:
         with contextlib.suppress(Exception):
             self.scheduler.shutdown(wait=False)
         await self.server.close()
+        if hasattr(self, "tokens"):
+            self.tokens.close()
+        for task in self._refreshes.values():
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, 10)
         for lock in self._poll_locks.values():
             async with lock:
                 pass
-        for schedd in self.schedds.values():
+        for schedd in [*self._submitters.values(), *self.schedds.values()]:
             schedd.close()
         if hasattr(self, "ledger"):
             self.ledger.close()
@@ -118,6 +142,45 @@ class Daemon:
 
     def request_stop(self) -> None:
         asyncio.get_running_loop().call_soon(self._stop.set)
+
+    # -- tokens ------------------------------------------------------------------
+
+    def _credential_for(self, profile: str | None) -> Callable[[], Credential] | None:
+        if profile is None:
+            return None
+        return lambda: self.tokens.credential(profile)
+
+    async def refresh_due_tokens(self) -> None:
+        """Start a refresh of every profile that is due; each runs in a thread of its own."""
+        for name in await asyncio.to_thread(self.tokens.scan):
+            self.start_refresh(name)
+
+    def start_refresh(self, name: str, *, manual: bool = False) -> asyncio.Task[Any]:
+        task = self._refreshes.get(name)
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(self.tokens.refresh, name, manual=manual), name=f"refresh:{name}")
+            self._refreshes[name] = task
+        return task
+
+    def submitter(self, schedd: str, profile: str | None) -> Schedd:
+        """The backend a submit goes through: the schedd's own, or one presenting another token profile."""
+        cfg = self.config.schedd(schedd)
+        if profile is None or profile == cfg.token:
+            return self.schedds[schedd]
+        key = (schedd, profile)
+        if key not in self._submitters:
+            base = self.schedds[schedd]
+            local = base.inner if isinstance(base, TokenCheckedSchedd) else base
+            built = make_schedd(cfg, self.config.state_dir, self._credential_for(profile),
+                                local=local if cfg.backend == "local" else None)
+            self._submitters[key] = built
+        return self._submitters[key]
+
+    def note_schedd_error(self, schedd: str, profile: str | None, kind: ErrorKind, message: str) -> None:
+        """A schedd that refuses the token makes the token's profile ask for a person."""
+        if kind is ErrorKind.AUTHENTICATION and profile is not None:
+            self.tokens.note_refused(profile, message)
 
     # -- polling -----------------------------------------------------------------
 
@@ -127,6 +190,9 @@ class Daemon:
                 await asyncio.to_thread(self.pollers[name].poll_once)
             except Exception:
                 log.exception("poll.crashed", schedd=name)
+            error = self.pollers[name].stats.last_error
+            if error and error.startswith(ErrorKind.AUTHENTICATION.value):
+                self.note_schedd_error(name, self.config.schedd(name).token, ErrorKind.AUTHENTICATION, error)
         async with self._poll_done:
             self._poll_done.notify_all()
 
@@ -178,9 +244,20 @@ class Daemon:
                 **st.totals,
                 "last_hour": st.last_hour(now),
                 "jobs": self.ledger.counts_by_state(s.name),
+                "token": self._token_brief(s.token, now),
             }
         return {"pid": os.getpid(), "rsubd_version": __version__, "uptime": round(now - self.started_at, 1),
-                "socket": str(self.config.socket), "state_dir": str(self.config.state_dir), "schedds": schedds}
+                "socket": str(self.config.socket), "state_dir": str(self.config.state_dir), "schedds": schedds,
+                "tokens": self.tokens.status()}
+
+    def _token_brief(self, profile: str | None, now: float) -> dict[str, Any] | None:
+        if profile is None:
+            return None
+        st = self.tokens.states[profile]
+        claims = st.found.claims if st.found else None
+        return {"profile": profile, "state": self.tokens.state_label(profile, now),
+                "expires_at": iso(claims.exp) if claims else None,
+                "action_needed": self.tokens.action(profile, now)}
 
 
 def _now() -> Any:

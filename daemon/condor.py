@@ -14,12 +14,11 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-
 from rsubd.schedd import (
     Action,
     ActResult,
@@ -30,6 +29,7 @@ from rsubd.schedd import (
     SubmitRequest,
     SubmitResult,
 )
+from rsubd.tokenmanager import Credential
 
 log = structlog.get_logger("rsubd.condor")
 TRANSFER_OPS = ("spool", "retrieve")
@@ -96,7 +96,9 @@ def classify(message: str, *, is_value_error: bool = False) -> ErrorKind:
 
 
 def _ad(classad: Any) -> JobAd:
-    from rsubd.local.ads import plain  # classad2 values to plain data, shared with the local scheduler
+    from rsubd.local.ads import (
+        plain,  # classad2 values to plain data, shared with the local scheduler
+    )
 
     return {k: plain(classad.eval(k)) for k in classad.keys()}
 
@@ -104,11 +106,14 @@ def _ad(classad: Any) -> JobAd:
 class _Worker:
     """Lives in the worker process; holds the located Schedd and the SubmitResults to spool."""
 
-    def __init__(self, settings: CondorSettings) -> None:
+    def __init__(self, settings: CondorSettings, env: Mapping[str, str]) -> None:
         if settings.condor_config:
             os.environ["CONDOR_CONFIG"] = settings.condor_config
         for key, value in settings.params.items():
             os.environ[f"_condor_{key}"] = str(value)
+        # The token profile's settings (SEC_TOKEN_DIRECTORY, SCITOKENS_FILE); set before the bindings load,
+        # and a new worker is started for each new token, since the bindings cache their security session.
+        os.environ.update(env)
         import htcondor2
 
         self.h = htcondor2
@@ -166,7 +171,7 @@ class _Worker:
         spec = jobs if isinstance(jobs, str) else list(jobs)
         # A plain-string reason is silently dropped by the bindings; a (text, subcode) tuple is kept.
         ad = self.schedd().act(kind, spec, (reason, 0) if reason else None)  # type: ignore[arg-type]
-        get = lambda k: int(ad.get(k) or 0)  # noqa: E731 - a local shorthand
+        get = lambda k: int(ad.get(k) or 0)
         return ActResult(success=get("TotalSuccess"), not_found=get("TotalNotFound"),
                          already_done=get("TotalAlreadyDone"), bad_status=get("TotalBadStatus"),
                          error=get("TotalError"), permission_denied=get("TotalPermissionDenied"),
@@ -178,11 +183,12 @@ class _Worker:
         return [_ad(a) for a in ads]
 
 
-def worker_main(conn: multiprocessing.connection.Connection, settings: CondorSettings) -> None:
+def worker_main(conn: multiprocessing.connection.Connection, settings: CondorSettings,
+                env: Mapping[str, str] | None = None) -> None:
     """The worker's loop: one request in, one reply out, until the pipe closes."""
     try:
-        worker = _Worker(settings)
-    except Exception as e:  # noqa: BLE001 - reported to the parent, which raises it
+        worker = _Worker(settings, env or {})
+    except Exception as e:
         conn.send(("error", ErrorKind.OTHER.value, f"cannot load the HTCondor bindings: {e}"))
         return
     conn.send(("ready",))
@@ -199,7 +205,7 @@ def worker_main(conn: multiprocessing.connection.Connection, settings: CondorSet
             conn.send(("error", classify(str(e)).value, str(e) or "the schedd gave no message"))
         except ValueError as e:
             conn.send(("error", classify(str(e), is_value_error=True).value, str(e)))
-        except Exception as e:  # noqa: BLE001 - a worker must answer every call
+        except Exception as e:
             conn.send(("error", ErrorKind.OTHER.value, f"{type(e).__name__}: {e}"))
 
 
@@ -209,18 +215,23 @@ def worker_main(conn: multiprocessing.connection.Connection, settings: CondorSet
 class CondorSchedd:
     """A real schedd behind a worker process; implements `rsubd.schedd.Schedd`."""
 
-    def __init__(self, settings: CondorSettings) -> None:
+    def __init__(self, settings: CondorSettings, credential: Callable[[], Credential] | None = None) -> None:
         self.name = settings.name
         self.settings = settings
+        self._credential = credential
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._proc: Any = None
         self._conn: multiprocessing.connection.Connection | None = None
+        self._generation: int | None = None
+        self._unspooled: set[int] = set()  # clusters whose SubmitResult lives in the current worker
         self.restarts = 0
 
     def _start(self) -> multiprocessing.connection.Connection:
+        cred = self._credential() if self._credential else None
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=worker_main, args=(child, self.settings),
+        self._generation = cred.generation if cred else None
+        self._proc = self._ctx.Process(target=worker_main, args=(child, self.settings, dict(cred.env) if cred else {}),
                                        name=f"rsubd-condor-{self.name}", daemon=True)
         self._proc.start()
         child.close()
@@ -235,6 +246,7 @@ class CondorSchedd:
         return parent
 
     def _kill(self) -> None:
+        self._unspooled.clear()  # their SubmitResults die with the worker
         if self._proc is not None and self._proc.is_alive():
             self._proc.kill()
             self._proc.join(5)
@@ -246,6 +258,7 @@ class CondorSchedd:
     def _call(self, op: str, *args: Any) -> Any:
         limit = self.settings.transfer_timeout if op in TRANSFER_OPS else self.settings.call_timeout
         with self._lock:
+            self._renew_for_token()
             conn = self._conn if self._conn is not None and self._proc.is_alive() else self._start()
             try:
                 conn.send((op, args))
@@ -266,12 +279,26 @@ class CondorSchedd:
             return reply[1]
         raise ScheddError(ErrorKind(reply[1]), reply[2])
 
+    def _renew_for_token(self) -> None:
+        """Replace the worker when the token changed, so the next call authenticates with the new one."""
+        if self._credential is None or self._conn is None:
+            return
+        generation = self._credential().generation
+        # A cluster submitted but not yet spooled can be spooled only by the worker that submitted it.
+        if generation != self._generation and not self._unspooled:
+            log.info("condor.worker_renewed", schedd=self.name, reason="token changed", generation=generation)
+            self._kill()
+
     def submit(self, request: SubmitRequest) -> SubmitResult:
         result: SubmitResult = self._call("submit", request)
+        self._unspooled.add(result.cluster)
         return result
 
     def spool(self, result: SubmitResult) -> None:
-        self._call("spool", result)
+        try:
+            self._call("spool", result)
+        finally:
+            self._unspooled.discard(result.cluster)
 
     def query(self, constraint: str, projection: Sequence[str]) -> list[JobAd]:
         ads: list[JobAd] = self._call("query", constraint, tuple(projection))

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rsub import paths
+from rsubd.tokens import KINDS as TOKEN_KINDS
+from rsubd.tokens import TokenProfile, default_bearer_file, default_token_directory
 
 BACKENDS = ("local", "htcondor")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -37,6 +39,11 @@ class ScheddConfig:
     call_timeout: float = 60.0
     transfer_timeout: float = 600.0
     own_schedd: bool = False
+    token: str | None = None
+    poll_jitter: float = 0.1
+    poll_backoff_max: float = 600.0
+    early_poll_every: float = 15.0
+    early_poll_burst: int = 1
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class Config:
     log_level: str = "info"
     leave_in_queue_days: float = 10.0
     schedds: tuple[ScheddConfig, ...] = field(default_factory=tuple)
+    tokens: dict[str, TokenProfile] = field(default_factory=dict)
     source: Path | None = None
 
     @property
@@ -61,9 +69,14 @@ class Config:
         raise KeyError(name)
 
 
-TOP_KEYS = {"socket", "state_dir", "log_level", "leave_in_queue_days", "schedd"}
+TOP_KEYS = {"socket", "state_dir", "log_level", "leave_in_queue_days", "schedd", "tokens"}
 SCHEDD_KEYS = {"name", "backend", "poll_interval", "slots", "pool", "address", "condor_config", "params",
-               "call_timeout", "transfer_timeout", "own_schedd"}
+               "call_timeout", "transfer_timeout", "own_schedd", "token", "poll_jitter", "poll_backoff_max",
+               "early_poll_every", "early_poll_burst"}
+TOKEN_KEYS = {"kind", "file", "directory", "refresh_command", "refresh_margin", "refresh_floor", "refresh_timeout",
+              "group", "role", "vault", "issuer", "htgettoken_options"}
+# A client may ask for an early poll (rsub wait, a submit) at most once per this many seconds by default.
+DEFAULT_EARLY_POLL_EVERY = {"local": 0.5, "htcondor": 15.0}
 LOCAL_ONLY = {"slots"}
 HTCONDOR_ONLY = {"pool", "address", "condor_config", "params", "call_timeout", "transfer_timeout", "own_schedd"}
 # HTCondor asks job trackers to query a shared schedd at most about once a minute;
@@ -126,12 +139,66 @@ def _schedd(table: Any, index: int) -> ScheddConfig:
         optional["condor_config"] = str(Path(optional["condor_config"]).expanduser())
     if "condor_config" in optional and not Path(optional["condor_config"]).is_file():
         raise ConfigError(f"{where}condor_config {optional['condor_config']!r} is not a readable file")
+    jitter = _number(table.get("poll_jitter", 0.1), f"{where}poll_jitter", minimum=0.0)
+    if jitter > 0.5:
+        raise ConfigError(f"{where}poll_jitter is a fraction of the interval, at most 0.5, not {jitter!r}")
+    burst = table.get("early_poll_burst", 1)
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise ConfigError(f"{where}early_poll_burst must be a whole number >= 1, not {burst!r}")
+    token = _string(table["token"], f"{where}token") if "token" in table else None
     return ScheddConfig(
-        name=name, backend=backend, poll_interval=poll, slots=slots, own_schedd=own,
+        name=name, backend=backend, poll_interval=poll, slots=slots, own_schedd=own, token=token,
+        poll_jitter=jitter, early_poll_burst=burst,
+        poll_backoff_max=max(poll, _number(table.get("poll_backoff_max", max(600.0, poll)),
+                                           f"{where}poll_backoff_max", minimum=0.1)),
+        early_poll_every=_number(table.get("early_poll_every", DEFAULT_EARLY_POLL_EVERY[backend]),
+                                 f"{where}early_poll_every", minimum=0.0),
         pool=optional.get("pool"), address=optional.get("address"), condor_config=optional.get("condor_config"),
         params=tuple((str(k), str(v)) for k, v in params.items()),
         call_timeout=_number(table.get("call_timeout", 60.0), f"{where}call_timeout", minimum=0.1),
         transfer_timeout=_number(table.get("transfer_timeout", 600.0), f"{where}transfer_timeout", minimum=0.1),
+    )
+
+
+def _argv(value: Any, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise ConfigError(f"{key} must be a list of arguments, e.g. [\"htgettoken\", \"-a\", \"vault.example.org\"]; "
+                          "no shell is used, so a string is not split")
+    if not isinstance(value, list) or not value or not all(isinstance(a, str) and a for a in value):
+        raise ConfigError(f"{key} must be a non-empty list of non-empty strings, not {value!r}")
+    return tuple(value)
+
+
+def _token(name: str, table: Any) -> TokenProfile:
+    where = f"[tokens.{name}] "
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}must be a table")
+    _check_keys(table, TOKEN_KEYS, where)
+    kind = table.get("kind")
+    if kind not in TOKEN_KINDS:
+        raise ConfigError(f"{where}kind must be one of {', '.join(map(repr, TOKEN_KINDS))}, not {kind!r}")
+    if "file" in table and "directory" in table:
+        raise ConfigError(f"{where}give either file or directory, not both")
+    if "directory" in table and kind != "idtoken":
+        raise ConfigError(f"{where}directory is for idtoken profiles; a scitoken profile names its file")
+    text = {k: _string(table[k], f"{where}{k}") for k in ("file", "directory", "group", "role", "vault", "issuer",
+                                                          "htgettoken_options") if k in table}
+    file = Path(text["file"]).expanduser() if "file" in text else None
+    directory = Path(text["directory"]).expanduser() if "directory" in text else None
+    if file is None and directory is None:
+        if kind == "scitoken":
+            file = default_bearer_file()
+        else:
+            directory = default_token_directory()
+    margin = table.get("refresh_margin")
+    return TokenProfile(
+        name=name, kind=kind, file=file, directory=directory,
+        refresh_command=_argv(table["refresh_command"], f"{where}refresh_command") if "refresh_command" in table else None,
+        refresh_margin=None if margin is None else _number(margin, f"{where}refresh_margin", minimum=0.0),
+        refresh_floor=_number(table.get("refresh_floor", 10.0), f"{where}refresh_floor", minimum=0.0),
+        refresh_timeout=_number(table.get("refresh_timeout", 300.0), f"{where}refresh_timeout", minimum=0.1),
+        group=text.get("group"), role=text.get("role"), vault=text.get("vault"), issuer=text.get("issuer"),
+        htgettoken_options=text.get("htgettoken_options"),
     )
 
 
@@ -170,7 +237,15 @@ def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
             raise ConfigError(f"[[schedd]] name {n!r} is used more than once; names must be unique")
         if not n.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise ConfigError(f"[[schedd]] name {n!r} may hold only letters, digits, '-', '_' and '.'")
+    raw_tokens = data.get("tokens", {})
+    if not isinstance(raw_tokens, dict):
+        raise ConfigError("tokens must be tables: [tokens.NAME]")
+    tokens = {str(n): _token(str(n), t) for n, t in raw_tokens.items()}
+    for s in schedds:
+        if s.token is not None and s.token not in tokens:
+            raise ConfigError(f"[[schedd]] {s.name!r} uses token {s.token!r}, but there is no [tokens.{s.token}]; "
+                              f"configured: {', '.join(tokens) or 'none'}")
     if len(str(socket)) > 100:
         raise ConfigError(f"socket path {socket} is too long for a Unix socket (at most 100 characters)")
     return Config(socket=socket, state_dir=state, log_level=level, leave_in_queue_days=days,
-                  schedds=schedds, source=source)
+                  schedds=schedds, tokens=tokens, source=source)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import getpass
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -104,6 +105,12 @@ class Handlers:
             case "daemon_stop":
                 self.d.request_stop()
                 return {"stopping": True}
+            case "token_status":
+                return {"tokens": self.d.tokens.status()}
+            case "token_refresh":
+                return await self.token_refresh(f.get("name"), float(f.get("wait", 30.0)))
+            case "token_request_plan":
+                return self.token_request_plan(f.get("name"), f.get("schedd"))
             case _:
                 raise RequestError(ErrorCode.BAD_REQUEST, f"no handler for {request.kind!r}")
 
@@ -134,13 +141,20 @@ class Handlers:
                 raise RequestError(ErrorCode.SCHEDD, "this submit is still in progress")
             return self._submitted(existing, replaced=())
         try:
+            profile = self.d.tokens.choose(token=f.get("token"), group=f.get("group"), role=f.get("role"),
+                                           default=self.d.config.schedd(name).token)
+        except KeyError as e:
+            raise RequestError(ErrorCode.BAD_REQUEST, str(e.args[0])) from None
+        if profile is not None and (blocker := self.d.tokens.blocker(profile)):
+            raise RequestError(ErrorCode.TOKEN, f"nothing was submitted: {blocker}")
+        try:
             prepared = await asyncio.to_thread(
                 submitting.prepare, f["description"], cwd=f["cwd"], instance_id=self.d.ledger.instance_id,
                 max_age_seconds=int(self.d.config.leave_in_queue_days * 86400), submit_file=f.get("submit_file"),
             )
         except submitting.SubmitRefused as e:
             raise RequestError(ErrorCode.BAD_SUBMIT, str(e)) from None
-        schedd = self.d.schedds[name]
+        schedd = self.d.submitter(name, profile)
         row = self.d.ledger.add_submit_intent(
             request_id=f["request_id"], schedd=name, tag=prepared.tag, description=f["description"],
             submitted_description=prepared.request.text, submit_dir=f["cwd"], submit_file=f.get("submit_file"),
@@ -149,6 +163,7 @@ class Handlers:
             result = await asyncio.to_thread(schedd.submit, prepared.request)
         except ScheddError as e:
             self.d.ledger.record_submit_failed(row, str(e))
+            self.d.note_schedd_error(name, profile, e.kind, str(e))
             log.warning("submit.failed", schedd=name, error=str(e))
             raise RequestError(ErrorCode.SCHEDD, f"schedd {name} refused the submit: {e}") from None
         self.d.ledger.record_submitted(row, result.cluster, list(zip(result.procs, prepared.iwds)))
@@ -208,3 +223,58 @@ class Handlers:
             log.info("jobs.acted", schedd=name, action=action, jobs=len(jobs), **result.as_dict())
             self.d.poke(name, force=True)
         return {"action": action, "schedds": summary}
+
+    async def token_refresh(self, name: str | None, wait: float) -> dict[str, Any]:
+        names = [name] if name else list(self.d.tokens.states)
+        if name and name not in self.d.tokens.states:
+            raise RequestError(ErrorCode.NOT_FOUND, f"no token profile named {name!r}; "
+                               f"configured: {', '.join(self.d.tokens.states) or 'none'}")
+        tasks = {n: self.d.start_refresh(n, manual=True) for n in names}
+        if tasks:
+            await asyncio.wait([asyncio.shield(t) for t in tasks.values()], timeout=max(0.0, min(wait, MAX_WAIT)))
+        results = {}
+        for n, task in tasks.items():
+            if task.done() and not task.cancelled() and task.exception() is None:
+                results[n] = task.result()
+            else:
+                results[n] = {"refreshed": None, "reason": "still running; `rsub token status` shows its progress "
+                              "(a browser login may be needed)"}
+        return {"results": results, "tokens": self.d.tokens.status()}
+
+    def token_request_plan(self, name: str | None, schedd: str | None) -> dict[str, Any]:
+        """How to get a new IDTOKEN for a profile with condor_token_request, here or on the submit host."""
+        states = self.d.tokens.states
+        idtokens = [n for n, st in states.items() if st.profile.kind == "idtoken"]
+        if name is None:
+            if not idtokens:
+                raise RequestError(ErrorCode.NOT_FOUND, "no idtoken profile is configured; add a [tokens.NAME] "
+                                   'table with kind = "idtoken" to the config')
+            name = idtokens[0]
+        if name not in states:
+            raise RequestError(ErrorCode.NOT_FOUND, f"no token profile named {name!r}")
+        profile = states[name].profile
+        if profile.kind != "idtoken":
+            raise RequestError(ErrorCode.BAD_REQUEST, f"profile {name!r} holds a SciToken; "
+                               f"get one with `{profile.manual_command()}`")
+        users = [s for s in self.d.config.schedds if s.token == name]
+        cfg = self.d.config.schedd(schedd) if schedd else (users[0] if users else None)
+        target = profile.file if profile.file is not None else profile.target
+        user = getpass.getuser()
+        argv = ["condor_token_request", "-identity", f"{user}@fs", "-authz", "READ", "-authz", "WRITE"]
+        if cfg is not None and cfg.backend == "htcondor":
+            argv += ["-type", "SCHEDD"] + (["-name", cfg.name] if cfg.name else [])
+            argv += ["-pool", cfg.pool] if cfg.pool else []
+        remote = " ".join([*argv, "-token", f"rsub_{name}"])
+        argv += ["-token", target.name]
+        return {
+            "profile": name, "target": str(target), "argv": argv,
+            "env": {"_condor_SEC_TOKEN_DIRECTORY": str(target.parent)},
+            "instructions": [
+                "condor_token_request is not installed here (the htcondor wheel cannot request tokens).",
+                "On the submit host, run:",
+                f"  {remote}",
+                "  (it prints a request id; the schedd's administrator approves it with condor_token_request_approve)",
+                f"then copy ~/.condor/tokens.d/rsub_{name} from the submit host to {target} here, and run:",
+                f"  chmod 600 {target} && rsub token refresh {name}",
+            ],
+        }

@@ -16,14 +16,32 @@ import structlog
 
 SECRET_KEYS = re.compile(r"token|secret|password|credential|authorization|bearer", re.I)
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+# Token values rsubd has read (opaque tokens included), redacted wherever they appear.
+_SECRETS: set[str] = set()
+MIN_SECRET = 16  # shorter strings are not tokens, and redacting them would garble ordinary words
+
+
+def add_secret(value: str) -> None:
+    """Remember a secret so that no log line or reply ever shows it."""
+    value = value.strip()
+    if len(value) >= MIN_SECRET:
+        _SECRETS.add(value)
+
+
+def scrub(text: str) -> str:
+    """`text` with every known secret and anything shaped like a JWT replaced."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
+    return JWT.sub("[redacted]", text) if "eyJ" in text else text
 
 
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event.items()):
         if key != "event" and SECRET_KEYS.search(key) and not key.endswith(("_state", "_file", "_kind")):
             event[key] = "[redacted]"
-        elif isinstance(value, str) and "eyJ" in value:
-            event[key] = JWT.sub("[redacted]", value)
+        elif isinstance(value, str):
+            event[key] = scrub(value)
     return event
 
 
@@ -39,8 +57,8 @@ def configure(level: str = "info", stream: Any = None) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,
             structlog.processors.format_exc_info,
+            redact,  # after format_exc_info, so that tracebacks are scrubbed too
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),

@@ -106,3 +106,33 @@ def test_hung_schedd_is_cut_off_and_status_keeps_answering(short_tmp: Path, work
         assert daemon.rsub("ping").returncode == 0
     finally:
         daemon.stop()
+
+
+def test_a_new_token_replaces_the_binding_worker_but_never_between_submit_and_spool(tmp_path: Path) -> None:
+    from rsubd.condor import CondorSchedd, CondorSettings
+    from rsubd.schedd import ScheddError
+    from rsubd.tokenmanager import Credential
+
+    generation = [1]
+    schedd = CondorSchedd(
+        CondorSettings(name="dead", address=f"<127.0.0.1:{free_port()}>", call_timeout=20),
+        lambda: Credential("p", generation[0], {"_condor_SCITOKENS_FILE": str(tmp_path / "bt")}, None),
+    )
+    try:
+        def worker_pid() -> int:
+            with pytest.raises(ScheddError):
+                schedd.query("true", ["ClusterId"])
+            return int(schedd._proc.pid)
+
+        first = worker_pid()
+        assert worker_pid() == first  # same token: same worker, same security session
+        generation[0] = 2
+        second = worker_pid()
+        assert second != first  # the bindings cache their session: a new token needs a new process
+        schedd._unspooled.add(7)  # a submitted cluster still to spool lives in this worker
+        generation[0] = 3
+        assert worker_pid() == second
+        schedd._unspooled.clear()
+        assert worker_pid() != second
+    finally:
+        schedd.close()

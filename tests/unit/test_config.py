@@ -127,8 +127,8 @@ backend = "local"
         log_level="warning",
         leave_in_queue_days=2.0,
         schedds=(
-            config.ScheddConfig(name="fast", backend="local", poll_interval=0.5, slots=3),
-            config.ScheddConfig(name="slow.box_2", backend="local", poll_interval=2.0),
+            config.ScheddConfig(name="fast", backend="local", poll_interval=0.5, slots=3, early_poll_every=0.5),
+            config.ScheddConfig(name="slow.box_2", backend="local", poll_interval=2.0, early_poll_every=0.5),
         ),
         source=path,
     )

@@ -206,11 +206,12 @@ def test_error_shape() -> None:
 
 ALL_CODES = [v for k, v in vars(ErrorCode).items() if k.isupper()]
 # Codes a user acts on differently, each with its own exit code.
-SPECIFIC = [ErrorCode.BAD_REQUEST, ErrorCode.NOT_FOUND, ErrorCode.BAD_SUBMIT, ErrorCode.SCHEDD, ErrorCode.TIMEOUT]
+SPECIFIC = [ErrorCode.BAD_REQUEST, ErrorCode.NOT_FOUND, ErrorCode.BAD_SUBMIT, ErrorCode.SCHEDD, ErrorCode.TIMEOUT,
+            ErrorCode.TOKEN]
 
 
 def test_every_error_code_has_an_exit_code() -> None:
-    assert len(ALL_CODES) == 7
+    assert len(ALL_CODES) == 8
     assert set(protocol.EXIT_BY_CODE) == set(ALL_CODES)
     assert all(protocol.EXIT_BY_CODE[c] != protocol.EXIT_OK for c in ALL_CODES)
 
@@ -230,5 +231,5 @@ def test_generic_errors_exit_1() -> None:
 def test_exit_code_constants_are_distinct() -> None:
     names = [n for n in vars(protocol) if n.startswith("EXIT_") and n != "EXIT_BY_CODE"]
     values = [getattr(protocol, n) for n in names]
-    assert len(set(values)) == len(values) == 8
+    assert len(set(values)) == len(values) == 9
     assert all(0 <= v < 126 for v in values)  # above 125 means something else to a shell

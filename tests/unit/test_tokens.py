@@ -1,0 +1,346 @@
+"""Token claims, profiles and the refresh manager, with real JWTs and real fake refresh commands."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rsubd import config, logs, tokens
+from rsubd.tokenmanager import TokenManager
+from rsubd.tokens import Claims, TokenError, TokenProfile
+from tests import tokenkit
+
+KIT = str(Path(tokenkit.__file__))
+
+
+def fake(mode: str, lifetime: float = 3600) -> tuple[str, ...]:
+    return (sys.executable, KIT, mode, str(lifetime))
+
+
+def sci_profile(tmp_path: Path, mode: str | None = "ok", lifetime: float = 3600, **kw: object) -> TokenProfile:
+    opts: dict[str, object] = {"refresh_floor": 0.0, "refresh_timeout": 5.0, "group": "dune"}
+    opts.update(kw)
+    return TokenProfile(name="dune", kind="scitoken", file=tmp_path / "bt",
+                        refresh_command=fake(mode, lifetime) if mode else None, **opts)  # type: ignore[arg-type]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def manager(tmp_path: Path, *profiles: TokenProfile, clock: Clock | None = None) -> TokenManager:
+    return TokenManager({p.name: p for p in profiles}, private_dir=tmp_path / "private",
+                        clock=clock or time.time)
+
+
+def write_token(path: Path, text: str, mode: int = 0o600) -> None:
+    path.write_text(text + "\n")
+    path.chmod(mode)
+
+
+# -- claims ---------------------------------------------------------------------
+
+
+def test_claims_of_a_scitoken() -> None:
+    now = time.time()
+    c = tokens.decode(tokenkit.scitoken(3600, now=now, groups=("/dune", "/dune/production")))
+    assert c.subject == "alice"
+    assert c.issuer == "https://cilogon.org/dune"
+    assert c.exp == int(now + 3600)
+    assert c.lifetime == 3600
+    assert "compute.create" in c.scopes
+    assert c.groups == ("/dune", "/dune/production")
+
+
+def test_an_idtoken_without_exp_never_expires() -> None:
+    c = tokens.decode(tokenkit.idtoken(None))
+    assert c.exp is None and c.time_left(time.time()) is None
+    tokens.check("idtoken", c, time.time() + 10**9)  # no exception
+
+
+@pytest.mark.parametrize("text", ["", "abc", "a.b", "a.b.c.d", "!!.??.x", "eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.x"])
+def test_what_is_not_a_jwt_is_refused_without_echoing_it(text: str) -> None:
+    with pytest.raises(TokenError) as e:
+        tokens.decode(text)
+    assert "JWT" in str(e.value)
+    if len(text) > 3:
+        assert text not in str(e.value)
+
+
+def test_check_refuses_expired_and_missing_groups() -> None:
+    now = time.time()
+    with pytest.raises(TokenError, match="expired"):
+        tokens.check("scitoken", tokens.decode(tokenkit.scitoken(-1, now=now)), now)
+    dune = tokens.decode(tokenkit.scitoken(60, now=now, groups=("/dune",)))
+    tokens.check("scitoken", dune, now, group="dune")
+    with pytest.raises(TokenError, match="/dune/production"):
+        tokens.check("scitoken", dune, now, group="dune", role="production")
+    with pytest.raises(TokenError, match="no 'exp'"):
+        tokens.check("scitoken", Claims({"sub": "x"}), now)
+
+
+def test_default_margin_is_a_quarter_of_the_lifetime_or_30_minutes() -> None:
+    p = TokenProfile(name="p", kind="scitoken", file=Path("/x"))
+    long = Claims({"iat": 0, "exp": 4 * 3600 * 24})
+    short = Claims({"iat": 0, "exp": 3600})
+    assert p.margin(long) == 3600 * 24
+    assert p.margin(short) == 1800
+    assert TokenProfile(name="p", kind="scitoken", file=Path("/x"), refresh_margin=20).margin(long) == 20
+
+
+def test_htgettoken_is_the_default_command_with_the_profiles_options(tmp_path: Path) -> None:
+    p = TokenProfile(name="d", kind="scitoken", file=tmp_path / "bt", vault="htvaultprod.fnal.gov",
+                     group="dune", role="production")
+    assert p.command(tmp_path / "new", 900) == ("htgettoken", "-a", "htvaultprod.fnal.gov", "-i", "dune",
+                                                "-r", "production", "--minsecs", "900", "-o", str(tmp_path / "new"))
+    assert p.manual_command() == f"htgettoken -a htvaultprod.fnal.gov -i dune -r production -o {tmp_path / 'bt'}"
+    assert TokenProfile(name="d", kind="scitoken", file=tmp_path / "bt").command(tmp_path, 1) is None
+
+
+def test_default_bearer_file_follows_htcondors_order() -> None:
+    assert tokens.default_bearer_file({"BEARER_TOKEN_FILE": "/a", "XDG_RUNTIME_DIR": "/r"}) == Path("/a")
+    assert tokens.default_bearer_file({"XDG_RUNTIME_DIR": "/r"}) == Path(f"/r/bt_u{os.getuid()}")
+    assert tokens.default_bearer_file({}) == Path(f"/tmp/bt_u{os.getuid()}")
+
+
+def test_a_directory_of_idtokens_yields_the_longest_lived_and_warns_of_loose_modes(tmp_path: Path) -> None:
+    d = tmp_path / "tokens.d"
+    d.mkdir()
+    write_token(d / "short", tokenkit.idtoken(60))
+    write_token(d / "long", tokenkit.idtoken(7200))
+    write_token(d / "loose", tokenkit.idtoken(10**6), mode=0o644)
+    found = tokens.read_profile(TokenProfile(name="i", kind="idtoken", directory=d), time.time())
+    assert found.path == d / "long"
+    assert any("loose" in w and "chmod 600" in w for w in found.warnings)
+
+
+def test_write_private_is_0600_and_atomic(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    tokens.write_private(target, "secret\n")
+    assert target.read_text() == "secret\n"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["t"]
+
+
+# -- config -------------------------------------------------------------------------
+
+
+def test_token_profiles_in_the_config(tmp_path: Path) -> None:
+    cfg = config.from_dict({
+        "tokens": {"dune": {"kind": "scitoken", "file": str(tmp_path / "bt"), "vault": "v", "group": "dune",
+                            "refresh_margin": 600},
+                   "fnal": {"kind": "idtoken", "directory": str(tmp_path)}},
+        "schedd": [{"name": "a", "token": "dune"}],
+    })
+    assert cfg.tokens["dune"].refresh_margin == 600
+    assert cfg.tokens["dune"].refresh_floor == 10.0
+    assert cfg.tokens["fnal"].directory == tmp_path
+    assert cfg.schedds[0].token == "dune"
+
+
+@pytest.mark.parametrize(("tokens_table", "schedd", "message"), [
+    ({"x": {"kind": "jwt"}}, {}, "kind must be one of"),
+    ({"x": {"kind": "scitoken", "refresh_command": "htgettoken -a v"}}, {}, "no shell is used"),
+    ({"x": {"kind": "scitoken", "directory": "/tmp"}}, {}, "directory is for idtoken"),
+    ({"x": {"kind": "idtoken", "file": "/a", "directory": "/b"}}, {}, "not both"),
+    ({"x": {"kind": "scitoken", "refresh_floor": -1}}, {}, "refresh_floor"),
+    ({"x": {"kind": "scitoken", "colour": "red"}}, {}, "unknown key"),
+    ({}, {"token": "nope"}, "no [tokens.nope]"),
+])
+def test_bad_token_config_is_refused_with_the_key_named(tokens_table: dict[str, object],
+                                                        schedd: dict[str, object], message: str) -> None:
+    with pytest.raises(config.ConfigError, match=message.replace("[", r"\[")):
+        config.from_dict({"tokens": tokens_table, "schedd": [{"name": "a", **schedd}]})
+
+
+# -- the manager ---------------------------------------------------------------------------
+
+
+def test_a_missing_token_is_fetched_and_written_0600(tmp_path: Path) -> None:
+    m = manager(tmp_path, sci_profile(tmp_path))
+    assert m.scan() == ["dune"]
+    assert m.refresh("dune") == {"refreshed": True, "reason": None}
+    bt = tmp_path / "bt"
+    assert bt.stat().st_mode & 0o777 == 0o600
+    assert tokens.decode(bt.read_text()).groups == ("/dune",)
+    status = m.status()[0]
+    assert status["state"] == "ok" and status["subject"] == "alice" and status["action_needed"] is None
+    assert not list(tmp_path.glob("*.rsub-new"))
+    assert m.scan() == []  # fresh for an hour: nothing due
+
+
+def test_refresh_is_scheduled_from_exp_and_the_margin(tmp_path: Path) -> None:
+    clock = Clock()
+    write_token(tmp_path / "bt", tokenkit.scitoken(3600, now=clock.now))
+    m = manager(tmp_path, sci_profile(tmp_path, refresh_margin=600), clock=clock)
+    assert not m.due("dune", clock.now)
+    clock.now += 2999
+    assert not m.due("dune", clock.now)
+    clock.now += 2
+    assert m.due("dune", clock.now)
+    assert m.state_label("dune", clock.now) == "expiring"
+
+
+def test_the_floor_limits_manual_refreshes(tmp_path: Path) -> None:
+    m = manager(tmp_path, sci_profile(tmp_path, refresh_floor=30.0))
+    assert m.refresh("dune", manual=True)["refreshed"] is True
+    again = m.refresh("dune", manual=True)
+    assert again["refreshed"] is False and "rate limited" in again["reason"]
+    assert not m.due("dune", time.time())
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    ("fail", "exited with status 1: htgettoken: vault said no"),
+    ("garbage", "unusable token (not a JWT"),
+    ("expired", "unusable token (the token expired"),
+    ("nogroup", "lacks wlcg.groups /dune"),
+    ("silent", "wrote no token"),
+])
+def test_a_failed_refresh_keeps_the_old_token(tmp_path: Path, mode: str, message: str) -> None:
+    old = tokenkit.scitoken(100)
+    write_token(tmp_path / "bt", old)
+    m = manager(tmp_path, sci_profile(tmp_path, mode=mode))
+    outcome = m.refresh("dune")
+    assert outcome["refreshed"] is False
+    assert message in outcome["reason"]
+    assert (tmp_path / "bt").read_text().strip() == old
+    st = m.status()[0]
+    assert st["failures"] == 1 and message in st["last_error"]
+    assert not list(tmp_path.glob("*.rsub-new"))
+
+
+def test_a_token_printed_on_stdout_is_taken(tmp_path: Path) -> None:
+    p = TokenProfile(name="fnal", kind="idtoken", file=tmp_path / "idt", refresh_command=fake("print", 600),
+                     refresh_floor=0)
+    m = manager(tmp_path, p)
+    assert m.refresh("fnal")["refreshed"] is True
+    assert tokens.decode((tmp_path / "idt").read_text()).subject == "alice@fs"
+    # HTCondor reads IDTOKENs from a directory: the file gets a private one.
+    cred = m.credential("fnal")
+    private = Path(cred.env["_condor_SEC_TOKEN_DIRECTORY"])
+    assert (private / "token").read_text() == (tmp_path / "idt").read_text()
+    assert private.stat().st_mode & 0o077 == 0
+
+
+def test_a_command_that_hangs_is_stopped_at_its_limit(tmp_path: Path) -> None:
+    m = manager(tmp_path, sci_profile(tmp_path, mode="hang", refresh_timeout=1.0))
+    started = time.monotonic()
+    outcome = m.refresh("dune")
+    assert time.monotonic() - started < 5
+    assert "did not finish within 1 s" in outcome["reason"]
+
+
+def test_a_browser_login_is_shown_while_it_waits_and_not_retried_hot(tmp_path: Path) -> None:
+    m = manager(tmp_path, sci_profile(tmp_path, mode="login", refresh_timeout=3.0))
+    done = threading.Event()
+    threading.Thread(target=lambda: (m.refresh("dune"), done.set()), daemon=True).start()
+    deadline = time.monotonic() + 3
+    while m.states["dune"].login_url is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    during = m.status()[0]
+    assert during["login_url"] == tokenkit.LOGIN_URL
+    assert during["state"] == "needs_login"
+    assert tokenkit.LOGIN_URL in during["action_needed"]
+    assert done.wait(10)
+    after = m.status()[0]
+    assert after["state"] == "needs_login" and "browser login" in after["last_error"]
+    assert not m.due("dune", time.time() + 600)  # a login is not asked for again within 15 minutes
+    assert m.due("dune", time.time() + 901)
+    assert "open https://vault.example.org" in (m.blocker("dune") or "")
+
+
+def test_failures_back_off_and_then_ask_for_a_person(tmp_path: Path) -> None:
+    clock = Clock()
+    m = manager(tmp_path, sci_profile(tmp_path, mode="fail", refresh_floor=10.0), clock=clock)
+    gaps = []
+    for _ in range(4):
+        assert m.due("dune", clock.now)
+        m.refresh("dune")
+        start = clock.now
+        while not m.due("dune", clock.now):
+            clock.now += 1
+        gaps.append(clock.now - start)
+    assert gaps == [10, 20, 40, 80]
+    st = m.status()[0]
+    assert st["failures"] == 4
+    assert "failed 4 times" in st["action_needed"] and "rsub token refresh dune" in st["action_needed"]
+
+
+def test_a_success_clears_the_failures(tmp_path: Path) -> None:
+    m = manager(tmp_path, sci_profile(tmp_path, mode="fail"))
+    m.refresh("dune")
+    m.states["dune"].profile = sci_profile(tmp_path, mode="ok")
+    assert m.refresh("dune")["refreshed"] is True
+    assert m.status()[0]["failures"] == 0 and m.status()[0]["last_error"] is None
+
+
+def test_blocker_says_what_to_run(tmp_path: Path) -> None:
+    clock = Clock()
+    write_token(tmp_path / "bt", tokenkit.scitoken(60, now=clock.now))
+    m = manager(tmp_path, sci_profile(tmp_path, mode=None, vault="htvault.example.org"), clock=clock)
+    assert m.blocker("dune") is None
+    clock.now += 61
+    reason = m.blocker("dune")
+    assert reason is not None and "expired" in reason and "htgettoken -a htvault.example.org" in reason
+
+
+def test_a_refused_token_needs_action_until_it_changes(tmp_path: Path) -> None:
+    write_token(tmp_path / "bt", tokenkit.scitoken(3600))
+    m = manager(tmp_path, sci_profile(tmp_path, mode=None))
+    m.note_refused("dune", "authentication_failed: no")
+    assert m.state_label("dune", time.time()) == "refused"
+    assert "refused" in (m.blocker("dune") or "")
+    generation = m.credential("dune").generation
+    write_token(tmp_path / "bt", tokenkit.scitoken(7200))
+    m.scan()
+    assert m.blocker("dune") is None
+    assert m.credential("dune").generation == generation + 1
+
+
+def test_choose_by_group_and_role(tmp_path: Path) -> None:
+    a = TokenProfile(name="dune", kind="scitoken", file=tmp_path / "a", group="dune")
+    b = TokenProfile(name="dunepro", kind="scitoken", file=tmp_path / "b", group="dune", role="production")
+    m = manager(tmp_path, a, b)
+    assert m.choose(token=None, group="dune", role=None, default=None) == "dune"
+    assert m.choose(token=None, group="dune", role="production", default=None) == "dunepro"
+    assert m.choose(token=None, group=None, role=None, default="dune") == "dune"
+    with pytest.raises(KeyError, match="no token profile for group 'nova'"):
+        m.choose(token=None, group="nova", role=None, default=None)
+
+
+def test_no_token_value_reaches_status_or_the_log(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    logs.configure("debug", stream)
+    try:
+        m = manager(tmp_path, sci_profile(tmp_path, mode="ok"))
+        m.refresh("dune")
+        p = TokenProfile(name="fnal", kind="idtoken", file=tmp_path / "idt", refresh_command=fake("print", 600),
+                         refresh_floor=0)
+        m2 = manager(tmp_path, p)
+        m2.refresh("fnal")
+        values = [(tmp_path / "bt").read_text().strip(), (tmp_path / "idt").read_text().strip()]
+        out = stream.getvalue() + json.dumps(m.status()) + json.dumps(m2.status())
+    finally:
+        logs.configure("info")
+    assert "token.refresh_output" in out  # the printed token was logged, redacted
+    for value in values:
+        assert value not in out
+        assert value.split(".")[1] not in out  # not even the payload
+    assert "[redacted]" in out
+
+
+def test_scrub_redacts_opaque_secrets_it_was_told_about() -> None:
+    logs.add_secret("hvs.CAESIJ7-opaque-vault-token")
+    assert logs.scrub("got hvs.CAESIJ7-opaque-vault-token ok") == "got [redacted] ok"
+    assert logs.scrub("short ok") == "short ok"
