@@ -196,11 +196,15 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     print(f"rsubd {result['rsubd_version']}, pid {result['pid']}, up {result['uptime']:.0f} s, socket {result['socket']}")
     for name, s in result["schedds"].items():
         jobs = ", ".join(f"{n} {k}" for k, n in sorted(s["jobs"].items())) or "no jobs"
-        print(f"  schedd {name} ({s['backend']}): poll every {s['poll_interval']:g} s, last {s['last_poll_at']} "
+        every = s.get("interval_in_force", s["poll_interval"])
+        print(f"  schedd {name} ({s['backend']}): poll every {every:g} s, last {s['last_poll_at']} "
               f"{s['last_outcome'] or ''}; {s['polls']} polls, {s['queries']} queries, {s['retrieve_calls']} retrieves, "
               f"{s['edit_calls']} edits, {s['history_calls']} history, {s['errors']} errors; jobs: {jobs}")
         if s.get("last_error"):
             print(f"    last error: {s['last_error']}")
+        if s.get("backing_off"):
+            print(f"    backing off after {s['consecutive_errors']} errors in a row "
+                  f"(normal interval {s['poll_interval']:g} s, at most {s['backoff_max']:g} s)")
         if s.get("token"):
             t = s["token"]
             print(f"    token {t['profile']}: {t['state']}, expires {t['expires_at'] or 'never'}")

@@ -126,7 +126,7 @@ def decode_request(line: bytes) -> Request:
     if not isinstance(rid, str) or not rid or len(rid) > 64:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "'id' must be a non-empty string of at most 64 characters")
     kind = obj.get("kind")
-    if kind not in REQUESTS:
+    if not isinstance(kind, str) or kind not in REQUESTS:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown request kind {kind!r}; known: {', '.join(REQUESTS)}")
     spec = REQUESTS[kind]
     fields = {k: v for k, v in obj.items() if k not in ("v", "id", "kind")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import fcntl
 import os
 import signal
@@ -27,14 +28,15 @@ from rsubd.config import Config, ConfigError, ScheddConfig, load
 from rsubd.handlers import Handlers, iso
 from rsubd.ledger import Ledger, LedgerError
 from rsubd.local.auth import TokenCheckedSchedd
+from rsubd.local.faults import FaultySchedd
 from rsubd.local.scheduler import LocalSchedd
 from rsubd.poller import Poller
+from rsubd.pollsched import EarlyPolls, PollPolicy, TokenBucket
 from rsubd.schedd import ErrorKind, Schedd
 from rsubd.server import SocketServer
 from rsubd.tokenmanager import Credential, TokenManager
 
 log = structlog.get_logger("rsubd")
-EARLY_POLL_GAP = 0.5  # seconds; the least time between a poke and the poll before it
 TOKEN_SCAN_INTERVAL = 1.0  # seconds between two looks at the token files (a stat each)
 
 
@@ -51,6 +53,8 @@ def make_schedd(cfg: ScheddConfig, state_dir: Path, credential: Callable[[], Cre
     """
     if cfg.backend == "local":
         inner = local or LocalSchedd(cfg.name, state_dir / "local" / cfg.name, slots=cfg.slots)
+        if local is None and cfg.faults_file:
+            inner = FaultySchedd(inner, Path(cfg.faults_file))
         if credential is None:
             return inner
         return TokenCheckedSchedd(inner, credential, owns_inner=local is None)
@@ -75,6 +79,10 @@ class Daemon:
         self._submitters: dict[tuple[str, str], Schedd] = {}
         self._refreshes: dict[str, asyncio.Task[Any]] = {}
         self.pollers: dict[str, Poller] = {}
+        self.policies: dict[str, PollPolicy] = {}
+        self.early: dict[str, EarlyPolls] = {}
+        self._polling: set[str] = set()
+        self._repoll: set[str] = set()  # schedds poked while a poll ran: poll again soon after
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._poll_done = asyncio.Condition()
@@ -105,12 +113,14 @@ class Daemon:
         for s in cfg.schedds:
             self.schedds[s.name] = make_schedd(s, cfg.state_dir, self._credential_for(s.token))
             self.pollers[s.name] = Poller(self.ledger, self.schedds[s.name])
+            self.policies[s.name] = PollPolicy.for_schedd(s)
+            self.early[s.name] = EarlyPolls(self.policies[s.name],
+                                            bucket=TokenBucket.every(s.early_poll_every, s.early_poll_burst))
             self._poll_locks[s.name] = asyncio.Lock()
         await self.server.start()
         for s in cfg.schedds:
-            self.scheduler.add_job(self._poll, "interval", args=[s.name], id=f"poll:{s.name}",
-                                   seconds=s.poll_interval, max_instances=1, coalesce=True,
-                                   next_run_time=_now())
+            self.policies[s.name].schedule_now()
+            self._schedule_poll(s.name, 0.0)
         if cfg.tokens:
             self.scheduler.add_job(self.refresh_due_tokens, "interval", id="tokens", seconds=TOKEN_SCAN_INTERVAL,
                                    max_instances=1, coalesce=True, next_run_time=_now())
@@ -184,33 +194,61 @@ class Daemon:
 
     # -- polling -----------------------------------------------------------------
 
+    def _schedule_poll(self, name: str, delay: float) -> None:
+        """The timer only triggers: one date job per schedd, set again after every poll."""
+        if self._stop.is_set():
+            return
+        self.scheduler.add_job(self._poll, "date", run_date=_now() + datetime.timedelta(seconds=delay),
+                               args=[name], id=f"poll:{name}", replace_existing=True, misfire_grace_time=None)
+
     async def _poll(self, name: str) -> None:
+        policy = self.policies[name]
         async with self._poll_locks[name]:
+            self._polling.add(name)
+            outcome = "error"
             try:
-                await asyncio.to_thread(self.pollers[name].poll_once)
+                report = await asyncio.to_thread(self.pollers[name].poll_once)
+                outcome = report.outcome
             except Exception:
                 log.exception("poll.crashed", schedd=name)
+            finally:
+                self._polling.discard(name)
+            {"ok": policy.on_success, "idle": policy.on_idle}.get(outcome, policy.on_error)()
             error = self.pollers[name].stats.last_error
-            if error and error.startswith(ErrorKind.AUTHENTICATION.value):
+            if outcome == "error" and error and error.startswith(ErrorKind.AUTHENTICATION.value):
                 self.note_schedd_error(name, self.config.schedd(name).token, ErrorKind.AUTHENTICATION, error)
+            delay = policy.next_delay()
+            if name in self._repoll:
+                self._repoll.discard(name)
+                if self.early[name].request(force=True).granted:
+                    delay = 0.0
+            if policy.backing_off:
+                log.warning("poll.backoff", schedd=name, consecutive_errors=policy.consecutive_errors,
+                            next_poll_in=round(delay, 1))
+            with contextlib.suppress(Exception):  # the scheduler may be shutting down
+                self._schedule_poll(name, delay)
         async with self._poll_done:
             self._poll_done.notify_all()
 
     def poke(self, name: str | None = None, *, force: bool = False) -> list[str]:
-        """Ask for an early poll of one schedd (or all); returns the schedds poked."""
-        names = [name] if name else list(self.schedds)
+        """Ask for an early poll of one schedd (or all), within the early-poll budget; returns those poked."""
         poked = []
-        for n in names:
-            if n not in self.pollers:
+        for n in [name] if name else list(self.schedds):
+            if n not in self.early:
                 continue
-            last = self.pollers[n].stats.last_poll_at
-            if not force and last is not None and time.time() - last < EARLY_POLL_GAP:
-                continue
-            job = self.scheduler.get_job(f"poll:{n}")
-            if job is not None:
-                job.modify(next_run_time=_now())
+            decision = self.early[n].request(force=force)
+            if decision.granted:
+                job = self.scheduler.get_job(f"poll:{n}")
+                if job is not None:
+                    job.modify(next_run_time=_now())
                 poked.append(n)
+            elif n in self._polling:
+                self._repoll.add(n)  # the running poll may have read the queue before the change
         return poked
+
+    def schedd_answered(self, name: str) -> None:
+        """A submit or an action succeeded: the schedd is up, so any backoff ends."""
+        self.policies[name].on_success()
 
     async def wait_for_poll(self, timeout: float) -> None:
         async with self._poll_done:
@@ -243,6 +281,8 @@ class Daemon:
                 "last_error": st.last_error,
                 **st.totals,
                 "last_hour": st.last_hour(now),
+                **self.policies[s.name].state(),
+                **self.early[s.name].state(),
                 "jobs": self.ledger.counts_by_state(s.name),
                 "token": self._token_brief(s.token, now),
             }
@@ -260,9 +300,7 @@ class Daemon:
                 "action_needed": self.tokens.action(profile, now)}
 
 
-def _now() -> Any:
-    import datetime
-
+def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 

@@ -41,9 +41,10 @@ class ScheddConfig:
     own_schedd: bool = False
     token: str | None = None
     poll_jitter: float = 0.1
-    poll_backoff_max: float = 600.0
+    poll_backoff_max: float | None = None  # None: ten intervals, at most 600 s
     early_poll_every: float = 15.0
     early_poll_burst: int = 1
+    faults_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,12 @@ class Config:
 TOP_KEYS = {"socket", "state_dir", "log_level", "leave_in_queue_days", "schedd", "tokens"}
 SCHEDD_KEYS = {"name", "backend", "poll_interval", "slots", "pool", "address", "condor_config", "params",
                "call_timeout", "transfer_timeout", "own_schedd", "token", "poll_jitter", "poll_backoff_max",
-               "early_poll_every", "early_poll_burst"}
+               "early_poll_every", "early_poll_burst", "faults_file"}
 TOKEN_KEYS = {"kind", "file", "directory", "refresh_command", "refresh_margin", "refresh_floor", "refresh_timeout",
               "group", "role", "vault", "issuer", "htgettoken_options"}
 # A client may ask for an early poll (rsub wait, a submit) at most once per this many seconds by default.
 DEFAULT_EARLY_POLL_EVERY = {"local": 0.5, "htcondor": 15.0}
-LOCAL_ONLY = {"slots"}
+LOCAL_ONLY = {"slots", "faults_file"}
 HTCONDOR_ONLY = {"pool", "address", "condor_config", "params", "call_timeout", "transfer_timeout", "own_schedd"}
 # HTCondor asks job trackers to query a shared schedd at most about once a minute;
 # below this floor only the user's own schedd may be polled.
@@ -132,7 +133,7 @@ def _schedd(table: Any, index: int) -> ScheddConfig:
         raise ConfigError(f"{where}params must be a table of HTCondor settings, "
                           'e.g. params = { SEC_CLIENT_AUTHENTICATION_METHODS = "IDTOKENS" }')
     optional: dict[str, str] = {}
-    for key in ("pool", "address", "condor_config"):
+    for key in ("pool", "address", "condor_config", "faults_file"):
         if key in table:
             optional[key] = _string(table[key], f"{where}{key}")
     if "condor_config" in optional:
@@ -149,11 +150,12 @@ def _schedd(table: Any, index: int) -> ScheddConfig:
     return ScheddConfig(
         name=name, backend=backend, poll_interval=poll, slots=slots, own_schedd=own, token=token,
         poll_jitter=jitter, early_poll_burst=burst,
-        poll_backoff_max=max(poll, _number(table.get("poll_backoff_max", max(600.0, poll)),
-                                           f"{where}poll_backoff_max", minimum=0.1)),
+        poll_backoff_max=None if "poll_backoff_max" not in table else _number(
+            table["poll_backoff_max"], f"{where}poll_backoff_max", minimum=poll),
         early_poll_every=_number(table.get("early_poll_every", DEFAULT_EARLY_POLL_EVERY[backend]),
                                  f"{where}early_poll_every", minimum=0.0),
         pool=optional.get("pool"), address=optional.get("address"), condor_config=optional.get("condor_config"),
+        faults_file=str(Path(optional["faults_file"]).expanduser()) if "faults_file" in optional else None,
         params=tuple((str(k), str(v)) for k, v in params.items()),
         call_timeout=_number(table.get("call_timeout", 60.0), f"{where}call_timeout", minimum=0.1),
         transfer_timeout=_number(table.get("transfer_timeout", 600.0), f"{where}transfer_timeout", minimum=0.1),

@@ -174,6 +174,7 @@ class Handlers:
             log.warning("spool.failed", schedd=name, cluster=result.cluster, error=str(e))
             raise RequestError(ErrorCode.SCHEDD, f"cluster {result.cluster}: spooling the input files failed: {e}") from None
         self.d.ledger.record_spooled(row)
+        self.d.schedd_answered(name)
         log.info("cluster.submitted", schedd=name, cluster=result.cluster, procs=result.num_procs)
         self.d.poke(name)
         cluster_row = self.d.ledger.cluster_row(row)
@@ -189,7 +190,7 @@ class Handlers:
         if ids:
             rows = self._rows(ids, limit=limit)
         else:
-            rows = self.d.ledger.jobs(active=active, limit=limit, offset=max(0, offset))
+            rows = self.d.ledger.jobs(active=active, limit=limit, offset=min(max(0, offset), 2**62))
         return {"jobs": [job_view(r) for r in rows], "schedds": self.d.freshness()}
 
     async def wait(self, ids: list[Any], timeout: float) -> dict[str, Any]:
@@ -220,6 +221,7 @@ class Handlers:
             except ScheddError as e:
                 raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: {e}") from None
             summary[name] = result.as_dict()
+            self.d.schedd_answered(name)
             log.info("jobs.acted", schedd=name, action=action, jobs=len(jobs), **result.as_dict())
             self.d.poke(name, force=True)
         return {"action": action, "schedds": summary}
