@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import subprocess
 import sys
@@ -157,5 +158,68 @@ def test_a_refreshed_token_with_an_expired_one_left_behind_is_refused(short_tmp:
         assert daemon.rsub("token", "refresh", "dune").returncode == 0
         ok = daemon.rsub("submit", "job.sub", cwd=workdir)
         assert ok.returncode == 0, ok.stderr
+    finally:
+        daemon.stop()
+
+
+IDTOKEN_CONFIG = """
+[tokens.fnal]
+kind = "idtoken"
+file = "{root}/tokens.d/fnal"
+
+[[schedd]]
+name = "local"
+backend = "local"
+poll_interval = 0.5
+token = "fnal"
+"""
+
+
+def test_token_request_prints_the_commands_when_the_tool_is_missing(short_tmp: Path) -> None:
+    daemon = Rsubd(short_tmp, IDTOKEN_CONFIG.format(root=short_tmp))
+    daemon.env["PATH"] = str(Path(sys.executable).parent)  # no condor_token_request anywhere
+    daemon.start()
+    try:
+        status = token_status(daemon)
+        assert status["state"] == "missing" and "rsub token request fnal" in str(status["action_needed"])
+        shown = daemon.rsub("token", "request")
+        assert shown.returncode == 0, shown.stderr
+        assert "condor_token_request -identity" in shown.stdout and "-authz READ -authz WRITE" in shown.stdout
+        assert f"to {short_tmp}/tokens.d/fnal here" in shown.stdout
+    finally:
+        daemon.stop()
+
+
+def test_token_request_runs_the_tool_and_rsubd_takes_the_token(short_tmp: Path, workdir: Path) -> None:
+    bin_dir = short_tmp / "bin"
+    bin_dir.mkdir()
+    # A stand-in for condor_token_request: writes a token named by -token into SEC_TOKEN_DIRECTORY.
+    fake = bin_dir / "condor_token_request"
+    fake.write_text(f"""#!{sys.executable}
+import os, sys
+sys.path.insert(0, {str(Path(KIT).parent)!r})
+import tokenkit
+args = sys.argv[1:]
+assert args[:2] == ["-identity", os.environ["USER_AT_FS"]], args
+directory = os.environ["_condor_SEC_TOKEN_DIRECTORY"]
+os.makedirs(directory, exist_ok=True)
+with open(os.path.join(directory, args[args.index("-token") + 1]), "w") as f:
+    f.write(tokenkit.idtoken(3600) + "\\n")
+print("Token request enqueued; approved", file=sys.stderr)
+""")
+    fake.chmod(0o755)
+    daemon = Rsubd(short_tmp, IDTOKEN_CONFIG.format(root=short_tmp))
+    daemon.env["PATH"] = f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin"
+    daemon.env["USER_AT_FS"] = f"{getpass.getuser()}@fs"
+    daemon.start()
+    try:
+        assert submit_trivial_job(daemon, workdir).returncode == 8
+        got = daemon.rsub("token", "request", "fnal")
+        assert got.returncode == 0, got.stderr + got.stdout
+        token_file = short_tmp / "tokens.d" / "fnal"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        status = token_status(daemon)
+        assert status["state"] == "ok" and status["subject"] == "alice@fs"
+        assert submit_trivial_job(daemon, workdir).returncode == 0
     finally:
         daemon.stop()
