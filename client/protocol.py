@@ -168,9 +168,10 @@ class Connection:
             raise DaemonUnavailable(f"rsubd is not running (no answer on {path}: {e.strerror})") from None
         self._file = self._sock.makefile("rb")
 
-    def call(self, kind: str, timeout: float | None = None, **fields: Any) -> dict[str, Any]:
-        if timeout is not None:
-            self._sock.settimeout(timeout)
+    def call(self, kind: str, *, io_timeout: float | None = None, **fields: Any) -> dict[str, Any]:
+        # Not `timeout`: that is a field of some requests (wait), and must reach the daemon.
+        if io_timeout is not None:
+            self._sock.settimeout(io_timeout)
         self._sock.sendall(encode(make_request(kind, **fields)))
         line = self._file.readline(MAX_FRAME + 1)
         if not line:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -233,3 +234,28 @@ def test_exit_code_constants_are_distinct() -> None:
     values = [getattr(protocol, n) for n in names]
     assert len(set(values)) == len(values) == 9
     assert all(0 <= v < 126 for v in values)  # above 125 means something else to a shell
+
+
+def test_a_timeout_field_reaches_the_daemon_and_is_not_taken_as_the_socket_timeout(tmp_path: Path) -> None:
+    import socket as socketlib
+    import threading
+
+    path = str(tmp_path / "s")
+    server = socketlib.socket(socketlib.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+    seen: list[dict[str, object]] = []
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn, conn.makefile("rb") as f:
+            seen.append(json.loads(f.readline()))
+            conn.sendall(protocol.encode(protocol.ok("x", {})))
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    with protocol.Connection(path, timeout=5) as conn:
+        conn.call("wait", ids=["1"], timeout=42.5)
+    thread.join(5)
+    server.close()
+    assert seen[0]["timeout"] == 42.5
