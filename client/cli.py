@@ -184,7 +184,35 @@ def cmd_act(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_daemon_install(args: argparse.Namespace) -> int:
+    from rsub import units
+
+    exe = shutil.which("rsubd") or str(Path(sys.argv[0]).resolve().parent / "rsubd")
+    if not os.access(exe, os.X_OK):
+        raise Failure(protocol.EXIT_ERROR, f"cannot find the rsubd program (looked for {exe}); is rsub installed?")
+    config_dir = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    target = Path(args.dir) if args.dir else config_dir / "systemd" / "user"
+    target.mkdir(parents=True, exist_ok=True)
+    sock = socket_for(args)
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    listen = "%t" + sock[len(runtime):] if runtime and sock.startswith(runtime.rstrip("/") + "/") else sock
+    for name, text in units.render(exe, listen).items():
+        path = target / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        print(f"wrote {path}")
+    print("\nto start rsubd now and at every login:")
+    print("  systemctl --user daemon-reload")
+    print("  systemctl --user enable --now rsubd.service     # or rsubd.socket, to start it on first use")
+    print("to keep it running after you log out (your jobs keep being tracked):")
+    print(f"  loginctl enable-linger {os.environ.get('USER') or '$USER'}")
+    return 0
+
+
 def cmd_daemon(args: argparse.Namespace) -> int:
+    if args.daemon_command == "install":
+        return cmd_daemon_install(args)
     if args.daemon_command == "stop":
         call(args, "daemon_stop")
         print("rsubd is stopping")
@@ -332,11 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--json", action="store_true")
         s.set_defaults(func=cmd_act, action=action)
 
-    s = sub.add_parser("daemon", help="rsubd itself: status, stop", epilog="example: rsub daemon status --json")
+    s = sub.add_parser("daemon", help="rsubd itself: status, stop, install", epilog="example: rsub daemon status --json")
     dsub = s.add_subparsers(dest="daemon_command", required=True, metavar="ACTION")
     ds = dsub.add_parser("status", help="what rsubd is doing, per schedd")
     ds.add_argument("--json", action="store_true")
     dsub.add_parser("stop", help="stop rsubd (jobs keep running on their schedd)")
+    ds = dsub.add_parser("install", help="write the systemd user units and print how to enable them",
+                         epilog="example: rsub daemon install && systemctl --user enable --now rsubd")
+    ds.add_argument("--dir", help="where to write the units (default: ~/.config/systemd/user)")
     s.set_defaults(func=cmd_daemon)
 
     s = sub.add_parser("token", help="the tokens rsubd keeps fresh: status, refresh, request",

@@ -23,7 +23,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from rsub import paths
-from rsubd import __version__, logs
+from rsubd import __version__, logs, systemd
 from rsubd.config import Config, ConfigError, ScheddConfig, load
 from rsubd.handlers import Handlers, iso
 from rsubd.ledger import Ledger, LedgerError
@@ -117,22 +117,33 @@ class Daemon:
             self.early[s.name] = EarlyPolls(self.policies[s.name],
                                             bucket=TokenBucket.every(s.early_poll_every, s.early_poll_burst))
             self._poll_locks[s.name] = asyncio.Lock()
-        await self.server.start()
+        try:
+            passed = systemd.listen_socket()
+        except ValueError as e:
+            raise StartupError(str(e)) from None
+        await self.server.start(passed)
         for s in cfg.schedds:
             self.policies[s.name].schedule_now()
             self._schedule_poll(s.name, 0.0)
         if cfg.tokens:
             self.scheduler.add_job(self.refresh_due_tokens, "interval", id="tokens", seconds=TOKEN_SCAN_INTERVAL,
                                    max_instances=1, coalesce=True, next_run_time=_now())
+        watchdog = systemd.watchdog_interval()
+        if watchdog:
+            # Pinged from the event loop itself: a frozen loop stops the pings and systemd restarts rsubd.
+            self.scheduler.add_job(self._watchdog, "interval", id="watchdog", seconds=watchdog,
+                                   max_instances=1, coalesce=True, next_run_time=_now())
         self.scheduler.start()
+        systemd.notify(f"READY=1\nSTATUS={self.status_line()}")
         log.info("rsubd.started", pid=os.getpid(), socket=str(cfg.socket), state_dir=str(cfg.state_dir),
-                 schedds=[s.name for s in cfg.schedds], version=__version__)
+                 schedds=[s.name for s in cfg.schedds], version=__version__, socket_activated=passed is not None)
 
     async def serve(self) -> None:
         await self._stop.wait()
 
     async def shutdown(self) -> None:
         log.info("rsubd.stopping")
+        systemd.notify("STOPPING=1")
         with contextlib.suppress(Exception):
             self.scheduler.shutdown(wait=False)
         await self.server.close()
@@ -152,6 +163,19 @@ class Daemon:
 
     def request_stop(self) -> None:
         asyncio.get_running_loop().call_soon(self._stop.set)
+
+    async def _watchdog(self) -> None:
+        systemd.notify(f"WATCHDOG=1\nSTATUS={self.status_line()}")
+
+    def status_line(self) -> str:
+        """One line for systemctl status: jobs in flight, schedds in trouble, people needed."""
+        active = sum(n for s in self.schedds for st, n in self.ledger.counts_by_state(s).items()
+                     if st not in ("retrieved", "removed", "failed"))
+        parts = [f"{active} jobs in flight on {len(self.schedds)} schedd(s)"]
+        parts += [f"{n} backing off" for n, p in self.policies.items() if p.backing_off]
+        now = time.time()
+        parts += [f"token {n}: action needed" for n in self.tokens.states if self.tokens.action(n, now)]
+        return "; ".join(parts)
 
     # -- tokens ------------------------------------------------------------------
 
