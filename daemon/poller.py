@@ -5,27 +5,39 @@ tests call it directly. The order of a poll is the crash-safe one: the ledger
 learns a job completed, the output is retrieved into the job's Iwd, the ledger
 records it retrieved, and only then is `RETRIEVED = true` sent to the schedd,
 which lets the job leave the queue.
+
+A poll asks each schedd at most four things, each batched over every job that
+needs it: one query (rsub's own jobs not yet marked retrieved, projected on
+`POLL_PROJECTION`), one history call (for jobs that left the queue unseen), one
+retrieve and one edit. What it learns from the query and history lands in the
+ledger in one transaction that touches only the jobs whose view changed; the
+retrieve and the mark each get their own, because each must be durable before
+the next step. Jobs that are retrieved and marked, removed or failed are no
+longer tracked, so they are never asked about again.
 """
 
 from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-
-from rsubd.ledger import Ledger
+from rsubd.ledger import TRACKED_FIELDS, Ledger
 from rsubd.schedd import (
     POLL_PROJECTION,
+    STATE_BY_STATUS,
     AdValue,
+    ErrorKind,
+    HoldCode,
     JobStatus,
     Schedd,
     ScheddError,
     ids_constraint,
     job_id,
+    proc_runs,
     state_of,
 )
 
@@ -34,6 +46,16 @@ Key = tuple[int, int]
 HISTORY_PROJECTION = ("ClusterId", "ProcId", "JobStatus", "RemoveReason", "ExitCode", "ExitSignal",
                       "ExitBySignal", "CompletionDate", "StageOutFinish", "RETRIEVED", "LastHoldReason")
 CALLS = ("polls", "queries", "history_calls", "retrieve_calls", "edit_calls", "errors")
+MISSING_EVENTS = 20  # past this many jobs missing from queue and history, one event says how many
+
+# A tracked job is a tuple (cluster, proc, *TRACKED_FIELDS); these are its positions.
+STATE, JOB_STATUS, REMOVE_REASON, COMPLETED_AT, MARKED_AT = (
+    2 + TRACKED_FIELDS.index(name) for name in ("state", "job_status", "remove_reason", "completed_at", "marked_at")
+)
+OBSERVED = TRACKED_FIELDS[:-1]  # what a queue ad says; marked_at is rsub's own
+_STATE_BY_CODE = {int(code): state for code, state in STATE_BY_STATUS.items()}
+_HELD, _REMOVED, _SPOOLING = int(JobStatus.HELD), int(JobStatus.REMOVED), int(HoldCode.SPOOLING_INPUT)
+Change = tuple[int, int, dict[str, Any]]
 
 
 @dataclass
@@ -69,6 +91,7 @@ class PollReport:
     retrieved: int = 0
     marked: int = 0
     error: str | None = None
+    vanished: int = 0
 
 
 def fields_from_ad(ad: Mapping[str, AdValue]) -> dict[str, Any]:
@@ -91,6 +114,36 @@ def fields_from_ad(ad: Mapping[str, AdValue]) -> dict[str, Any]:
     return fields
 
 
+def observe(ad: Mapping[str, AdValue], row: Sequence[Any]) -> tuple[Any, ...]:
+    """`fields_from_ad` as a tuple in OBSERVED order, keeping the row's value where the ad is silent.
+
+    The hot loop of a poll: it runs once per queued job, so it reads the ad
+    directly instead of building a dict.
+    """
+    status = ad.get("JobStatus")
+    held = status == _HELD
+    state = (_STATE_BY_CODE.get(status) or "idle") if isinstance(status, int) else "idle"
+    if held and ad.get("HoldReasonCode") == _SPOOLING:
+        state = "spooling"
+    exit_code = ad.get("ExitCode")
+    completion = ad.get("CompletionDate")
+    return (
+        state,
+        status,
+        ad.get("HoldReason") if held else None,
+        ad.get("HoldReasonCode") if held else None,
+        exit_code if isinstance(exit_code, int) else None,
+        ad.get("ExitSignal") if ad.get("ExitBySignal") is True else None,
+        ad.get("RemoveReason") if status == _REMOVED else row[REMOVE_REASON],
+        float(completion) if isinstance(completion, (int, float)) and completion > 0 else row[COMPLETED_AT],
+    )
+
+
+def proc_ranges(procs: Sequence[int]) -> str:
+    """Proc ids as HTCondor users read them: "0-99,105"."""
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in proc_runs(procs))
+
+
 def diff(row: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if row.get(k) != v}
 
@@ -111,11 +164,12 @@ class Poller:
 
     def poll_once(self) -> PollReport:
         started = self._clock()
-        tracked = {(r["cluster"], r["proc"]): r for r in self.ledger.tracked_jobs(self.schedd.name)}
+        tracked = {(r[0], r[1]): r for r in self.ledger.tracked(self.schedd.name)}
         if not tracked:
             return PollReport(outcome="idle")
         self.stats.count("polls", started)
         self.stats.last_poll_at = started
+        before = dict(self.stats.totals)
         try:
             report = self._reconcile(tracked)
         except ScheddError as e:
@@ -128,49 +182,61 @@ class Poller:
             self.stats.last_ok_at = self._clock()
             self.stats.last_error = None
         self.stats.last_duration = self._clock() - started
+        this_poll = {f"poll_{k}": v - before[k] for k, v in self.stats.totals.items() if k != "polls"}
         log.info("poll", schedd=self.schedd.name, outcome=report.outcome, tracked=report.tracked,
-                 changed=report.changed, retrieved=report.retrieved, marked=report.marked,
-                 duration=round(self.stats.last_duration, 4), error=report.error, **self.stats.totals)
+                 changed=report.changed, vanished=report.vanished, retrieved=report.retrieved,
+                 marked=report.marked, duration=round(self.stats.last_duration, 4), error=report.error,
+                 **self.stats.totals, **this_poll)
         return report
 
-    def _reconcile(self, tracked: dict[Key, dict[str, Any]]) -> PollReport:
-        name = self.schedd.name
+    def _reconcile(self, tracked: dict[Key, tuple[Any, ...]]) -> PollReport:
         self.stats.count("queries", self._clock())
         ads = self.schedd.query(self.constraint, POLL_PROJECTION)
-        changes: list[tuple[int, int, dict[str, Any]]] = []
-        seen: set[Key] = set()
+        changes: list[Change] = []
+        unseen = set(tracked)
+        to_retrieve: list[Key] = []
+        to_mark: list[Key] = []
         for ad in ads:
             key = (ad.get("ClusterId"), ad.get("ProcId"))
             row = tracked.get(key)  # type: ignore[arg-type]
             if row is None:
-                continue
-            seen.add((row["cluster"], row["proc"]))
-            if row["state"] == "retrieved":
+                continue  # not rsub's to track (finished, or submitted after this poll began)
+            unseen.discard(row[:2])  # type: ignore[arg-type]
+            if row[STATE] == "retrieved":
+                if row[MARKED_AT] is None:
+                    to_mark.append(row[:2])  # type: ignore[arg-type]
                 continue  # its output is home; only the mark is left to send
-            change = diff(row, fields_from_ad(ad))
-            if change:
-                changes.append((row["cluster"], row["proc"], change))
-                row.update(change)
-        vanished = [k for k, r in tracked.items() if k not in seen]
+            old = row[2:MARKED_AT]
+            new = observe(ad, row)
+            if new != old:
+                changes.append((row[0], row[1], {f: v for f, v, o in zip(OBSERVED, new, old) if v != o}))
+            if new[0] == "completed":
+                to_retrieve.append(row[:2])  # type: ignore[arg-type]
+        del ads
+        vanished = sorted(unseen)
         if vanished:
             changes.extend(self._reconcile_vanished(vanished, tracked))
-        self.ledger.apply_changes(name, changes)
+        self.ledger.apply_changes(self.schedd.name, changes)  # the poll's one transaction of news
 
-        retrieved = self._retrieve([k for k, r in tracked.items() if r["state"] == "completed" and k in seen])
-        for key in retrieved:
-            tracked[key]["state"] = "retrieved"
-        to_mark = [k for k, r in tracked.items() if r["state"] == "retrieved" and r.get("marked_at") is None]
-        marked = self._mark([k for k in to_mark if k in seen])
+        retrieved = self._retrieve(to_retrieve)
+        marked = self._mark(to_mark + retrieved)
         return PollReport(outcome="ok", tracked=len(tracked), changed=len(changes), retrieved=len(retrieved),
-                          marked=marked)
+                          marked=marked, vanished=len(vanished))
 
-    def _reconcile_vanished(self, vanished: list[Key], tracked: dict[Key, dict[str, Any]]) -> list[tuple[int, int, dict[str, Any]]]:
+    def _reconcile_vanished(self, vanished: list[Key], tracked: Mapping[Key, tuple[Any, ...]]) -> list[Change]:
         """Learn from history what became of jobs that left the queue unseen."""
         self.stats.count("history_calls", self._clock())
         constraint = f'RsubInstance == "{self.ledger.instance_id}" && ({ids_constraint(vanished)})'
-        ads = self.schedd.history(constraint, HISTORY_PROJECTION, match=len(vanished) * 2)
+        try:
+            ads = self.schedd.history(constraint, HISTORY_PROJECTION, match=len(vanished) * 2)
+        except ScheddError as e:
+            # What the query said still lands, and completed jobs are still retrieved;
+            # these jobs stay tracked and are looked up again next poll.
+            self.stats.count("errors", self._clock())
+            log.warning("history.failed", schedd=self.schedd.name, jobs=len(vanished), error=str(e))
+            return []
         now = self._clock()
-        changes = []
+        changes: list[Change] = []
         found: set[Key] = set()
         for ad in ads:
             key = (ad.get("ClusterId"), ad.get("ProcId"))
@@ -178,54 +244,85 @@ class Poller:
             if row is None or key in found:
                 continue  # history is newest first: the first record is the job's last word
             found.add(key)  # type: ignore[arg-type]
-            if row["state"] == "retrieved":
-                change: dict[str, Any] = {"marked_at": row.get("marked_at") or now}
-            elif ad.get("JobStatus") == JobStatus.COMPLETED and ad.get("StageOutFinish"):
-                # Retrieved by someone else (or dropped by a 25.8+ schedd after a retrieve): the
-                # output went to the job's Iwd all the same.
-                change = {**fields_from_ad(ad), "state": "retrieved",
-                          "retrieved_at": float(ad["StageOutFinish"]), "marked_at": now}  # type: ignore[arg-type]
-            elif ad.get("JobStatus") == JobStatus.COMPLETED:
-                change = {**fields_from_ad(ad), "state": "failed",
-                          "error": "the job left the queue before rsub could retrieve its output"}
-            else:
-                change = fields_from_ad(ad)
-            change = diff(row, change)
+            change = diff(dict(zip(TRACKED_FIELDS, row[2:])), self._fate(ad, row, now))
             if change:
-                changes.append((key[0], key[1], change))  # type: ignore[index]
-                row.update(change)
-        for key in vanished:
-            if key not in found:
-                log.warning("job.vanished", schedd=self.schedd.name, job=job_id(*key))
+                changes.append((row[0], row[1], change))
+        # Not in the queue nor in history (yet): kept, and looked up again next poll.
+        missing = [job_id(*key) for key in vanished if key not in found]
+        if len(missing) <= MISSING_EVENTS:
+            for job in missing:
+                log.warning("job.vanished", schedd=self.schedd.name, job=job)
+        else:
+            log.warning("jobs.vanished", schedd=self.schedd.name, count=len(missing), first=missing[:MISSING_EVENTS])
         return changes
+
+    @staticmethod
+    def _fate(ad: Mapping[str, AdValue], row: Sequence[Any], now: float) -> dict[str, Any]:
+        """The ledger's final word on a job from its history record."""
+        status = ad.get("JobStatus")
+        if row[STATE] == "retrieved":
+            # rsub has its output; the job left because the mark landed, or because a 25.8+
+            # schedd drops a spooled job once its output is fetched (the edit then found no job).
+            return {"marked_at": row[MARKED_AT] or now}
+        if status == JobStatus.COMPLETED and ad.get("StageOutFinish"):
+            # The output was fetched from the spool, and a fetch writes it into the job's
+            # submit-time Iwd, which is where rsub would have put it: by rsub's own retrieve
+            # before a restart (on 25.8+ the schedd dropped the job at once, so the ledger
+            # never heard), or by condor_transfer_data. Either way the output is home.
+            return {**fields_from_ad(ad), "state": "retrieved", "error": None,
+                    "retrieved_at": float(ad["StageOutFinish"]), "marked_at": now}  # type: ignore[arg-type]
+        if status == JobStatus.COMPLETED and ad.get("RETRIEVED") is True:
+            # Marked retrieved by someone else without a fetch: the schedd let the job go
+            # and deleted its spool, so the output is gone.
+            return {**fields_from_ad(ad), "state": "failed",
+                    "error": "the job was marked RETRIEVED outside rsub before its output was fetched; the output is lost"}
+        if status == JobStatus.COMPLETED:
+            # leave_in_queue let it go unretrieved (its age limit passed): the output is gone.
+            return {**fields_from_ad(ad), "state": "failed",
+                    "error": "the job left the queue before rsub could retrieve its output"}
+        if status == JobStatus.REMOVED:
+            return fields_from_ad(ad)  # removed by someone else: state removed, with their reason
+        # A job leaves the queue only completed or removed; anything else is final all the same.
+        return {**fields_from_ad(ad), "state": "failed",
+                "error": f"the job left the queue without completing (JobStatus {status})"}
 
     def _retrieve(self, keys: list[Key]) -> list[Key]:
         if not keys:
             return []
         self.stats.count("retrieve_calls", self._clock())
-        ids = [job_id(*k) for k in keys]
         try:
-            self.schedd.retrieve(ids)
+            self.schedd.retrieve([job_id(*k) for k in keys])
         except ScheddError as e:
             self.stats.count("errors", self._clock())
-            log.warning("retrieve.failed", schedd=self.schedd.name, jobs=len(ids), error=str(e))
+            log.warning("retrieve.failed", schedd=self.schedd.name, jobs=len(keys), error=str(e))
             self.ledger.apply_changes(self.schedd.name, [(c, p, {"error": f"retrieve failed: {e.message}"}) for c, p in keys])
             return []
+        # The output is in each job's Iwd (written durably) before the ledger says so.
         now = self._clock()
         self.ledger.apply_changes(
             self.schedd.name, [(c, p, {"state": "retrieved", "retrieved_at": now, "error": None}) for c, p in keys]
         )
+        by_cluster: dict[int, list[int]] = {}
         for c, p in keys:
-            log.info("job.retrieved", schedd=self.schedd.name, cluster=c, proc=p)
+            by_cluster.setdefault(c, []).append(p)
+        for c, procs in by_cluster.items():  # one event per cluster: 10,000 lines would cost more than the poll
+            log.info("jobs.retrieved", schedd=self.schedd.name, cluster=c, procs=proc_ranges(procs), count=len(procs))
         return keys
 
     def _mark(self, keys: list[Key]) -> int:
+        """Send RETRIEVED = true, only once the ledger durably says retrieved."""
         if not keys:
             return 0
         self.stats.count("edit_calls", self._clock())
         try:
             self.schedd.edit([job_id(*k) for k in keys], "RETRIEVED", "true")
         except ScheddError as e:
+            if e.kind is ErrorKind.NOT_FOUND:
+                # Some job left the queue since the query (a 25.8+ schedd drops a job once its
+                # output is fetched), and the schedd refused the whole edit. Not a failure: the
+                # next poll marks those still queued and finds the others in history.
+                log.info("mark.deferred", schedd=self.schedd.name, jobs=len(keys), reason=str(e))
+                return 0
             self.stats.count("errors", self._clock())
             log.warning("mark.failed", schedd=self.schedd.name, jobs=len(keys), error=str(e))
             return 0

@@ -12,9 +12,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Union
+from typing import Protocol
 
-AdValue = Union[int, float, str, bool, None, list["AdValue"], dict[str, "AdValue"]]
+AdValue = int | float | str | bool | None | list["AdValue"] | dict[str, "AdValue"]
 JobAd = dict[str, AdValue]
 
 
@@ -128,7 +128,7 @@ class ActResult:
 
 
 # A job spec is a ClassAd constraint string or a list of "cluster.proc" ids.
-JobSpec = Union[str, Sequence[str]]
+JobSpec = str | Sequence[str]
 
 
 class Schedd(Protocol):
@@ -180,24 +180,68 @@ def job_id(cluster: int, proc: int) -> str:
     return f"{cluster}.{proc}"
 
 
+MAX_ID = 2**31 - 1  # ClusterId and ProcId are C ints in HTCondor
+
+
 def parse_job_id(text: str) -> tuple[int, int | None]:
     """Parse "cluster" or "cluster.proc"; ValueError otherwise."""
     head, dot, tail = text.partition(".")
-    if not head.isdigit() or (dot and not tail.isdigit()):
+    if not (head.isascii() and head.isdigit()) or (dot and not (tail.isascii() and tail.isdigit())):
         raise ValueError(f"not a job id: {text!r} (expected CLUSTER or CLUSTER.PROC)")
-    return int(head), (int(tail) if dot else None)
+    cluster, proc = int(head), (int(tail) if dot else None)
+    if cluster > MAX_ID or (proc is not None and proc > MAX_ID):
+        raise ValueError(f"not a job id: {text[:40]!r} (HTCondor's ids are at most {MAX_ID})")
+    return cluster, proc
+
+
+def proc_runs(procs: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted proc ids as runs of consecutive ids: [0, 1, 2, 5] -> [(0, 2), (5, 5)]."""
+    runs: list[list[int]] = []
+    for p in sorted(set(procs)):
+        if runs and p == runs[-1][1] + 1:
+            runs[-1][1] = p
+        else:
+            runs.append([p, p])
+    return [(a, b) for a, b in runs]
+
+
+def any_of(terms: Sequence[str]) -> str:
+    """Terms joined by ||; past a few, as a balanced tree: a chain of thousands is too deep for
+    the ClassAd evaluator (classad2 fails on it, and so would a schedd)."""
+    if not terms:
+        return "false"
+    if len(terms) <= 16:
+        return " || ".join(terms)
+    level = list(terms)
+    while len(level) > 1:
+        level = [f"({level[i]} || {level[i + 1]})" if i + 1 < len(level) else level[i] for i in range(0, len(level), 2)]
+    return level[0]
 
 
 def ids_constraint(ids: Sequence[tuple[int, int]]) -> str:
-    """A constraint matching exactly these (cluster, proc) ids, grouped by cluster."""
+    """A constraint matching exactly these (cluster, proc) ids, grouped by cluster.
+
+    It stays short and shallow for the schedd however many ids there are: a run of
+    three or more consecutive procs is one range test, scattered procs are one
+    `member()` list per cluster, and the clusters are a balanced tree of ||.
+    """
     by_cluster: dict[int, list[int]] = {}
     for cluster, proc in ids:
         by_cluster.setdefault(cluster, []).append(proc)
     terms = []
     for cluster, procs in sorted(by_cluster.items()):
-        procs_expr = " || ".join(f"ProcId == {p}" for p in sorted(set(procs)))
-        terms.append(f"(ClusterId == {cluster} && ({procs_expr}))")
-    return " || ".join(terms) if terms else "false"
+        tests, singles = [], []
+        for a, b in proc_runs(procs):
+            if b - a >= 2:
+                tests.append(f"(ProcId >= {a} && ProcId <= {b})")
+            else:
+                singles.extend(range(a, b + 1))
+        if len(singles) > 3:
+            tests.insert(0, f"member(ProcId, {{{', '.join(map(str, singles))}}})")
+        else:
+            tests[:0] = [f"ProcId == {p}" for p in singles]
+        terms.append(f"(ClusterId == {cluster} && ({any_of(tests)}))")
+    return any_of(terms)
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,14 @@ they mean here exactly what they mean to a real schedd.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import classad2
-
+from rsubd.local.fastpath import MISSING, compile_conjunction
 from rsubd.schedd import AdValue, ErrorKind, ScheddError
 
 
@@ -59,7 +60,7 @@ def plain(value: Any) -> AdValue:
     if isinstance(value, classad2.Value):
         return None  # Undefined and Error both read as "no value" across the boundary
     if isinstance(value, classad2.ClassAd):
-        return {k: plain(value.eval(k)) for k in value.keys()}
+        return {k: plain(value.eval(k)) for k in value}
     if isinstance(value, list):
         return [plain(v) for v in value]
     if isinstance(value, classad2.ExprTree):
@@ -67,8 +68,13 @@ def plain(value: Any) -> AdValue:
     return value  # type: ignore[no-any-return]
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_value(text: str) -> LocalValue:
-    """Parse a ClassAd expression as `edit` receives it: a literal, or an Expr."""
+    """Parse a ClassAd expression as `edit` receives it: a literal, or an Expr.
+
+    Cached: a submit of 10,000 procs gives each the same few expressions, and the
+    results (literals and frozen Exprs) are immutable.
+    """
     try:
         holder = classad2.ClassAd(f"[ v = {text} ]")
     except classad2.ClassAdException:
@@ -92,9 +98,20 @@ class Constraint:
             self._expr = classad2.ExprTree(self.text)
         except classad2.ClassAdException:
             raise ScheddError(ErrorKind.INVALID, f"invalid constraint: {text!r}") from None
+        self.fast = compile_conjunction(self.text)
 
     def matches(self, ad: classad2.ClassAd) -> bool:
         return self._expr.eval(ad) is True
+
+    def decide(self, get: Callable[[str], Any]) -> bool | None:
+        """The answer from the ad's plain values (`get` takes a lower-case name), or None: use `matches`."""
+        return None if self.fast is None else self.fast.decide(get)
+
+
+def getter(ad: Mapping[str, Any]) -> Callable[[str], Any]:
+    """Lookup by lower-case name in one plain ad, for `Constraint.decide`."""
+    lower = {k.lower(): v for k, v in ad.items()}
+    return lambda name: lower.get(name, MISSING)
 
 
 def evaluate(ad: classad2.ClassAd, attr: str) -> AdValue:
@@ -120,37 +137,29 @@ def project(ad: Mapping[str, Any], classad: classad2.ClassAd | None, projection:
     return out
 
 
+def _encode(value: Any) -> Any:
+    if isinstance(value, Expr):
+        return {"__expr__": value.text}
+    raise TypeError(f"cannot store {type(value).__name__} in an ad")
+
+
+def _decode(value: dict[str, Any]) -> Any:
+    if len(value) == 1 and "__expr__" in value:
+        return Expr(value["__expr__"])
+    if len(value) == 1 and "__value__" in value:
+        return None
+    return value
+
+
 def dumps(ad: Mapping[str, Any]) -> str:
     """JSON for storage; an Expr is {"__expr__": text} as in HTCondor's own captures."""
-
-    def enc(value: Any) -> Any:
-        if isinstance(value, Expr):
-            return {"__expr__": value.text}
-        if isinstance(value, list):
-            return [enc(v) for v in value]
-        if isinstance(value, dict):
-            return {k: enc(v) for k, v in value.items()}
-        return value
-
-    return json.dumps({k: enc(v) for k, v in ad.items()}, separators=(",", ":"))
+    return json.dumps(ad, separators=(",", ":"), default=_encode)
 
 
 def loads(text: str) -> Ad:
     """Inverse of `dumps`."""
-
-    def dec(value: Any) -> Any:
-        if isinstance(value, dict):
-            if set(value) == {"__expr__"}:
-                return Expr(value["__expr__"])
-            if set(value) == {"__value__"}:
-                return None
-            return {k: dec(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [dec(v) for v in value]
-        return value
-
-    raw = json.loads(text)
-    return {k: dec(v) for k, v in raw.items()}
+    raw: Ad = json.loads(text, object_hook=_decode)
+    return raw
 
 
 def since_constraint(since: int | str | None) -> Constraint | None:

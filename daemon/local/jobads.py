@@ -93,7 +93,8 @@ def _resolve(base: str, path: str) -> str:
 
 
 def proc_ad(
-    commands: Mapping[str, str], *, cluster: int, proc: int, cwd: str, owner: str, qdate: int, spool_iwd: Path
+    commands: Mapping[str, str], *, cluster: int, proc: int, cwd: str, owner: str, qdate: int,
+    spool_iwd: str | Path,
 ) -> Ad:
     """The ad of one proc right after a spooled submit."""
     universe = commands.get("universe", "vanilla").strip().lower()

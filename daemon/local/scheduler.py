@@ -6,11 +6,18 @@ Idle, Running, Completed, stay in the queue while `LeaveJobInQueue` is true,
 then move to history. Each job runs under a starter process in a session of its
 own, and the queue lives in SQLite, so jobs and their state survive a restart
 of the daemon that embeds the scheduler.
+
+With `execute="fake"` (or RSUB_LOCAL_EXECUTE=fake in the environment, for a
+whole rsubd) nothing runs: no starter, no sandbox, no file is staged. Jobs stay
+idle until `fake_advance` moves them, so benchmarks and tests can hold 100,000
+jobs and choose which of them change state. Everything else (queue, history,
+constraints, retrieve, edit, act) behaves as in the real mode.
 """
 
 from __future__ import annotations
 
 import getpass
+import heapq
 import os
 import shutil
 import subprocess
@@ -21,10 +28,19 @@ from pathlib import Path
 from typing import Any
 
 import classad2
-
 from rsubd import submitdesc
-from rsubd.local import jobads, runner, transfer
-from rsubd.local.ads import Ad, Constraint, parse_value, project, since_constraint, to_classad
+from rsubd.local import fake, jobads, runner, transfer
+from rsubd.local.ads import (
+    Ad,
+    Constraint,
+    evaluate,
+    getter,
+    parse_value,
+    project,
+    since_constraint,
+    to_classad,
+)
+from rsubd.local.index import QueueIndex
 from rsubd.local.store import QueueStore
 from rsubd.schedd import (
     Action,
@@ -42,6 +58,8 @@ from rsubd.schedd import (
 Key = tuple[int, int]
 IMMUTABLE = {"clusterid", "procid", "owner", "jobuniverse", "globaljobid", "qdate", "user"}
 LEAVE_SWEEP_SECONDS = 30.0
+EXECUTE_ENV = "RSUB_LOCAL_EXECUTE"
+EXECUTE_MODES = ("real", "fake")
 
 
 class LocalSchedd:
@@ -56,7 +74,12 @@ class LocalSchedd:
         tick_interval: float = 0.2,
         autostart: bool = True,
         clock: Callable[[], float] = time.time,
+        execute: str | None = None,
     ) -> None:
+        mode = execute or os.environ.get(EXECUTE_ENV) or "real"
+        if mode not in EXECUTE_MODES:
+            raise ValueError(f"execute must be one of {', '.join(EXECUTE_MODES)}, not {mode!r}")
+        self.execute = mode
         self.name = name
         self.root = root
         self.slots = slots or max(1, os.cpu_count() or 1)
@@ -68,6 +91,12 @@ class LocalSchedd:
         self._store = QueueStore(root / "queue.db")
         self._lock = threading.RLock()
         self._clusters, self._procs = self._store.load()
+        self._index = QueueIndex()
+        for cluster_ad in self._clusters.values():
+            self._index.learn(cluster_ad)
+        for key, proc_ad in self._procs.items():
+            self._index.learn(proc_ad)
+            self._index.add(key, self._status(key))
         self._cache: dict[Key, classad2.ClassAd] = {}
         self._starters: dict[Key, subprocess.Popen[bytes]] = {}
         self._unspooled: set[int] = set()
@@ -89,7 +118,7 @@ class LocalSchedd:
         while not self._stop.wait(self._tick_interval()):
             try:
                 self.tick()
-            except Exception:  # the scheduler must outlive one bad job; the error is in the ad
+            except Exception:  # noqa: BLE001 - the scheduler must outlive one bad job; the error is in the ad
                 import traceback
 
                 traceback.print_exc()
@@ -118,7 +147,11 @@ class LocalSchedd:
         return cached
 
     def _set(self, key: Key, **attrs: Any) -> None:
+        # The one place a queued proc's attributes change: the index must hear of every change.
         self._procs[key].update(attrs)
+        self._index.learn(attrs)
+        if "JobStatus" in attrs:
+            self._index.status(key, int(attrs["JobStatus"]))
         self._cache.pop(key, None)
         self._dirty.add(key)
 
@@ -145,7 +178,9 @@ class LocalSchedd:
             if head.isdigit() and not dot:
                 return [k for k in self._procs if k[0] == int(head)]
             constraint = Constraint(text)
-            return [k for k in list(self._procs) if constraint.matches(self._classad(k))]
+            if constraint.fast is None:
+                return [k for k in list(self._procs) if constraint.matches(self._classad(k))]
+            return [k for k in list(self._procs) if self._matches(constraint, k)]
         keys = []
         for item in spec:
             c, _, p = item.partition(".")
@@ -153,6 +188,10 @@ class LocalSchedd:
                 raise ScheddError(ErrorKind.INVALID, f"The job_spec string must be a clusterID[.procID]: {item!r}")
             keys.append((int(c), int(p)))
         return keys
+
+    def _matches(self, constraint: Constraint, key: Key) -> bool:
+        verdict = constraint.decide(self._index.getter(self._procs[key], self._clusters.get(key[0], {})))
+        return constraint.matches(self._classad(key)) if verdict is None else verdict
 
     # -- the Schedd boundary -----------------------------------------------
 
@@ -166,7 +205,7 @@ class LocalSchedd:
         ads = [
             jobads.proc_ad(
                 commands, cluster=cluster, proc=proc, cwd=request.cwd, owner=self._owner, qdate=qdate,
-                spool_iwd=self._jobdir((cluster, proc)) / f"cluster{cluster}.proc{proc}.subproc0",
+                spool_iwd=f"{self._spool}/{cluster}/{proc}/cluster{cluster}.proc{proc}.subproc0",
             )
             for proc, commands in enumerate(submitdesc.expand(desc, cluster=cluster))
         ]
@@ -176,8 +215,11 @@ class LocalSchedd:
         with self._lock:
             self._store.add_cluster(cluster, shared, dict(enumerate(procs)))
             self._clusters[cluster] = shared
+            self._index.learn(shared)
             for proc, ad in enumerate(procs):
                 self._procs[(cluster, proc)] = ad
+                self._index.learn(ad)
+                self._index.add((cluster, proc), self._status((cluster, proc)))
             self._unspooled.add(cluster)
         return SubmitResult(cluster=cluster, first_proc=0, num_procs=len(ads))
 
@@ -189,9 +231,13 @@ class LocalSchedd:
             keys = [(result.cluster, p) for p in result.procs if (result.cluster, p) in self._procs]
             ads = {k: self.ad(k) for k in keys}
         now = int(self._clock())
+        checked: set[str] = set()
         try:
             for key, ad in ads.items():
-                transfer.stage_in(f"{key[0]}.{key[1]}", ad, Path(ad["Iwd"]))
+                if self.execute == "fake":
+                    transfer.check_inputs(f"{key[0]}.{key[1]}", ad, checked)  # nothing will run to need them
+                else:
+                    transfer.stage_in(f"{key[0]}.{key[1]}", ad, Path(ad["Iwd"]))
         except (transfer.TransferError, OSError) as e:
             with self._lock:
                 for key in keys:
@@ -225,8 +271,13 @@ class LocalSchedd:
             keys = [k for k in self._select(constraint or "true") if k in self._procs]
             server_time = int(self._clock())
             out = []
+            projector = self._index.projector(projection)
             for key in keys:
-                ad = project(self.ad(key), self._classad(key), projection)
+                if projection:
+                    ad = projector(self._procs[key], self._clusters.get(key[0], {}),
+                                   lambda name, key=key: evaluate(self._classad(key), name))
+                else:
+                    ad = project(self.ad(key), None, projection)
                 ad["ServerTime"] = server_time
                 out.append(ad)
             return out
@@ -277,7 +328,9 @@ class LocalSchedd:
                         f"Unable to commit transaction:Attempt to edit immutable attribute {attr} in job {key[0]}.{key[1]}",
                     )
             for key in keys:
-                existing = next((k for k in self.ad(key) if k.lower() == attr.lower()), attr)
+                proc, cluster = self._procs[key], self._clusters.get(key[0], {})
+                spellings = self._index.spellings.get(attr.lower(), ())
+                existing = next((k for k in spellings if k in cluster or k in proc), attr)
                 self._set(key, **{existing: parsed})
                 self._leave_check.add(key)
             self._save()
@@ -354,10 +407,20 @@ class LocalSchedd:
         stop = since_constraint(since)
         out: list[JobAd] = []
         for _c, _p, ad in self._store.history_newest_first():
-            classad = to_classad(ad)
-            if stop is not None and stop.matches(classad):
-                break
-            if wanted.matches(classad):
+            get = getter(ad)
+            classad: classad2.ClassAd | None = None
+            if stop is not None:
+                verdict = stop.decide(get)
+                if verdict is None:
+                    classad = to_classad(ad)
+                    verdict = stop.matches(classad)
+                if verdict:
+                    break
+            verdict = wanted.decide(get)
+            if verdict is None:
+                classad = classad or to_classad(ad)
+                verdict = wanted.matches(classad)
+            if verdict:
                 out.append(project(ad, classad, projection))
                 if match is not None and len(out) >= match:
                     break
@@ -372,14 +435,16 @@ class LocalSchedd:
             self._save()
 
     def _refresh(self) -> None:
-        by_status: dict[int, list[Key]] = {JobStatus.IDLE: [], JobStatus.RUNNING: []}
-        for key in self._procs:
-            by_status.get(self._status(key), []).append(key)
-        for key in by_status[JobStatus.RUNNING]:
-            self._check_running(key)
-        running = sum(1 for k in by_status[JobStatus.RUNNING] if self._status(k) == JobStatus.RUNNING)
-        for key in sorted(by_status[JobStatus.IDLE])[: max(0, self.slots - running)]:
-            self._start(key)
+        if self.execute == "real":
+            was_running = list(self._index.running)
+            for key in was_running:
+                self._check_running(key)
+            # A job whose starter vanished waits for the next tick, as a schedd's would.
+            restarted = {k for k in was_running if k in self._index.idle}
+            free = self.slots - len(self._index.running)
+            if free > 0 and self._index.idle:
+                for key in heapq.nsmallest(free, (k for k in self._index.idle if k not in restarted)):
+                    self._start(key)
         now = self._clock()
         if now - self._last_sweep >= LEAVE_SWEEP_SECONDS:
             self._last_sweep = now
@@ -391,7 +456,7 @@ class LocalSchedd:
     def _leave_queue(self, keys: Iterable[Key]) -> None:
         """Move to history every job among `keys` that is finished and not kept by LeaveJobInQueue."""
         leaving = []
-        for key in keys:
+        for key in dict.fromkeys(keys):  # a job named twice leaves once
             if self._status(key) not in (JobStatus.COMPLETED, JobStatus.REMOVED):
                 continue
             if self._status(key) == JobStatus.COMPLETED and self._classad(key).eval("LeaveJobInQueue") is True:
@@ -401,11 +466,14 @@ class LocalSchedd:
             return
         self._save()
         entries = [(c, p, self.ad((c, p))) for c, p in leaving]
+        empty = []
         for key in leaving:
             del self._procs[key]
             self._cache.pop(key, None)
-            shutil.rmtree(self._jobdir(key), ignore_errors=True)
-        empty = [c for c in {k[0] for k in leaving} if not any(k[0] == c for k in self._procs)]
+            if self._index.remove(key):
+                empty.append(key[0])
+            if self.execute == "real":
+                shutil.rmtree(self._jobdir(key), ignore_errors=True)
         for c in empty:
             self._clusters.pop(c, None)
         self._store.to_history(entries, empty)
@@ -449,5 +517,26 @@ class LocalSchedd:
         """Stop a running job and its starter (the whole session)."""
         if self._status(key) != JobStatus.RUNNING:
             return
-        runner.kill(self._starters.pop(key, None), self._jobdir(key), self._sandbox(key))
+        if self.execute == "real":
+            runner.kill(self._starters.pop(key, None), self._jobdir(key), self._sandbox(key))
         self._set(key, RemoteHost=None)
+
+    # -- fake execution ----------------------------------------------------
+
+    def fake_advance(self, jobs: JobSpec, status: JobStatus, *, exit_code: int = 0,
+                     hold_reason: str = "held by the fake executor") -> int:
+        """Fake mode only: move queued jobs to running, completed, held or idle at once; returns how many."""
+        if self.execute != "fake":
+            raise RuntimeError("fake_advance needs a LocalSchedd with execute='fake'")
+        with self._lock:
+            keys = [k for k in self._select(jobs) if k in self._procs]
+            now = int(self._clock())
+            for key in keys:
+                proc, cluster = self._procs[key], self._clusters.get(key[0], {})
+                starts = int(proc.get("NumJobStarts", cluster.get("NumJobStarts")) or 0)
+                self._set(key, **fake.advance(status, now=now, last=self._status(key), starts=starts,
+                                              exit_code=exit_code, hold_reason=hold_reason))
+                if status is JobStatus.COMPLETED:
+                    self._leave_check.add(key)
+            self._save()
+            return len(keys)

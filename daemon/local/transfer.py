@@ -87,8 +87,36 @@ def _missing(path: Path, job: str, what: str) -> TransferError:
 
 def stage_in(job: str, ad: Mapping[str, Any], spool_iwd: Path) -> None:
     """Copy the executable and transfer_input_files from the client side into the spool."""
-    submit_iwd = Path(ad["SUBMIT_Iwd"])
     spool_iwd.mkdir(parents=True, exist_ok=True)
+    for src, dest in _inputs(job, ad, spool_iwd):
+        if not src.exists():
+            raise _missing(src, job, "TOOL failed to send file(s) to the embedded schedd")
+        copy_tree(src, dest)
+
+
+def check_inputs(job: str, ad: Mapping[str, Any], checked: set[str]) -> None:
+    """Fail as `stage_in` would for a missing input, without copying anything.
+
+    `checked` holds the sources already seen to exist, so the 10,000 procs of one
+    cluster stat their shared executable once.
+    """
+    sources = []
+    if ad.get("TransferExecutable", True) is not False:
+        sources.append(ad["SUBMIT_Cmd"])
+    entries = split_list(ad.get("TransferInput"))
+    if any("://" in e for e in entries):
+        _inputs(job, ad, Path(ad["Iwd"]))  # raises as stage_in does
+    sources.extend(os.path.join(ad["SUBMIT_Iwd"], e) for e in entries)
+    for src in sources:
+        if src not in checked:
+            if not os.path.exists(src):
+                raise _missing(Path(src), job, "TOOL failed to send file(s) to the embedded schedd")
+            checked.add(src)
+
+
+def _inputs(job: str, ad: Mapping[str, Any], spool_iwd: Path) -> list[tuple[Path, Path]]:
+    """(source, destination in the spool) for the executable and each transfer_input_files entry."""
+    submit_iwd = Path(ad["SUBMIT_Iwd"])
     sources: list[tuple[Path, Path]] = []
     if ad.get("TransferExecutable", True) is not False:
         exe = Path(ad["SUBMIT_Cmd"])
@@ -101,10 +129,7 @@ def stage_in(job: str, ad: Mapping[str, Any], spool_iwd: Path) -> None:
             sources.append((src, spool_iwd))  # a trailing slash ships the directory's contents
         else:
             sources.append((src, spool_iwd / src.name))
-    for src, dest in sources:
-        if not src.exists():
-            raise _missing(src, job, "TOOL failed to send file(s) to the embedded schedd")
-        copy_tree(src, dest)
+    return sources
 
 
 def snapshot(directory: Path) -> dict[str, float]:

@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from rsubd.schedd import Action, ErrorKind, Schedd, ScheddError
+from rsubd.schedd import Action, ErrorKind, Schedd, ScheddError, ids_constraint
 
 from .contract_kit import STATE_TIMEOUT, JobKit, as_int, holds_for, quote, wait_until
 
@@ -468,3 +468,31 @@ def test_full_queue_ad_has_attributes_rsub_polls(schedd: Schedd, kit: JobKit) ->
         assert attr in ad, attr
     assert ad["ServerTime"] is not None
     assert os.path.isabs(str(ad["Iwd"]))
+
+
+def test_history_by_many_ids_finds_exactly_those_jobs(schedd: Schedd, kit: JobKit) -> None:
+    """The poller's history lookup: scattered procs (a member() list), runs (ranges), several clusters."""
+    first = kit.submit_job("true", queue="queue 40")
+    second = kit.submit_job("true", queue="queue 5")
+    wanted = sorted({(first.id, p) for p in (*range(0, 40, 3), 20, 21, 22, 23)} | {(second.id, 4)})
+    assert schedd.act(Action.REMOVE, [f"{c}.{p}" for c, p in wanted], "ids test").success == len(wanted)
+    constraint = f"{kit.constraint} && ({ids_constraint(wanted)})"
+
+    def found() -> list[tuple[int, int]] | None:
+        records = schedd.history(constraint, ["ClusterId", "ProcId"], match=len(wanted) * 2)
+        keys = sorted((as_int(a["ClusterId"]), as_int(a["ProcId"])) for a in records)
+        return keys if len(keys) >= len(wanted) else None
+
+    assert wait_until(found, STATE_TIMEOUT, "the removed jobs in history") == wanted
+
+
+def test_edit_of_many_ids_with_one_gone_changes_none(schedd: Schedd, kit: JobKit) -> None:
+    """Why a poll's batched mark can fail whole: a job left the queue (a 25.8+ schedd drops
+    one once its output is fetched) and the schedd refuses the edit of every job in it."""
+    job = kit.submit_job("true", queue="queue 3")
+    schedd.act(Action.REMOVE, [f"{job.id}.2"], "gone before the edit")
+    wait_until(lambda: len(kit.ads(job, ["ProcId"])) == 2, STATE_TIMEOUT, "job 2 to leave the queue")
+    with pytest.raises(ScheddError) as failure:
+        schedd.edit(job.job_ids(), "RsubNote", '"marked"')
+    assert failure.value.kind is ErrorKind.NOT_FOUND
+    assert all("RsubNote" not in ad for ad in kit.ads(job, ["ProcId", "RsubNote"]).values())

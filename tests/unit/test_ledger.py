@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -172,9 +172,12 @@ def test_submit_intent_then_submitted(ledger: Ledger) -> None:
     assert [(r["cluster"], r["proc"], r["state"], r["iwd"], r["job_status"]) for r in rows] == [
         (42, 0, "spooling", "/a", 5), (42, 1, "spooling", "/b", 5),
     ]
+    # One event for the cluster (proc NULL), which each proc's own history shows.
     events = ledger.events("local", 42)
-    assert [(e["proc"], e["from_state"], e["to_state"]) for e in events] == [(0, None, "spooling"), (1, None, "spooling")]
-    assert [e["proc"] for e in ledger.events("local", 42, 1)] == [1]
+    assert [(e["proc"], e["from_state"], e["to_state"], e["detail"]) for e in events] == [
+        (None, None, "spooling", "2 job(s) submitted")
+    ]
+    assert [e["proc"] for e in ledger.events("local", 42, 1)] == [None]
 
     ledger.record_spooled(row)
     assert ledger.cluster_row(row)["state"] == "submitted"  # type: ignore[index]
@@ -208,7 +211,7 @@ def test_submit_failed_after_submit_fails_cluster_and_jobs(ledger: Ledger) -> No
     assert job(ledger, 8)["state"] == "spooling"
     events = ledger.events("local", 7, 0)
     assert [(e["from_state"], e["to_state"], e["detail"]) for e in events] == [
-        (None, "spooling", None), ("spooling", "failed", "spool failed: input_missing"),
+        (None, "spooling", "2 job(s) submitted"), ("spooling", "failed", "spool failed: input_missing"),
     ]
 
 
@@ -242,7 +245,7 @@ def test_apply_changes_event_only_on_state_change(ledger: Ledger) -> None:
     ledger.apply_changes("local", [(1, 0, {"state": "held", "hold_reason": "by you", "hold_code": 1})])
     events = ledger.events("local", 1)
     assert [(e["from_state"], e["to_state"], e["detail"]) for e in events] == [
-        (None, "spooling", None), ("spooling", "held", "by you"),
+        (None, "spooling", "1 job(s) submitted"), ("spooling", "held", "by you"),
     ]
 
 
@@ -252,7 +255,7 @@ def test_apply_changes_refuses_unknown_fields_and_rolls_back(ledger: Ledger) -> 
         ledger.apply_changes("local", [(1, 0, {"state": "idle"}), (1, 1, {"iwd": "/elsewhere"})])
     assert job(ledger, 1, 0)["state"] == "spooling"
     assert job(ledger, 1, 1)["iwd"] == "/iwd/1"
-    assert len(ledger.events("local", 1)) == 2
+    assert len(ledger.events("local", 1)) == 1
 
 
 def test_apply_changes_skips_unknown_jobs(ledger: Ledger) -> None:
@@ -315,7 +318,7 @@ def test_ledger_is_usable_from_another_thread(ledger: Ledger) -> None:
     def work() -> None:
         try:
             submitted(ledger, 5)
-        except BaseException as e:  # the assertion below reports it
+        except BaseException as e:  # noqa: BLE001 - the assertion below reports it
             errors.append(e)
 
     t = threading.Thread(target=work)
@@ -323,3 +326,91 @@ def test_ledger_is_usable_from_another_thread(ledger: Ledger) -> None:
     t.join(10)
     assert errors == []
     assert job(ledger, 5)["state"] == "spooling"
+
+
+# -- a ledger of 100,000 jobs --------------------------------------------------------
+
+
+def plans(ledger: Ledger, call: Callable[[], object]) -> list[str]:
+    """The query plan of every SELECT on jobs that `call` runs."""
+    seen: list[str] = []
+    ledger._conn.set_trace_callback(seen.append)
+    try:
+        call()
+    finally:
+        ledger._conn.set_trace_callback(None)
+    out = []
+    for sql in seen:
+        if sql.startswith("SELECT") and " jobs " in f"{sql} ":
+            out.extend(" ".join(str(c) for c in row[3:]) for row in ledger._conn.execute("EXPLAIN QUERY PLAN " + sql))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("what", "call"),
+    [
+        ("rsub q", lambda led: led.jobs(active=True, limit=1000)),
+        ("rsub status C.P", lambda led: led.jobs([JobSelector(5, 3)], limit=1000)),
+        ("rsub status C", lambda led: led.jobs([JobSelector(5)], limit=1000)),
+        ("rsub status C.P@S", lambda led: led.jobs([JobSelector(5, 3, "local")], limit=1000)),
+        ("a poll", lambda led: led.tracked("local")),
+        ("rsub daemon status", lambda led: led.counts_by_state("local")),
+    ],
+)
+def test_reads_use_an_index_in_the_order_shown(ledger: Ledger, what: str, call: Callable[[Ledger], object]) -> None:
+    submitted(ledger, 5, procs=5)
+    steps = plans(ledger, lambda: call(ledger))
+    assert steps, what
+    assert not any(s.startswith("SCAN jobs") and "INDEX" not in s for s in steps), (what, steps)
+    assert not any("TEMP B-TREE" in s for s in steps), (what, steps)
+
+
+def test_tracked_is_compact_tuples_of_what_a_poll_compares(ledger: Ledger) -> None:
+    submitted(ledger, 1, procs=3)
+    ledger.apply_changes("local", [(1, 1, {"state": "retrieved", "retrieved_at": 2.0}),
+                                   (1, 2, {"state": "removed", "remove_reason": "x"})])
+    assert sorted(ledger.tracked("local")) == [
+        (1, 0, "spooling", 5, None, None, None, None, None, None, None),
+        (1, 1, "retrieved", 5, None, None, None, None, None, None, None),
+    ]
+
+
+def test_apply_changes_to_one_job_twice_lands_in_order(ledger: Ledger) -> None:
+    submitted(ledger, 1, procs=2)
+    ledger.apply_changes("local", [(1, 0, {"state": "running"}), (1, 1, {"state": "idle"}),
+                                   (1, 0, {"state": "completed", "exit_code": 0}), (1, 0, {"marked_at": 3.0})])
+    row = job(ledger, 1, 0)
+    assert (row["state"], row["exit_code"], row["marked_at"]) == ("completed", 0, 3.0)
+    assert [(e["from_state"], e["to_state"]) for e in ledger.events("local", 1, 0)][1:] == [
+        ("spooling", "running"), ("running", "completed")]
+
+
+def test_record_submitted_of_ten_thousand_procs_is_one_transaction(ledger: Ledger) -> None:
+    seen: list[str] = []
+    ledger._conn.set_trace_callback(seen.append)
+    submitted(ledger, 9, procs=10_000)
+    ledger._conn.set_trace_callback(None)
+    assert sum(s.startswith("BEGIN") for s in seen) == 2  # the intent, then the jobs
+    assert ledger.counts_by_state("local") == {"spooling": 10_000}
+    assert len(ledger.events("local", 9)) == 1
+
+
+def test_a_ledger_of_schema_1_gains_the_indexes_and_keeps_its_jobs(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0] + "PRAGMA user_version = 1;")
+    conn.execute("INSERT INTO clusters (id, request_id, schedd, cluster, tag, state, description, "
+                 "submitted_description, submit_dir, created_at) VALUES (1, 'r', 'local', 3, 't', 'submitted', "
+                 "'', '', '/', 0)")
+    conn.execute("INSERT INTO jobs (schedd, cluster, proc, cluster_row, state, submitted_at, updated_at) "
+                 "VALUES ('local', 3, 0, 1, 'running', 0, 0)")
+    conn.commit()
+    conn.close()
+    led = Ledger(path)
+    try:
+        assert led._conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        indexes = {r[0] for r in led._conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"jobs_cluster", "jobs_state"} <= indexes
+        assert [(r[0], r[1], r[2]) for r in led.tracked("local")] == [(3, 0, "running")]
+    finally:
+        led.close()

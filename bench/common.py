@@ -1,0 +1,233 @@
+"""What the benchmarks share: datasets of fake jobs, a call-counting schedd, the ledger-vs-schedd check.
+
+A dataset is an rsubd state directory (`ledger.db` and the embedded scheduler's
+queue under `local/local/`) holding N jobs in K clusters, all idle on a
+LocalSchedd in fake-execution mode, and a ledger that agrees with it. Building
+100,000 jobs takes a while, so it is built once and copied for each use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+from rsubd.ledger import Ledger
+from rsubd.local.scheduler import LocalSchedd
+from rsubd.poller import Poller
+from rsubd.schedd import (
+    FINAL_STATES,
+    Action,
+    ActResult,
+    JobAd,
+    JobSpec,
+    JobStatus,
+    Schedd,
+    SubmitRequest,
+    SubmitResult,
+    state_of,
+)
+from rsubd.submit import prepare
+
+SCHEDD = "local"
+JOB_SH = "#!/bin/sh\necho \"hello $1\"\n"
+Key = tuple[int, int]
+
+
+def quiet() -> None:
+    """Only warnings from structlog: a bench prints its own figures, not the daemon's events."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def emit(figures: dict[str, Any]) -> None:
+    json.dump(figures, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def description(procs: int) -> str:
+    return (f"executable = job.sh\narguments = $(Process)\noutput = out.$(Process)\n"
+            f"error = err.$(Process)\nqueue {procs}\n")
+
+
+def workdir(root: Path) -> Path:
+    """The directory jobs are submitted from, with their executable."""
+    work = root / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "job.sh").write_text(JOB_SH)
+    (work / "job.sh").chmod(0o755)
+    return work
+
+
+def schedd_root(state: Path) -> Path:
+    """Where rsubd's app puts the embedded scheduler named "local" under its state_dir."""
+    return state / "local" / SCHEDD
+
+
+def open_schedd(state: Path, **kwargs: Any) -> LocalSchedd:
+    return LocalSchedd(SCHEDD, schedd_root(state), execute="fake", autostart=False, **kwargs)
+
+
+def split(jobs: int, clusters: int) -> list[int]:
+    """Proc counts of `clusters` clusters holding `jobs` jobs between them."""
+    clusters = max(1, min(clusters, jobs))
+    base, extra = divmod(jobs, clusters)
+    return [base + (1 if i < extra else 0) for i in range(clusters)]
+
+
+def build(state: Path, jobs: int, clusters: int) -> dict[str, Any]:
+    """A dataset in `state`: the jobs submitted, spooled, recorded, and one poll to agree."""
+    started = time.perf_counter()
+    work = workdir(state.parent)
+    ledger = Ledger(state / "ledger.db")
+    # Setup only, not measured: a commit per cluster need not wait for the disk here.
+    ledger._conn.execute("PRAGMA synchronous=OFF")
+    schedd = open_schedd(state)
+    try:
+        prepared: dict[int, Any] = {}
+        for procs in split(jobs, clusters):
+            if procs not in prepared:
+                prepared[procs] = prepare(description(procs), cwd=str(work), instance_id=ledger.instance_id,
+                                          max_age_seconds=864000)
+            p = prepared[procs]
+            row = ledger.add_submit_intent(
+                request_id=uuid.uuid4().hex, schedd=SCHEDD, tag=p.tag, description=description(procs),
+                submitted_description=p.request.text, submit_dir=str(work), submit_file=None,
+            )
+            result = schedd.submit(p.request)
+            ledger.record_submitted(row, result.cluster, list(zip(result.procs, p.iwds)))
+            schedd.spool(result)
+            ledger.record_spooled(row)
+        Poller(ledger, schedd).poll_once()  # spooling -> idle, so the ledger agrees with the queue
+        ledger._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        schedd.close()
+        ledger.close()
+    return {"jobs": jobs, "clusters": len(split(jobs, clusters)), "build_seconds": round(time.perf_counter() - started, 2)}
+
+
+def copy(src: Path, dest: Path) -> None:
+    """A private copy of a dataset (its work directory beside it, for the jobs' Iwd)."""
+    shutil.copytree(src, dest, symlinks=True)
+    work_src, work_dest = src.parent / "work", dest.parent / "work"
+    if not work_dest.exists():
+        shutil.copytree(work_src, work_dest)
+
+
+def dataset(cache: Path, jobs: int, clusters: int) -> Path:
+    """The state directory of a dataset of this size, built on first use under `cache`."""
+    state = cache / f"jobs{jobs}-clusters{clusters}" / "state"
+    if not (state / "ready").exists():
+        shutil.rmtree(state.parent, ignore_errors=True)
+        state.mkdir(parents=True)
+        (state / "ready").write_text(json.dumps(build(state, jobs, clusters)))
+    return state
+
+
+def ids(keys: Sequence[Key]) -> list[str]:
+    return [f"{c}.{p}" for c, p in keys]
+
+
+def change_some(schedd: LocalSchedd, keys: Sequence[Key], fraction: float, seed: int = 1) -> dict[str, int]:
+    """Change the state of `fraction` of the jobs: half complete, a fifth start, a tenth are held,
+    a fifth are removed by someone else (so they leave the queue and need history)."""
+    chosen = random.Random(seed).sample(list(keys), round(len(keys) * fraction))
+    n = len(chosen)
+    cuts = [0, n // 2, n // 2 + n // 5, n // 2 + n // 5 + n // 10, n]
+    groups = {name: chosen[a:b] for name, a, b in zip(("completed", "running", "held", "removed"), cuts, cuts[1:])}
+    if groups["completed"]:
+        schedd.fake_advance(ids(groups["completed"]), JobStatus.COMPLETED)
+    if groups["running"]:
+        schedd.fake_advance(ids(groups["running"]), JobStatus.RUNNING)
+    if groups["held"]:
+        schedd.fake_advance(ids(groups["held"]), JobStatus.HELD, hold_reason="held by the benchmark")
+    if groups["removed"]:
+        schedd.act(Action.REMOVE, ids(groups["removed"]), reason="removed by the benchmark")
+    return {name: len(group) for name, group in groups.items()}
+
+
+class CountingSchedd:
+    """A Schedd that counts the calls made to it, by operation."""
+
+    def __init__(self, inner: Schedd) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.calls: Counter[str] = Counter()
+
+    def submit(self, request: SubmitRequest) -> SubmitResult:
+        self.calls["submit"] += 1
+        return self.inner.submit(request)
+
+    def spool(self, result: SubmitResult) -> None:
+        self.calls["spool"] += 1
+        self.inner.spool(result)
+
+    def query(self, constraint: str, projection: Sequence[str]) -> list[JobAd]:
+        self.calls["query"] += 1
+        return self.inner.query(constraint, projection)
+
+    def retrieve(self, jobs: JobSpec) -> None:
+        self.calls["retrieve"] += 1
+        self.inner.retrieve(jobs)
+
+    def edit(self, jobs: JobSpec, attr: str, value: str) -> int:
+        self.calls["edit"] += 1
+        return self.inner.edit(jobs, attr, value)
+
+    def act(self, action: Action, jobs: JobSpec, reason: str | None = None) -> ActResult:
+        self.calls["act"] += 1
+        return self.inner.act(action, jobs, reason)
+
+    def history(self, constraint: str, projection: Sequence[str], match: int | None = None,
+                since: int | str | None = None) -> list[JobAd]:
+        self.calls["history"] += 1
+        return self.inner.history(constraint, projection, match, since)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def take(self) -> dict[str, int]:
+        """The counts since the last take, every operation named."""
+        out = {op: self.calls[op] for op in ("query", "history", "retrieve", "edit", "act", "submit", "spool")}
+        self.calls.clear()
+        return out
+
+
+def disagreements(ledger: Ledger, schedd: LocalSchedd, instance: str) -> list[str]:
+    """Where the ledger and the schedd disagree about rsub's jobs; empty after every poll."""
+    queue = {(ad["ClusterId"], ad["ProcId"]): ad for ad in schedd.query(
+        f'RsubInstance == "{instance}"', ["ClusterId", "ProcId", "JobStatus", "HoldReasonCode", "RETRIEVED"])}
+    out = []
+    offset = 0
+    while True:
+        rows = ledger.jobs(limit=10000, offset=offset)
+        if not rows:
+            return out
+        offset += len(rows)
+        for row in rows:
+            key = (row["cluster"], row["proc"])
+            ad = queue.get(key)
+            state = row["state"]
+            if ad is None:
+                if state not in FINAL_STATES:
+                    out.append(f"{key}: gone from the queue but {state} in the ledger")
+            elif ad.get("RETRIEVED") is True:
+                if state != "retrieved":
+                    out.append(f"{key}: marked retrieved on the schedd but {state} in the ledger")
+            elif state_of(ad) != state and not (state == "retrieved" and state_of(ad) == "completed"):
+                out.append(f"{key}: {state_of(ad)} on the schedd, {state} in the ledger")
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
