@@ -86,6 +86,7 @@ def split(jobs: int, clusters: int) -> list[int]:
 
 def build(state: Path, jobs: int, clusters: int) -> dict[str, Any]:
     """A dataset in `state`: the jobs submitted, spooled, recorded, and one poll to agree."""
+    quiet()
     started = time.perf_counter()
     work = workdir(state.parent)
     ledger = Ledger(state / "ledger.db")

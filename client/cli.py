@@ -11,25 +11,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
-from typing import Any
 
 from rsub import __version__, paths, protocol
 from rsub.protocol import Connection, DaemonUnavailable
+
+# `rsub q` must start in little more than Python's own time: modules only some commands need
+# (subprocess, shutil, jobsub) are imported where they are used, and typing only for the checker.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 TERMINAL = ("retrieved", "removed", "failed")
 
 
 class Failure(Exception):
-    def __init__(self, exit_code: int, message: str) -> None:
+    def __init__(self, exit_code: int, message: str, *, sent: bool = False) -> None:
         super().__init__(message)
         self.exit_code = exit_code
         self.message = message
+        self.sent = sent  # the request reached rsubd before the connection was lost
 
 
 def socket_for(args: argparse.Namespace) -> str:
@@ -52,21 +55,53 @@ def socket_for(args: argparse.Namespace) -> str:
 
 def call(args: argparse.Namespace, kind: str, io_timeout: float = 30.0, **fields: Any) -> dict[str, Any]:
     """One request; a daemon error becomes a Failure with its exit code."""
+    connected = False
     try:
         with Connection(socket_for(args), timeout=io_timeout) as conn:
+            connected = True
             reply = conn.call(kind, **fields)
     except DaemonUnavailable as e:
-        raise Failure(protocol.EXIT_NO_DAEMON, f"{e}; start it with 'rsubd' or 'systemctl --user start rsubd'") from None
+        raise Failure(protocol.EXIT_NO_DAEMON, f"{e}; start it with 'rsubd' or 'systemctl --user start rsubd'",
+                      sent=connected) from None
     except TimeoutError:
         raise Failure(protocol.EXIT_TIMEOUT, f"rsubd did not answer within {io_timeout:g} s") from None
     except OSError as e:
-        raise Failure(protocol.EXIT_NO_DAEMON, f"cannot talk to rsubd: {e}") from None
+        raise Failure(protocol.EXIT_NO_DAEMON, f"cannot talk to rsubd: {e}", sent=connected) from None
     if not reply.get("ok"):
         err = reply.get("error") or {}
         code = err.get("code", protocol.ErrorCode.INTERNAL)
         raise Failure(protocol.EXIT_BY_CODE.get(code, protocol.EXIT_ERROR), err.get("message", "unknown error"))
     result: dict[str, Any] = reply["result"]
     return result
+
+
+SUBMIT_RETRY_FOR = 120.0  # seconds a submit waits for an rsubd that went away mid-request to come back
+IN_PROGRESS = "rsubd is finishing this submit"
+
+
+def submit_call(args: argparse.Namespace, **fields: Any) -> dict[str, Any]:
+    """Send a submit; if rsubd goes away mid-request, send the same request again once it is back.
+
+    The request id stays the same, so rsubd gives the retry the cluster it made
+    (or finishes or undoes its half-made submit first): never a second cluster.
+    """
+    request_id = os.urandom(16).hex()
+    deadline: float | None = None
+    while True:
+        try:
+            return call(args, "submit", io_timeout=600.0, request_id=request_id, **fields)
+        except Failure as e:
+            lost = e.exit_code == protocol.EXIT_NO_DAEMON and (e.sent or deadline is not None)
+            if not (lost or e.message.startswith(IN_PROGRESS)):
+                raise
+            if deadline is None:
+                deadline = time.monotonic() + SUBMIT_RETRY_FOR
+                print("rsub: rsubd went away during the submit; waiting for it to finish it "
+                      "(the same request: never a second cluster)", file=sys.stderr)
+            if time.monotonic() > deadline:
+                raise Failure(e.exit_code, f"{e.message} (gave up after {SUBMIT_RETRY_FOR:g} s; running the same "
+                              "rsub submit again is safe only if `rsub q` shows no new cluster)") from None
+            time.sleep(0.5)
 
 
 def emit_json(data: Any) -> None:
@@ -117,24 +152,98 @@ def cmd_ping(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise Failure(protocol.EXIT_BAD_SUBMIT, f"cannot read submit file {path}: {getattr(e, 'strerror', e)}") from None
-    request_id = uuid.uuid4().hex
-    result = call(args, "submit", io_timeout=600.0, description=text, cwd=os.getcwd(),
-                  submit_file=str(path.resolve()), schedd=args.schedd, request_id=request_id,
-                  token=args.token, group=args.group, role=args.role)
-    if args.json:
-        emit_json(result)
-        return 0
+def add_submit_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `rsub submit`, shared by its parser and by `submit_options_parser`."""
+    from rsub import jobsub
+
+    parser.add_argument("--schedd", help="schedd name from the config (default: the first)")
+    parser.add_argument("-G", "--group", help="the group (experiment) whose token profile to use, as jobsub's -G")
+    parser.add_argument("--role", help="the role within the group, as jobsub's --role")
+    parser.add_argument("--token", help="the token profile to use, by name (default: the schedd's)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    jobsub.add_options(parser)
+
+
+def submit_options_parser() -> argparse.ArgumentParser:
+    """Reads options given after a plain submit file ("rsub submit job.sub --json")."""
+    parser = argparse.ArgumentParser(prog="rsub submit", add_help=False)
+    add_submit_options(parser)
+    return parser
+
+
+def show_submitted(result: dict[str, Any], source: str) -> None:
     print(f"Submitted {len(result['jobs'])} job(s) to cluster {result['cluster']} on schedd {result['schedd']}.")
     for job in result["jobs"]:
         print(job)
     for key in result.get("replaced", []):
-        print(f"note: rsub set its own {key}; the value in {path.name} was replaced", file=sys.stderr)
+        print(f"note: rsub set its own {key}; the value in {source} was replaced", file=sys.stderr)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    # The submit file (or file:// script) and what follows it arrive as one list: after a
+    # file:// script everything is the job's arguments, as with jobsub_submit.
+    target = list(args.target)
+    if target[:1] == ["--"]:
+        target = target[1:]
+    if not target:
+        raise Failure(protocol.EXIT_USAGE, "submit needs a submit description file, or a script as file:///path/to/script")
+    if target[0].startswith("file://"):
+        return submit_script(args, target[0], target[1:])
+    if target[1:]:
+        submit_options_parser().parse_args(target[1:], namespace=args)
+    from rsub import jobsub
+
+    if used := jobsub.options_used(args):
+        raise Failure(protocol.EXIT_USAGE, f"{', '.join(used)}: only for a script given as file:///path/to/script, "
+                                           "not with a submit description file")
+    path = Path(target[0])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise Failure(protocol.EXIT_BAD_SUBMIT, f"cannot read submit file {path}: {getattr(e, 'strerror', e)}") from None
+    result = submit_call(args, description=text, cwd=os.getcwd(), submit_file=str(path.resolve()),
+                         schedd=args.schedd, token=args.token, group=args.group, role=args.role)
+    if args.json:
+        emit_json(result)
+        return 0
+    show_submitted(result, path.name)
+    return 0
+
+
+def submit_script(args: argparse.Namespace, url: str, job_args: list[str]) -> int:
+    """`rsub submit [options] file:///path/to/script [ARG ...]`: build the job as jobsub_submit does, then submit it."""
+    from rsub import jobsub
+
+    try:
+        plan = jobsub.build(url, job_args, count=args.count, input_files=args.input_files, tars=args.tars,
+                            memory=args.memory, disk=args.disk, cpus=args.cpus, lifetime=args.lifetime,
+                            environment=args.environment, lines=args.lines, cwd=os.getcwd(), environ=os.environ)
+        directory = jobsub.submit_dir(plan.script.name)
+        text = jobsub.describe(plan, directory)
+        if args.dry_run:
+            print(text, end="")
+            print("rsub: dry run: nothing was written or submitted", file=sys.stderr)
+            return 0
+        jobsub.materialize(plan, directory, text)
+    except jobsub.BuildError as e:
+        raise Failure(protocol.EXIT_BAD_SUBMIT, str(e)) from None
+    try:
+        with jobsub.Progress(jobsub.input_bytes(plan, directory), sys.stderr):
+            result = submit_call(args, description=text, cwd=str(directory),
+                                 submit_file=str(directory / jobsub.SUBMIT_FILE), schedd=args.schedd,
+                                 token=args.token, group=args.group, role=args.role)
+    except Failure as e:
+        # rsubd refused before sending anything to a schedd: no job will ever use the directory.
+        if e.exit_code in (protocol.EXIT_BAD_SUBMIT, protocol.EXIT_USAGE, protocol.EXIT_TOKEN):
+            import shutil
+
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    if args.json:
+        emit_json({**result, "output_dir": str(directory)})
+        return 0
+    show_submitted(result, jobsub.SUBMIT_FILE)
+    print(f"output will be in {directory}")
     return 0
 
 
@@ -186,6 +295,8 @@ def cmd_act(args: argparse.Namespace) -> int:
 
 def cmd_daemon_install(args: argparse.Namespace) -> int:
     from rsub import units
+
+    import shutil
 
     exe = shutil.which("rsubd") or str(Path(sys.argv[0]).resolve().parent / "rsubd")
     if not os.access(exe, os.X_OK):
@@ -295,6 +406,9 @@ def cmd_token(args: argparse.Namespace) -> int:
                     print(f"{t['name']}: ACTION NEEDED: {t['action_needed']}", file=sys.stderr)
         return protocol.EXIT_TOKEN if failed else 0
     plan = call(args, "token_request_plan", name=args.name, schedd=args.schedd)
+    import shutil
+    import subprocess
+
     tool = shutil.which(plan["argv"][0])
     if tool is None or args.print_only:
         print("\n".join(plan["instructions"][1:] if tool else plan["instructions"]))
@@ -316,7 +430,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; given the command about to run, only its subparser (argparse builds each in ~2 ms)."""
     p = argparse.ArgumentParser(
         prog="rsub", description="Submit HTCondor jobs through rsubd and follow them until their output is home.",
         epilog="example: rsub submit job.sub && rsub wait 12",
@@ -326,73 +441,102 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"rsub {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("ping", help="check that rsubd answers", epilog="example: rsub ping")
-    s.set_defaults(func=cmd_ping)
+    def wanted(name: str) -> bool:
+        return command is None or command == name
 
-    s = sub.add_parser("submit", help="submit an HTCondor submit description file",
-                       epilog="example: rsub submit examples/hello.sub")
-    s.add_argument("file", help="the submit description file")
-    s.add_argument("--schedd", help="schedd name from the config (default: the first)")
-    s.add_argument("-G", "--group", help="the group (experiment) whose token profile to use, as jobsub's -G")
-    s.add_argument("--role", help="the role within the group, as jobsub's --role")
-    s.add_argument("--token", help="the token profile to use, by name (default: the schedd's)")
-    s.add_argument("--json", action="store_true", help="print the result as JSON")
-    s.set_defaults(func=cmd_submit)
+    if wanted("ping"):
+        s = sub.add_parser("ping", help="check that rsubd answers", epilog="example: rsub ping")
+        s.set_defaults(func=cmd_ping)
+
+    if wanted("submit"):
+        s = sub.add_parser("submit", help="submit a submit description file, or a script as jobsub_submit does",
+                           usage="rsub submit [options] FILE.sub\n       rsub submit [options] file:///path/to/script [ARG ...]",
+                           epilog="examples: rsub submit examples/hello.sub; "
+                                  "rsub submit -N 10 -f data.txt --tar code/ file://$PWD/run.sh --seed 7")
+        add_submit_options(s)
+        s.add_argument("target", nargs=argparse.REMAINDER, metavar="FILE | file:///SCRIPT [ARG ...]",
+                       help="the submit description file; or the script, options first, then the job's arguments")
+        s.set_defaults(func=cmd_submit)
 
     for name, active, text in (("q", True, "jobs still active"), ("status", False, "jobs, all or by id")):
+        if not wanted(name):
+            continue
         s = sub.add_parser(name, help=text, epilog=f"example: rsub {name} --json")
         s.add_argument("ids", nargs="*", metavar="ID", help="CLUSTER, CLUSTER.PROC, optionally @SCHEDD")
         s.add_argument("--json", action="store_true", help="print JSON (shape version 1)")
         s.add_argument("--limit", type=positive_int, default=1000, help="at most this many jobs (default 1000)")
         s.set_defaults(func=lambda a, active=active: cmd_status(a, active=active))
 
-    s = sub.add_parser("wait", help="wait until jobs are retrieved, removed or failed",
-                       epilog="example: rsub wait --timeout 600 12")
-    s.add_argument("ids", nargs="+", metavar="ID")
-    s.add_argument("--timeout", type=float, help="give up after this many seconds (exit 6)")
-    s.add_argument("--json", action="store_true", help="print state changes as JSON lines")
-    s.set_defaults(func=cmd_wait)
+    if wanted("wait"):
+        s = sub.add_parser("wait", help="wait until jobs are retrieved, removed or failed",
+                           epilog="example: rsub wait --timeout 600 12")
+        s.add_argument("ids", nargs="+", metavar="ID")
+        s.add_argument("--timeout", type=float, help="give up after this many seconds (exit 6)")
+        s.add_argument("--json", action="store_true", help="print state changes as JSON lines")
+        s.set_defaults(func=cmd_wait)
 
     for name, action in (("hold", "hold"), ("release", "release"), ("rm", "remove")):
+        if not wanted(name):
+            continue
         s = sub.add_parser(name, help=f"{action} jobs", epilog=f"example: rsub {name} --reason 'fixing input' 12.0")
         s.add_argument("ids", nargs="+", metavar="ID")
         s.add_argument("--reason", help="recorded by the schedd with the action")
         s.add_argument("--json", action="store_true")
         s.set_defaults(func=cmd_act, action=action)
 
-    s = sub.add_parser("daemon", help="rsubd itself: status, stop, install", epilog="example: rsub daemon status --json")
-    dsub = s.add_subparsers(dest="daemon_command", required=True, metavar="ACTION")
-    ds = dsub.add_parser("status", help="what rsubd is doing, per schedd")
-    ds.add_argument("--json", action="store_true")
-    dsub.add_parser("stop", help="stop rsubd (jobs keep running on their schedd)")
-    ds = dsub.add_parser("install", help="write the systemd user units and print how to enable them",
-                         epilog="example: rsub daemon install && systemctl --user enable --now rsubd")
-    ds.add_argument("--dir", help="where to write the units (default: ~/.config/systemd/user)")
-    s.set_defaults(func=cmd_daemon)
+    if wanted("daemon"):
+        s = sub.add_parser("daemon", help="rsubd itself: status, stop, install", epilog="example: rsub daemon status --json")
+        dsub = s.add_subparsers(dest="daemon_command", required=True, metavar="ACTION")
+        ds = dsub.add_parser("status", help="what rsubd is doing, per schedd")
+        ds.add_argument("--json", action="store_true")
+        dsub.add_parser("stop", help="stop rsubd (jobs keep running on their schedd)")
+        ds = dsub.add_parser("install", help="write the systemd user units and print how to enable them",
+                             epilog="example: rsub daemon install && systemctl --user enable --now rsubd")
+        ds.add_argument("--dir", help="where to write the units (default: ~/.config/systemd/user)")
+        s.set_defaults(func=cmd_daemon)
 
-    s = sub.add_parser("token", help="the tokens rsubd keeps fresh: status, refresh, request",
-                       epilog="example: rsub token status; rsub token refresh dune")
-    tsub = s.add_subparsers(dest="token_command", required=True, metavar="ACTION")
-    ts = tsub.add_parser("status", help="each token profile: who, until when, and any action needed",
-                         epilog="example: rsub token status --json")
-    ts.add_argument("--json", action="store_true", help="print JSON (shape version 1)")
-    ts = tsub.add_parser("refresh", help="refresh a profile's token now (at most once per refresh_floor)",
-                         epilog="example: rsub token refresh dune")
-    ts.add_argument("name", nargs="?", help="the profile (default: all)")
-    ts.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the refresh (default 30)")
-    ts.add_argument("--json", action="store_true")
-    ts = tsub.add_parser("request", help="request a new IDTOKEN from the schedd with condor_token_request",
-                         epilog="example: rsub token request fnal")
-    ts.add_argument("name", nargs="?", help="the idtoken profile (default: the first)")
-    ts.add_argument("--schedd", help="the schedd to ask (default: the one using the profile)")
-    ts.add_argument("--print", dest="print_only", action="store_true",
-                    help="only print the commands to run on the submit host")
-    s.set_defaults(func=cmd_token)
+    if wanted("token"):
+        s = sub.add_parser("token", help="the tokens rsubd keeps fresh: status, refresh, request",
+                           epilog="example: rsub token status; rsub token refresh dune")
+        tsub = s.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+        ts = tsub.add_parser("status", help="each token profile: who, until when, and any action needed",
+                             epilog="example: rsub token status --json")
+        ts.add_argument("--json", action="store_true", help="print JSON (shape version 1)")
+        ts = tsub.add_parser("refresh", help="refresh a profile's token now (at most once per refresh_floor)",
+                             epilog="example: rsub token refresh dune")
+        ts.add_argument("name", nargs="?", help="the profile (default: all)")
+        ts.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the refresh (default 30)")
+        ts.add_argument("--json", action="store_true")
+        ts = tsub.add_parser("request", help="request a new IDTOKEN from the schedd with condor_token_request",
+                             epilog="example: rsub token request fnal")
+        ts.add_argument("name", nargs="?", help="the idtoken profile (default: the first)")
+        ts.add_argument("--schedd", help="the schedd to ask (default: the one using the profile)")
+        ts.add_argument("--print", dest="print_only", action="store_true",
+                        help="only print the commands to run on the submit host")
+        s.set_defaults(func=cmd_token)
     return p
 
 
+COMMANDS = ("ping", "submit", "q", "status", "wait", "hold", "release", "rm", "daemon", "token")
+VALUED_OPTIONS = ("--socket", "--config")
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The subcommand named in argv, if it is a known one (else the full parser explains)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in VALUED_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_of(argv)).parse_args(argv)
     try:
         code: int = args.func(args)
         return code

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime
 import fcntl
+import gc
 import os
 import signal
 import sys
@@ -23,7 +24,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from rsub import paths
-from rsubd import __version__, logs, systemd
+from rsubd import __version__, logs, recovery, systemd
 from rsubd.config import Config, ConfigError, ScheddConfig, load
 from rsubd.handlers import Handlers, iso
 from rsubd.ledger import Ledger, LedgerError
@@ -32,7 +33,7 @@ from rsubd.local.faults import FaultySchedd
 from rsubd.local.scheduler import LocalSchedd
 from rsubd.poller import Poller
 from rsubd.pollsched import EarlyPolls, PollPolicy, TokenBucket
-from rsubd.schedd import ErrorKind, Schedd
+from rsubd.schedd import ErrorKind, Schedd, ScheddError
 from rsubd.server import SocketServer
 from rsubd.tokenmanager import Credential, TokenManager
 
@@ -89,7 +90,9 @@ class Daemon:
         self._poll_locks: dict[str, asyncio.Lock] = {}
         self._lock_file: Any = None
         self.scheduler = AsyncIOScheduler()
-        self.server = SocketServer(config.socket, Handlers(self).dispatch)
+        self.handlers = Handlers(self)
+        self.server = SocketServer(config.socket, self.handlers.dispatch)
+        self._unrecovered: set[str] = {s.name for s in config.schedds}  # settle unfinished submits first
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -134,6 +137,9 @@ class Daemon:
             self.scheduler.add_job(self._watchdog, "interval", id="watchdog", seconds=watchdog,
                                    max_instances=1, coalesce=True, next_run_time=_now())
         self.scheduler.start()
+        # What start-up built lives as long as rsubd: keep it out of every later collection (a big poll's
+        # garbage collections otherwise walk it again and again).
+        gc.freeze()
         systemd.notify(f"READY=1\nSTATUS={self.status_line()}")
         log.info("rsubd.started", pid=os.getpid(), socket=str(cfg.socket), state_dir=str(cfg.state_dir),
                  schedds=[s.name for s in cfg.schedds], version=__version__, socket_activated=passed is not None)
@@ -225,12 +231,28 @@ class Daemon:
         self.scheduler.add_job(self._poll, "date", run_date=_now() + datetime.timedelta(seconds=delay),
                                args=[name], id=f"poll:{name}", replace_existing=True, misfire_grace_time=None)
 
+    def needs_recovery(self, name: str) -> None:
+        """Settle this schedd's unfinished submits before its next poll."""
+        self._unrecovered.add(name)
+
+    async def _recover(self, name: str) -> None:
+        try:
+            settled = await recovery.recover_submits(self, name)
+        except ScheddError as e:
+            log.warning("recovery.deferred", schedd=name, error=str(e))  # the poll meets the same error
+            return
+        self._unrecovered.discard(name)
+        if settled:
+            log.info("recovery.done", schedd=name, submits=settled)
+
     async def _poll(self, name: str) -> None:
         policy = self.policies[name]
         async with self._poll_locks[name]:
             self._polling.add(name)
             outcome = "error"
             try:
+                if name in self._unrecovered:
+                    await self._recover(name)
                 report = await asyncio.to_thread(self.pollers[name].poll_once)
                 outcome = report.outcome
             except Exception:

@@ -55,6 +55,7 @@ class Config:
     leave_in_queue_days: float = 10.0
     schedds: tuple[ScheddConfig, ...] = field(default_factory=tuple)
     tokens: dict[str, TokenProfile] = field(default_factory=dict)
+    unspooled: str = "resubmit"
     source: Path | None = None
 
     @property
@@ -70,7 +71,8 @@ class Config:
         raise KeyError(name)
 
 
-TOP_KEYS = {"socket", "state_dir", "log_level", "leave_in_queue_days", "schedd", "tokens"}
+TOP_KEYS = {"socket", "state_dir", "log_level", "leave_in_queue_days", "schedd", "tokens", "unspooled"}
+UNSPOOLED = ("resubmit", "report")
 SCHEDD_KEYS = {"name", "backend", "poll_interval", "slots", "pool", "address", "condor_config", "params",
                "call_timeout", "transfer_timeout", "own_schedd", "token", "poll_jitter", "poll_backoff_max",
                "early_poll_every", "early_poll_burst", "faults_file"}
@@ -239,6 +241,9 @@ def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
             raise ConfigError(f"[[schedd]] name {n!r} is used more than once; names must be unique")
         if not n.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise ConfigError(f"[[schedd]] name {n!r} may hold only letters, digits, '-', '_' and '.'")
+    unspooled = data.get("unspooled", "resubmit")
+    if unspooled not in UNSPOOLED:
+        raise ConfigError(f"unspooled must be one of {', '.join(map(repr, UNSPOOLED))}, not {unspooled!r}")
     raw_tokens = data.get("tokens", {})
     if not isinstance(raw_tokens, dict):
         raise ConfigError("tokens must be tables: [tokens.NAME]")
@@ -250,4 +255,4 @@ def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
     if len(str(socket)) > 100:
         raise ConfigError(f"socket path {socket} is too long for a Unix socket (at most 100 characters)")
     return Config(socket=socket, state_dir=state, log_level=level, leave_in_queue_days=days,
-                  schedds=schedds, tokens=tokens, source=source)
+                  schedds=schedds, tokens=tokens, unspooled=unspooled, source=source)

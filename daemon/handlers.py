@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import getpass
 import os
@@ -14,7 +15,8 @@ import structlog
 from rsub.protocol import ErrorCode, Request
 from rsubd import submit as submitting
 from rsubd.ledger import JobSelector
-from rsubd.schedd import FINAL_STATES, Action, ScheddError, job_id, parse_job_id
+from rsubd.crash import crashpoint
+from rsubd.schedd import FINAL_STATES, Action, ErrorKind, ScheddError, job_id, parse_job_id
 from rsubd.server import RequestError
 
 if TYPE_CHECKING:
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("rsubd.handlers")
 MAX_WAIT = 60.0
 ACTIONS = {"hold": Action.HOLD, "release": Action.RELEASE, "remove": Action.REMOVE}
+# Failures after which the schedd may or may not have done what was asked.
+UNKNOWN_OUTCOME = (ErrorKind.TIMEOUT, ErrorKind.OTHER)
 
 
 def iso(ts: float | None) -> str | None:
@@ -83,6 +87,7 @@ def parse_selector(text: str, schedds: list[str]) -> JobSelector:
 class Handlers:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
+        self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
     async def dispatch(self, request: Request) -> dict[str, Any]:
         f = request.fields
@@ -130,6 +135,17 @@ class Handlers:
         return rows
 
     async def submit(self, f: dict[str, Any]) -> dict[str, Any]:
+        """Submit once per request id: a retry joins the submit in flight or gets its cluster."""
+        rid = f["request_id"]
+        task = self._inflight.get(rid)
+        if task is None:
+            task = asyncio.ensure_future(self._submit(f))
+            self._inflight[rid] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(rid, None))
+        # Shielded: a client that hangs up must not cut a submit between the schedd's submit and spool.
+        return await asyncio.shield(task)
+
+    async def _submit(self, f: dict[str, Any]) -> dict[str, Any]:
         name = f.get("schedd") or next(iter(self.d.schedds))
         if name not in self.d.schedds:
             raise RequestError(ErrorCode.NOT_FOUND, f"no schedd named {name!r}; configured: {', '.join(self.d.schedds)}")
@@ -137,9 +153,11 @@ class Handlers:
         if existing is not None:
             if existing["state"] == "failed":
                 raise RequestError(ErrorCode.SCHEDD, existing["error"] or "submit failed")
-            if existing["cluster"] is None:
-                raise RequestError(ErrorCode.SCHEDD, "this submit is still in progress")
-            return self._submitted(existing, replaced=())
+            if existing["state"] in ("submitting", "spooling"):
+                raise RequestError(ErrorCode.SCHEDD, "rsubd is finishing this submit (it was interrupted); the schedd "
+                                   "must answer first: try again shortly, or see `rsub daemon status`")
+            if existing["state"] != "interrupted":
+                return self._submitted(existing, replaced=())
         try:
             profile = self.d.tokens.choose(token=f.get("token"), group=f.get("group"), role=f.get("role"),
                                            default=self.d.config.schedd(name).token)
@@ -147,33 +165,60 @@ class Handlers:
             raise RequestError(ErrorCode.BAD_REQUEST, str(e.args[0])) from None
         if profile is not None and (blocker := self.d.tokens.blocker(profile)):
             raise RequestError(ErrorCode.TOKEN, f"nothing was submitted: {blocker}")
+        prepared = await self.prepare(f["description"], f["cwd"], f.get("submit_file"))
+        if existing is not None:  # interrupted before the schedd heard of it: this retry submits it
+            row = int(existing["id"])
+            self.d.ledger.restart_submit(row, tag=prepared.tag, submitted_description=prepared.request.text)
+        else:
+            crashpoint("submit.before_intent")
+            row = self.d.ledger.add_submit_intent(
+                request_id=f["request_id"], schedd=name, tag=prepared.tag, description=f["description"],
+                submitted_description=prepared.request.text, submit_dir=f["cwd"], submit_file=f.get("submit_file"),
+            )
+        crashpoint("submit.after_intent")
+        return await self.run_submit(row, name, profile, prepared)
+
+    async def prepare(self, description: str, cwd: str, submit_file: str | None) -> submitting.Prepared:
         try:
-            prepared = await asyncio.to_thread(
-                submitting.prepare, f["description"], cwd=f["cwd"], instance_id=self.d.ledger.instance_id,
-                max_age_seconds=int(self.d.config.leave_in_queue_days * 86400), submit_file=f.get("submit_file"),
+            return await asyncio.to_thread(
+                submitting.prepare, description, cwd=cwd, instance_id=self.d.ledger.instance_id,
+                max_age_seconds=int(self.d.config.leave_in_queue_days * 86400), submit_file=submit_file,
             )
         except submitting.SubmitRefused as e:
             raise RequestError(ErrorCode.BAD_SUBMIT, str(e)) from None
+
+    async def run_submit(self, row: int, name: str, profile: str | None,
+                         prepared: submitting.Prepared) -> dict[str, Any]:
+        """Submit and spool a cluster whose intent is recorded; each outcome is recorded before the next step."""
         schedd = self.d.submitter(name, profile)
-        row = self.d.ledger.add_submit_intent(
-            request_id=f["request_id"], schedd=name, tag=prepared.tag, description=f["description"],
-            submitted_description=prepared.request.text, submit_dir=f["cwd"], submit_file=f.get("submit_file"),
-        )
         try:
             result = await asyncio.to_thread(schedd.submit, prepared.request)
         except ScheddError as e:
-            self.d.ledger.record_submit_failed(row, str(e))
             self.d.note_schedd_error(name, profile, e.kind, str(e))
             log.warning("submit.failed", schedd=name, error=str(e))
+            if e.kind in UNKNOWN_OUTCOME:
+                # The schedd may have made the cluster before the call was cut off: the recovery asks it by tag.
+                self.d.needs_recovery(name)
+                raise RequestError(ErrorCode.SCHEDD, f"schedd {name} did not answer the submit ({e}); rsubd will "
+                                   "find out whether the cluster was made: see `rsub status` shortly") from None
+            self.d.ledger.record_submit_failed(row, str(e))
             raise RequestError(ErrorCode.SCHEDD, f"schedd {name} refused the submit: {e}") from None
+        crashpoint("submit.after_schedd")
         self.d.ledger.record_submitted(row, result.cluster, list(zip(result.procs, prepared.iwds)))
+        crashpoint("submit.after_record")
         try:
             await asyncio.to_thread(schedd.spool, result)
         except ScheddError as e:
             self.d.ledger.record_submit_failed(row, f"spool failed: {e}")
             log.warning("spool.failed", schedd=name, cluster=result.cluster, error=str(e))
+            # Unspooled jobs would sit held (code 16) for ever; remove them, best effort.
+            with contextlib.suppress(ScheddError):
+                await asyncio.to_thread(schedd.act, Action.REMOVE, [job_id(result.cluster, p) for p in result.procs],
+                                        "rsub: spooling the input files failed")
             raise RequestError(ErrorCode.SCHEDD, f"cluster {result.cluster}: spooling the input files failed: {e}") from None
+        crashpoint("submit.after_spool")
         self.d.ledger.record_spooled(row)
+        crashpoint("submit.after_spooled")
         self.d.schedd_answered(name)
         log.info("cluster.submitted", schedd=name, cluster=result.cluster, procs=result.num_procs)
         self.d.poke(name)

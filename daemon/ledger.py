@@ -230,6 +230,50 @@ class Ledger:
                 (now, schedd, cluster, f"{len(procs)} job(s) submitted"),
             )
 
+    def unfinished_submits(self, schedd: str) -> list[dict[str, Any]]:
+        """Submits whose outcome rsubd did not record (it stopped between intent and outcome)."""
+        return self._query("SELECT * FROM clusters WHERE schedd = ? AND state IN ('submitting', 'spooling')"
+                           " ORDER BY id", [schedd])
+
+    def record_interrupted(self, row: int, error: str) -> None:
+        """The submit never reached the schedd: nothing exists there; a retry may submit it again."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE clusters SET state = 'interrupted', error = ? WHERE id = ?", (error, row))
+
+    def restart_submit(self, row: int, *, tag: str, submitted_description: str) -> None:
+        """A retried request takes up its interrupted intent again."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE clusters SET state = 'submitting', error = NULL, tag = ?, submitted_description = ?"
+                         " WHERE id = ? AND state = 'interrupted'", (tag, submitted_description, row))
+
+    def replace_with_intent(self, row: int, reason: str, *, tag: str, submitted_description: str) -> int:
+        """An unspooled cluster is removed and submitted again: in one transaction, the old cluster gives up
+        its request id and its jobs are removed, and the new intent takes the request id. Returns the new row."""
+        now = time.time()
+        with self.transaction() as conn:
+            old = conn.execute("SELECT request_id, schedd, cluster, description, submit_dir, submit_file"
+                               " FROM clusters WHERE id = ?", (row,)).fetchone()
+            request_id, schedd, cluster = old[0], old[1], old[2]
+            conn.execute("UPDATE clusters SET state = 'replaced', error = ?, request_id = ? WHERE id = ?",
+                         (reason, f"{request_id}#replaced-{row}", row))
+            conn.execute("UPDATE jobs SET state = 'removed', remove_reason = ?, updated_at = ? WHERE cluster_row = ?",
+                         (reason, now, row))
+            conn.execute("INSERT INTO events (at, schedd, cluster, proc, from_state, to_state, detail)"
+                         " VALUES (?, ?, ?, NULL, 'spooling', 'removed', ?)", (now, schedd, cluster, reason))
+            cur = conn.execute(
+                "INSERT INTO clusters (request_id, schedd, tag, state, description, submitted_description,"
+                " submit_dir, submit_file, created_at) VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?, ?)",
+                (request_id, schedd, tag, old[3], submitted_description, old[4], old[5], now),
+            )
+            return int(cur.lastrowid or 0)
+
+    def replaced_count(self, request_id: str) -> int:
+        """How many times rsub already removed and resubmitted this request's cluster."""
+        base = request_id.split("#", 1)[0]
+        rows = self._query("SELECT COUNT(*) AS n FROM clusters WHERE request_id >= ? AND request_id < ?",
+                           [f"{base}#replaced-", f"{base}#replaced."])
+        return int(rows[0]["n"])
+
     def record_spooled(self, row: int) -> None:
         with self.transaction() as conn:
             conn.execute("UPDATE clusters SET state = 'submitted' WHERE id = ?", (row,))

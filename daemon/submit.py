@@ -93,27 +93,38 @@ def prepare(
     if not procs:
         raise SubmitRefused("the queue statement makes no jobs")
     iwds = []
+    checked: set[tuple[str, str]] = set()  # a 10,000-job cluster names the same few paths 30,000 times
+    here: dict[str, Path] = {}
     for proc, commands in enumerate(procs):
         # A value from a macro ("initialdir = $(dir)") is only known now, and is still relative
         # to the submitter's cwd, as the schedd will read it; never to the daemon's own cwd.
-        iwd = _here(cwd, commands["initialdir"])
-        if not iwd.is_dir():
-            raise SubmitRefused(f"job {proc}: initialdir {iwd} is not a directory")
-        if not os.access(iwd, os.W_OK):
-            raise SubmitRefused(f"job {proc}: initialdir {iwd} is not writable, so output could not be retrieved there")
-        exe = _here(cwd, commands["executable"])
-        if commands.get("transfer_executable", "true").strip().lower() != "false":
+        iwd = here.get(commands["initialdir"]) or here.setdefault(commands["initialdir"],
+                                                                  _here(cwd, commands["initialdir"]))
+        if ("iwd", str(iwd)) not in checked:
+            if not iwd.is_dir():
+                raise SubmitRefused(f"job {proc}: initialdir {iwd} is not a directory")
+            if not os.access(iwd, os.W_OK):
+                raise SubmitRefused(
+                    f"job {proc}: initialdir {iwd} is not writable, so output could not be retrieved there")
+            checked.add(("iwd", str(iwd)))
+        exe = here.get(commands["executable"]) or here.setdefault(commands["executable"],
+                                                                  _here(cwd, commands["executable"]))
+        if commands.get("transfer_executable", "true").strip().lower() != "false" and ("exe", str(exe)) not in checked:
             if not exe.is_file():
                 raise SubmitRefused(f"job {proc}: executable {exe} does not exist")
+            checked.add(("exe", str(exe)))
         for entry in commands.get("transfer_input_files", "").replace("\n", ",").split(","):
             entry = entry.strip()
             if not entry or "://" in entry:
                 continue
             path = iwd / entry
+            if ("input", str(path)) in checked:
+                continue
             if not path.exists():
                 raise SubmitRefused(f"job {proc}: input file {path} does not exist")
             if not os.access(path, os.R_OK):
                 raise SubmitRefused(f"job {proc}: input file {path} is not readable")
+            checked.add(("input", str(path)))
         iwds.append(str(iwd))
     rendered = submitdesc.render(desc)
     return Prepared(

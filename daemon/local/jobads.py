@@ -10,7 +10,6 @@ the submitter's paths, `TransferOutputRemaps` undefined with the remaps kept in
 from __future__ import annotations
 
 import os
-import shlex
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,10 +62,44 @@ IGNORED = {
 def split_arguments(ad: Mapping[str, Any]) -> list[str]:
     """argv from `Arguments` (new syntax) or `Args` (old, whitespace separated)."""
     if isinstance(ad.get("Arguments"), str):
-        return shlex.split(ad["Arguments"])
+        return split_v2(ad["Arguments"])
     if isinstance(ad.get("Args"), str):
         return ad["Args"].split()
     return []
+
+
+def split_v2(text: str) -> list[str]:
+    """Split HTCondor's new (V2) argument syntax: whitespace separates, 'single quotes' group, '' is a quote.
+
+    Not shlex: a double quote is an ordinary character here (the submit file doubles it, the
+    ad holds it once), and a backslash escapes nothing.
+    """
+    args: list[str] = []
+    current: list[str] = []
+    quoted = started = False
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if quoted:
+            if c == "'" and text[i + 1:i + 2] == "'":
+                current.append("'")
+                i += 1
+            elif c == "'":
+                quoted = False
+            else:
+                current.append(c)
+        elif c == "'":
+            quoted = started = True
+        elif c.isspace():
+            if current or started:
+                args.append("".join(current))
+            current, started = [], False
+        else:
+            current.append(c)
+        i += 1
+    if current or started:
+        args.append("".join(current))
+    return args
 
 
 def parse_environment(value: Any) -> dict[str, str]:
@@ -74,7 +107,7 @@ def parse_environment(value: Any) -> dict[str, str]:
     env: dict[str, str] = {}
     if not isinstance(value, str) or not value.strip():
         return env
-    for token in shlex.split(value):
+    for token in split_v2(value):
         name, eq, val = token.partition("=")
         if eq and name:
             env[name] = val
@@ -153,7 +186,9 @@ def proc_ad(
     elif arguments:
         ad["Args"] = arguments
     if "environment" in commands:
-        ad["Environment"] = _unquote(commands["environment"])
+        env = commands["environment"].strip()
+        # New syntax is wrapped in double quotes, with "" for a literal quote inside.
+        ad["Environment"] = env[1:-1].replace('""', '"') if len(env) >= 2 and env[0] == env[-1] == '"' else env
     remaps = commands.get("transfer_output_remaps", "").strip()
     if remaps:
         ad["SUBMIT_TransferOutputRemaps"] = _unquote(remaps)
