@@ -87,6 +87,11 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX jobs_state;
     CREATE INDEX jobs_state ON jobs (schedd, state, marked_at);
     """,
+    # 3: a retrieve's intent, recorded before the schedd is asked: a repeat after a crash
+    # knows it is one, and sets aside what the first attempt (or the user since) wrote.
+    """
+    ALTER TABLE jobs ADD COLUMN retrieve_started_at REAL;
+    """,
 )
 
 JOB_FIELDS = (
@@ -96,11 +101,11 @@ JOB_FIELDS = (
 )
 # Fields a poll may change on a job row.
 MUTABLE_FIELDS = ("state", "job_status", "hold_reason", "hold_code", "exit_code", "exit_signal",
-                  "remove_reason", "error", "completed_at", "retrieved_at", "marked_at")
+                  "remove_reason", "error", "completed_at", "retrieved_at", "marked_at", "retrieve_started_at")
 # What a poll compares with the schedd's ads, in the order of `Ledger.tracked`'s tuples
 # (after cluster and proc).
 TRACKED_FIELDS = ("state", "job_status", "hold_reason", "hold_code", "exit_code", "exit_signal",
-                  "remove_reason", "completed_at", "marked_at")
+                  "remove_reason", "completed_at", "marked_at", "retrieve_started_at")
 
 
 class LedgerError(Exception):
@@ -266,6 +271,13 @@ class Ledger:
                 (request_id, schedd, tag, old[3], submitted_description, old[4], old[5], now),
             )
             return int(cur.lastrowid or 0)
+
+    def descriptions(self, schedd: str, clusters: Sequence[int]) -> dict[int, tuple[str, str]]:
+        """The submitted description and submit directory of each cluster."""
+        marks = ", ".join("?" * len(clusters))
+        rows = self._query(f"SELECT cluster, submitted_description, submit_dir FROM clusters WHERE schedd = ?"
+                           f" AND cluster IN ({marks})", [schedd, *clusters])
+        return {r["cluster"]: (r["submitted_description"], r["submit_dir"]) for r in rows}
 
     def replaced_count(self, request_id: str) -> int:
         """How many times rsub already removed and resubmitted this request's cluster."""

@@ -22,9 +22,12 @@ import collections
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import structlog
+from rsubd import retrieval, submitdesc
+from rsubd.crash import crashpoint
 from rsubd.ledger import TRACKED_FIELDS, Ledger
 from rsubd.schedd import (
     POLL_PROJECTION,
@@ -49,10 +52,11 @@ CALLS = ("polls", "queries", "history_calls", "retrieve_calls", "edit_calls", "e
 MISSING_EVENTS = 20  # past this many jobs missing from queue and history, one event says how many
 
 # A tracked job is a tuple (cluster, proc, *TRACKED_FIELDS); these are its positions.
-STATE, JOB_STATUS, REMOVE_REASON, COMPLETED_AT, MARKED_AT = (
-    2 + TRACKED_FIELDS.index(name) for name in ("state", "job_status", "remove_reason", "completed_at", "marked_at")
+STATE, JOB_STATUS, REMOVE_REASON, COMPLETED_AT, MARKED_AT, RETRIEVE_STARTED_AT = (
+    2 + TRACKED_FIELDS.index(name)
+    for name in ("state", "job_status", "remove_reason", "completed_at", "marked_at", "retrieve_started_at")
 )
-OBSERVED = TRACKED_FIELDS[:-1]  # what a queue ad says; marked_at is rsub's own
+OBSERVED = TRACKED_FIELDS[:TRACKED_FIELDS.index("marked_at")]  # what a queue ad says; the rest is rsub's own
 _STATE_BY_CODE = {int(code): state for code, state in STATE_BY_STATUS.items()}
 _HELD, _REMOVED, _SPOOLING = int(JobStatus.HELD), int(JobStatus.REMOVED), int(HoldCode.SPOOLING_INPUT)
 Change = tuple[int, int, dict[str, Any]]
@@ -192,6 +196,7 @@ class Poller:
     def _reconcile(self, tracked: dict[Key, tuple[Any, ...]]) -> PollReport:
         self.stats.count("queries", self._clock())
         ads = self.schedd.query(self.constraint, POLL_PROJECTION)
+        crashpoint("poll.after_query")
         changes: list[Change] = []
         unseen = set(tracked)
         to_retrieve: list[Key] = []
@@ -216,11 +221,24 @@ class Poller:
         vanished = sorted(unseen)
         if vanished:
             changes.extend(self._reconcile_vanished(vanished, tracked))
+        changed = len(changes)
+        # Intent before action: a retrieve about to start is recorded with the news, so that a
+        # repeat after a crash knows it is one (daemon/retrieval.py).
+        fresh = [k for k in to_retrieve if tracked[k][RETRIEVE_STARTED_AT] is None]
+        if fresh:
+            started = self._clock()
+            by_key = {(c, p): f for c, p, f in changes}
+            for c, p in fresh:
+                if (c, p) in by_key:
+                    by_key[(c, p)]["retrieve_started_at"] = started
+                else:
+                    changes.append((c, p, {"retrieve_started_at": started}))
         self.ledger.apply_changes(self.schedd.name, changes)  # the poll's one transaction of news
+        crashpoint("poll.after_news")
 
-        retrieved = self._retrieve(to_retrieve)
+        retrieved = self._retrieve(to_retrieve, tracked)
         marked = self._mark(to_mark + retrieved)
-        return PollReport(outcome="ok", tracked=len(tracked), changed=len(changes), retrieved=len(retrieved),
+        return PollReport(outcome="ok", tracked=len(tracked), changed=changed, retrieved=len(retrieved),
                           marked=marked, vanished=len(vanished))
 
     def _reconcile_vanished(self, vanished: list[Key], tracked: Mapping[Key, tuple[Any, ...]]) -> list[Change]:
@@ -286,28 +304,56 @@ class Poller:
         return {**fields_from_ad(ad), "state": "failed",
                 "error": f"the job left the queue without completing (JobStatus {status})"}
 
-    def _retrieve(self, keys: list[Key]) -> list[Key]:
+    def _retrieve(self, keys: list[Key], tracked: Mapping[Key, tuple[Any, ...]]) -> list[Key]:
         if not keys:
             return []
         self.stats.count("retrieve_calls", self._clock())
+        repeats = {k: tracked[k][RETRIEVE_STARTED_AT] for k in keys if tracked[k][RETRIEVE_STARTED_AT] is not None}
+        moved = self._set_aside(repeats) if repeats else []
+        crashpoint("retrieve.before_schedd")
         try:
             self.schedd.retrieve([job_id(*k) for k in keys])
         except ScheddError as e:
+            retrieval.settle(moved, succeeded=False)
             self.stats.count("errors", self._clock())
             log.warning("retrieve.failed", schedd=self.schedd.name, jobs=len(keys), error=str(e))
             self.ledger.apply_changes(self.schedd.name, [(c, p, {"error": f"retrieve failed: {e.message}"}) for c, p in keys])
             return []
+        crashpoint("retrieve.after_schedd")
+        kept = retrieval.settle(moved, succeeded=True)
+        if kept:
+            log.warning("retrieve.repeated", schedd=self.schedd.name, kept=kept)
         # The output is in each job's Iwd (written durably) before the ledger says so.
         now = self._clock()
         self.ledger.apply_changes(
             self.schedd.name, [(c, p, {"state": "retrieved", "retrieved_at": now, "error": None}) for c, p in keys]
         )
+        crashpoint("retrieve.after_record")
         by_cluster: dict[int, list[int]] = {}
         for c, p in keys:
             by_cluster.setdefault(c, []).append(p)
         for c, procs in by_cluster.items():  # one event per cluster: 10,000 lines would cost more than the poll
             log.info("jobs.retrieved", schedd=self.schedd.name, cluster=c, procs=proc_ranges(procs), count=len(procs))
         return keys
+
+    def _set_aside(self, repeats: Mapping[Key, float]) -> list[tuple[Path, Path]]:
+        """Before a repeated retrieve: move aside what the first attempt, or the user since, wrote."""
+        moved: list[tuple[Path, Path]] = []
+        by_cluster: dict[int, list[int]] = {}
+        for c, p in repeats:
+            by_cluster.setdefault(c, []).append(p)
+        descriptions = self.ledger.descriptions(self.schedd.name, list(by_cluster))
+        for cluster, procs in by_cluster.items():
+            if cluster not in descriptions:
+                continue
+            text, submit_dir = descriptions[cluster]
+            try:
+                targets = retrieval.output_targets(text, submit_dir, cluster, procs)
+            except submitdesc.SubmitError:
+                continue
+            for proc, paths in targets.items():
+                moved += retrieval.set_aside(paths, repeats[(cluster, proc)])
+        return moved
 
     def _mark(self, keys: list[Key]) -> int:
         """Send RETRIEVED = true, only once the ledger durably says retrieved."""
@@ -316,6 +362,7 @@ class Poller:
         self.stats.count("edit_calls", self._clock())
         try:
             self.schedd.edit([job_id(*k) for k in keys], "RETRIEVED", "true")
+            crashpoint("mark.after_schedd")
         except ScheddError as e:
             if e.kind is ErrorKind.NOT_FOUND:
                 # Some job left the queue since the query (a 25.8+ schedd drops a job once its
@@ -328,4 +375,5 @@ class Poller:
             return 0
         now = self._clock()
         self.ledger.apply_changes(self.schedd.name, [(c, p, {"marked_at": now}) for c, p in keys])
+        crashpoint("mark.after_record")
         return len(keys)

@@ -115,25 +115,24 @@ def outcome(job: str, ad: Ad, report: dict[str, Any], jobdir: Path, sandbox: Pat
     common: Ad = {"LastJobStatus": int(JobStatus.RUNNING), "EnteredCurrentStatus": now,
                   "RemoteWallClockTime": round(wall, 3), "RemoteHost": None}
     holds = int(ad.get("NumHolds") or 0) + 1
+    # The sandbox stays until the scheduler has stored this outcome: killed before that, it collects again.
+    if "error" in report:
+        return {"JobStatus": int(JobStatus.HELD), "HoldReason": report["error"],
+                "HoldReasonCode": FAILED_TO_CREATE_PROCESS, "HoldReasonSubCode": 2, "NumHolds": holds,
+                **common}, False
+    if "signal" in report:
+        exit_attrs: Ad = {"ExitBySignal": True, "ExitSignal": report["signal"],
+                          "ExitReason": f"died on signal {report['signal']} ({signame(report['signal'])})"}
+    else:
+        exit_attrs = {"ExitBySignal": False, "ExitCode": report["exit_code"], "ExitReason": "Exited normally"}
     try:
-        if "error" in report:
-            return {"JobStatus": int(JobStatus.HELD), "HoldReason": report["error"],
-                    "HoldReasonCode": FAILED_TO_CREATE_PROCESS, "HoldReasonSubCode": 2, "NumHolds": holds,
-                    **common}, False
-        if "signal" in report:
-            exit_attrs: Ad = {"ExitBySignal": True, "ExitSignal": report["signal"],
-                              "ExitReason": f"died on signal {report['signal']} ({signame(report['signal'])})"}
-        else:
-            exit_attrs = {"ExitBySignal": False, "ExitCode": report["exit_code"], "ExitReason": "Exited normally"}
-        try:
-            spooled = transfer.collect_output(job, ad, sandbox, Path(ad["Iwd"]), spec["before"])
-        except (transfer.TransferError, OSError) as e:
-            # As a real schedd does: a missing output file holds the job (code 12, subcode ENOENT).
-            return {"JobStatus": int(JobStatus.HELD), "HoldReason": str(e),
-                    "HoldReasonCode": int(HoldCode.TRANSFER_OUTPUT_ERROR), "HoldReasonSubCode": 2,
-                    "NumHolds": holds, **exit_attrs, **common}, False
-        return {"JobStatus": int(JobStatus.COMPLETED), "CompletionDate": now, "TerminationPending": True,
-                "NumJobCompletions": int(ad.get("NumJobCompletions") or 0) + 1,
-                "SpooledOutputFiles": ",".join(spooled), **exit_attrs, **common}, True
-    finally:
-        shutil.rmtree(sandbox, ignore_errors=True)
+        spooled = transfer.collect_output(job, ad, sandbox, Path(ad["Iwd"]), spec["before"])
+    except (transfer.TransferError, OSError) as e:
+        # As a real schedd does: a missing output file holds the job (code 12, subcode ENOENT).
+        return {"JobStatus": int(JobStatus.HELD), "HoldReason": str(e),
+                "HoldReasonCode": int(HoldCode.TRANSFER_OUTPUT_ERROR), "HoldReasonSubCode": 2,
+                "NumHolds": holds, **exit_attrs, **common}, False
+    return {"JobStatus": int(JobStatus.COMPLETED), "CompletionDate": now, "TerminationPending": True,
+            "NumJobCompletions": int(ad.get("NumJobCompletions") or 0) + 1,
+            "SpooledOutputFiles": ",".join(spooled), **exit_attrs, **common}, True
+

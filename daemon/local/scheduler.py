@@ -98,6 +98,7 @@ class LocalSchedd:
             self._index.learn(proc_ad)
             self._index.add(key, self._status(key))
         self._cache: dict[Key, classad2.ClassAd] = {}
+        self._collected: list[Path] = []  # sandboxes whose output is in the spool, to clear after the save
         self._starters: dict[Key, subprocess.Popen[bytes]] = {}
         self._unspooled: set[int] = set()
         self._dirty: set[Key] = set()
@@ -433,6 +434,9 @@ class LocalSchedd:
         with self._lock:
             self._refresh()
             self._save()
+            for sandbox in self._collected:
+                shutil.rmtree(sandbox, ignore_errors=True)
+            self._collected.clear()
 
     def _refresh(self) -> None:
         if self.execute == "real":
@@ -480,6 +484,9 @@ class LocalSchedd:
 
     def _start(self, key: Key) -> None:
         ad = self.ad(key)
+        if runner.alive(runner.starter_pid(self._jobdir(key))):
+            # Started before a crash that came before the queue said so: never two starters for one job.
+            runner.kill(None, self._jobdir(key), self._sandbox(key))
         self._starters[key] = runner.launch(ad, self._jobdir(key), self._sandbox(key))
         now = int(self._clock())
         self._set(
@@ -502,6 +509,8 @@ class LocalSchedd:
             attrs, completed = runner.outcome(f"{key[0]}.{key[1]}", self.ad(key), result, jobdir,
                                               self._sandbox(key), int(self._clock()))
             self._set(key, **attrs)
+            # Removed once the queue is saved: killed before that, the scheduler collects it again from here.
+            self._collected.append(self._sandbox(key))
             if completed:
                 self._leave_check.add(key)
             return

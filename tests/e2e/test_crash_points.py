@@ -1,0 +1,129 @@
+"""rsubd killed (SIGKILL) at each named crash point, then restarted: one cluster per submit, every
+output home exactly once, and a repeated retrieve keeps the user's edits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from rsubd.crash import ENV, POINTS
+from tests.e2e.conftest import BIN, Rsubd, wait_until, write_job
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = """
+[[schedd]]
+name = "local"
+backend = "local"
+poll_interval = 0.3
+early_poll_every = 0.2
+"""
+SUBMIT_POINTS = [p for p in POINTS if p.startswith("submit.")]
+POLL_POINTS = [p for p in POINTS if p.split(".")[0] in ("poll", "retrieve", "mark")]
+
+
+def start(root: Path, crash_at: str | None) -> Rsubd:
+    daemon = Rsubd(root, CONFIG)
+    daemon.env.pop(ENV, None)
+    if crash_at:
+        daemon.env[ENV] = crash_at
+    daemon.start()
+    return daemon
+
+
+def local_queue_clusters(daemon: Rsubd) -> list[int]:
+    """Every cluster the embedded schedd ever made (queue and history), from its own store."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{daemon.state_dir / 'local' / 'local' / 'queue.db'}?mode=ro", uri=True)
+    try:
+        return sorted(c for (c,) in db.execute("SELECT cluster FROM clusters"))
+    finally:
+        db.close()
+
+
+def prepare(work: Path) -> None:
+    write_job(work, "job.sh", 'cat input.txt; echo "job $1"\n')
+    (work / "input.txt").write_text("input\n")
+    (work / "job.sub").write_text("executable = job.sh\narguments = $(Process)\ntransfer_input_files = input.txt\n"
+                                  "output = out_$(Process).txt\nqueue 2\n")
+
+
+@pytest.mark.parametrize("point", SUBMIT_POINTS)
+def test_a_submit_cut_at_any_point_makes_exactly_one_cluster(short_tmp: Path, workdir: Path, point: str) -> None:
+    prepare(workdir)
+    daemon = start(short_tmp, point)
+    # The client keeps the same request and waits for rsubd to come back; the test plays systemd.
+    client = subprocess.Popen([str(BIN / "rsub"), "submit", "--json", "job.sub"], cwd=workdir, env=daemon.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert daemon.proc is not None
+    daemon.proc.wait(timeout=30)  # killed itself at the point
+    daemon2 = start(short_tmp, None)
+    try:
+        out, err = client.communicate(timeout=90)
+        assert client.returncode == 0, err
+        cluster = json.loads(out)["cluster"]
+        assert daemon2.rsub("wait", "--timeout", "60", str(cluster)).returncode == 0
+        for proc in range(2):
+            assert (workdir / f"out_{proc}.txt").read_text() == f"input\njob {proc}\n"
+        states = daemon2.json("status")["jobs"]
+        # Exactly one cluster's jobs were retrieved; any other cluster the schedd saw was an unspooled
+        # one that rsub removed (and says so).
+        retrieved = {j["cluster"] for j in states if j["state"] == "retrieved"}
+        assert retrieved == {cluster}
+        others = [j for j in states if j["cluster"] != cluster]
+        assert all(j["state"] == "removed" and "submitted again" in (j["remove_reason"] or "") for j in others)
+        assert len({j["cluster"] for j in others}) <= 1  # submitted again at most once
+        assert set(local_queue_clusters(daemon2)) <= {cluster}  # no removed or held cluster left in the queue
+    finally:
+        daemon2.stop()
+
+
+@pytest.mark.parametrize("point", POLL_POINTS)
+def test_a_poll_cut_at_any_point_retrieves_and_marks_once(short_tmp: Path, workdir: Path, point: str) -> None:
+    prepare(workdir)
+    daemon = start(short_tmp, point)
+    result = daemon.rsub("submit", "--json", "job.sub", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    cluster = json.loads(result.stdout)["cluster"]
+    assert daemon.proc is not None
+    daemon.proc.wait(timeout=60)
+    daemon2 = start(short_tmp, None)
+    try:
+        assert daemon2.rsub("wait", "--timeout", "60", str(cluster)).returncode == 0
+        for proc in range(2):
+            assert (workdir / f"out_{proc}.txt").read_text() == f"input\njob {proc}\n"
+        # Marked on the schedd, so it may leave the queue.
+        wait_until(lambda: all(j["state"] == "retrieved" for j in daemon2.json("status", str(cluster))["jobs"]),
+                   30, "retrieved")
+        assert not list(workdir.glob("*.rsub-*"))  # nothing set aside was left behind
+    finally:
+        daemon2.stop()
+
+
+def test_a_repeated_retrieve_keeps_what_the_user_changed(short_tmp: Path, workdir: Path) -> None:
+    prepare(workdir)
+    daemon = start(short_tmp, "retrieve.after_schedd")
+    result = daemon.rsub("submit", "--json", "job.sub", cwd=workdir)
+    cluster = json.loads(result.stdout)["cluster"]
+    assert daemon.proc is not None
+    daemon.proc.wait(timeout=60)  # the output is home; the ledger does not know yet
+    assert (workdir / "out_0.txt").read_text() == "input\njob 0\n"
+    time.sleep(0.01)
+    (workdir / "out_0.txt").write_text("my notes\n")  # the user edits it while rsubd is down
+    os.utime(workdir / "out_0.txt")
+    daemon2 = start(short_tmp, None)
+    try:
+        assert daemon2.rsub("wait", "--timeout", "60", str(cluster)).returncode == 0
+        assert (workdir / "out_0.txt").read_text() == "my notes\n"
+        refetched = list(workdir.glob("out_0.txt.rsub-refetched-*"))
+        assert len(refetched) == 1 and refetched[0].read_text() == "input\njob 0\n"
+        assert (workdir / "out_1.txt").read_text() == "input\njob 1\n"
+        assert not list(workdir.glob("out_1.txt.rsub-*"))  # identical: nothing kept
+    finally:
+        daemon2.stop()
