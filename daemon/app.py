@@ -31,6 +31,7 @@ from rsubd.ledger import Ledger, LedgerError
 from rsubd.local.auth import TokenCheckedSchedd
 from rsubd.local.faults import FaultySchedd
 from rsubd.local.scheduler import LocalSchedd
+from rsubd.notify import Notifier, cluster_setting
 from rsubd.poller import Poller
 from rsubd.pollsched import EarlyPolls, PollPolicy, TokenBucket
 from rsubd.schedd import ErrorKind, Schedd, ScheddError
@@ -79,6 +80,7 @@ class Daemon:
         self.tokens: TokenManager
         self._submitters: dict[tuple[str, str], Schedd] = {}
         self._refreshes: dict[str, asyncio.Task[Any]] = {}
+        self._notify_cache: dict[tuple[str, int], str | None] = {}
         self.pollers: dict[str, Poller] = {}
         self.policies: dict[str, PollPolicy] = {}
         self.early: dict[str, EarlyPolls] = {}
@@ -113,9 +115,10 @@ class Daemon:
         except LedgerError as e:
             raise StartupError(str(e)) from None
         self.tokens = TokenManager(cfg.tokens, private_dir=cfg.state_dir / "tokens")
+        self.notifier = Notifier(cfg.notify, per_cluster=self._notify_setting)
         for s in cfg.schedds:
             self.schedds[s.name] = make_schedd(s, cfg.state_dir, self._credential_for(s.token))
-            self.pollers[s.name] = Poller(self.ledger, self.schedds[s.name])
+            self.pollers[s.name] = Poller(self.ledger, self.schedds[s.name], on_change=self.notifier.jobs_changed)
             self.policies[s.name] = PollPolicy.for_schedd(s)
             self.early[s.name] = EarlyPolls(self.policies[s.name],
                                             bucket=TokenBucket.every(s.early_poll_every, s.early_poll_burst))
@@ -182,6 +185,14 @@ class Daemon:
         now = time.time()
         parts += [f"token {n}: action needed" for n in self.tokens.states if self.tokens.action(n, now)]
         return "; ".join(parts)
+
+    def _notify_setting(self, schedd: str, cluster: int) -> str | None:
+        """A cluster's own notify setting (My.RsubNotify in its description), read once."""
+        key = (schedd, cluster)
+        if key not in self._notify_cache:
+            described = self.ledger.descriptions(schedd, [cluster]).get(cluster)
+            self._notify_cache[key] = cluster_setting(described[0] if described else None)
+        return self._notify_cache[key]
 
     # -- tokens ------------------------------------------------------------------
 

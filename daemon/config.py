@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rsub import paths
+from rsubd.notify import EVENTS as NOTIFY_EVENTS
+from rsubd.notify import NotifyConfig
 from rsubd.tokens import KINDS as TOKEN_KINDS
 from rsubd.tokens import TokenProfile, default_bearer_file, default_token_directory
 
@@ -56,6 +58,7 @@ class Config:
     schedds: tuple[ScheddConfig, ...] = field(default_factory=tuple)
     tokens: dict[str, TokenProfile] = field(default_factory=dict)
     unspooled: str = "resubmit"
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: Path | None = None
 
     @property
@@ -71,7 +74,8 @@ class Config:
         raise KeyError(name)
 
 
-TOP_KEYS = {"socket", "state_dir", "log_level", "leave_in_queue_days", "schedd", "tokens", "unspooled"}
+TOP_KEYS = {"socket", "state_dir", "log_level", "leave_in_queue_days", "schedd", "tokens", "unspooled", "notify"}
+NOTIFY_KEYS = {"command", "on", "desktop"}
 UNSPOOLED = ("resubmit", "report")
 SCHEDD_KEYS = {"name", "backend", "poll_interval", "slots", "pool", "address", "condor_config", "params",
                "call_timeout", "transfer_timeout", "own_schedd", "token", "poll_jitter", "poll_backoff_max",
@@ -206,6 +210,20 @@ def _token(name: str, table: Any) -> TokenProfile:
     )
 
 
+def _notify(table: Any) -> NotifyConfig:
+    if not isinstance(table, dict):
+        raise ConfigError("notify must be a table: [notify]")
+    _check_keys(table, NOTIFY_KEYS, "[notify] ")
+    command = _argv(table["command"], "[notify] command") if "command" in table else None
+    on = table.get("on", list(NotifyConfig().on))
+    if not isinstance(on, list) or not all(e in NOTIFY_EVENTS for e in on):
+        raise ConfigError(f"[notify] on must be a list of {', '.join(map(repr, NOTIFY_EVENTS))}, not {on!r}")
+    desktop = table.get("desktop", False)
+    if not isinstance(desktop, bool):
+        raise ConfigError(f"[notify] desktop must be true or false, not {desktop!r}")
+    return NotifyConfig(command=command, on=tuple(on), desktop=desktop)
+
+
 def load(explicit: str | None = None) -> Config:
     """Load the config from --config, $RSUB_CONFIG or the XDG location; defaults when there is none."""
     path = paths.config_file(explicit)
@@ -255,4 +273,5 @@ def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
     if len(str(socket)) > 100:
         raise ConfigError(f"socket path {socket} is too long for a Unix socket (at most 100 characters)")
     return Config(socket=socket, state_dir=state, log_level=level, leave_in_queue_days=days,
-                  schedds=schedds, tokens=tokens, unspooled=unspooled, source=source)
+                  schedds=schedds, tokens=tokens, unspooled=unspooled,
+                  notify=_notify(data.get("notify", {})), source=source)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from rsubd import retrieval, submitdesc
+from rsubd import notify, retrieval, submitdesc
 from rsubd.crash import crashpoint
 from rsubd.ledger import TRACKED_FIELDS, Ledger
 from rsubd.schedd import (
@@ -155,11 +155,25 @@ def diff(row: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
 class Poller:
     """Reconciles the ledger with one schedd."""
 
-    def __init__(self, ledger: Ledger, schedd: Schedd, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ledger: Ledger, schedd: Schedd, *, clock: Callable[[], float] = time.time,
+                 on_change: Callable[[list[notify.Change]], object] | None = None) -> None:
         self.ledger = ledger
         self.schedd = schedd
         self.stats = PollStats()
         self._clock = clock
+        self._on_change = on_change
+
+    def _tell(self, changes: Sequence[Change]) -> None:
+        """Report recorded state changes (notifications); never lets a listener break a poll."""
+        if self._on_change is None:
+            return
+        told = [notify.Change(self.schedd.name, c, p, f["state"], f.get("exit_code"), f.get("hold_reason"))
+                for c, p, f in changes if "state" in f]
+        if told:
+            try:
+                self._on_change(told)
+            except Exception:  # noqa: BLE001 - a notification must never stop the poll
+                log.exception("notify.crashed", schedd=self.schedd.name)
 
     @property
     def constraint(self) -> str:
@@ -235,6 +249,7 @@ class Poller:
                     changes.append((c, p, {"retrieve_started_at": started}))
         self.ledger.apply_changes(self.schedd.name, changes)  # the poll's one transaction of news
         crashpoint("poll.after_news")
+        self._tell(changes)
 
         retrieved = self._retrieve(to_retrieve, tracked)
         marked = self._mark(to_mark + retrieved)
@@ -329,6 +344,7 @@ class Poller:
             self.schedd.name, [(c, p, {"state": "retrieved", "retrieved_at": now, "error": None}) for c, p in keys]
         )
         crashpoint("retrieve.after_record")
+        self._tell([(c, p, {"state": "retrieved"}) for c, p in keys])
         by_cluster: dict[int, list[int]] = {}
         for c, p in keys:
             by_cluster.setdefault(c, []).append(p)

@@ -293,3 +293,15 @@ def test_too_long_socket_path(tmp_path: Path) -> None:
     message = refusal(tmp_path, f'socket = "/tmp/{"s" * 120}.sock"\n')
     assert "socket path" in message
     assert "too long" in message
+
+
+def test_notify_and_unspooled_settings() -> None:
+    cfg = config.from_dict({"notify": {"command": ["notify-me", "--quiet"], "on": ["held"], "desktop": True},
+                            "unspooled": "report"})
+    assert cfg.notify.command == ("notify-me", "--quiet") and cfg.notify.on == ("held",) and cfg.notify.desktop
+    assert cfg.unspooled == "report"
+    for bad, message in (({"notify": {"command": "notify-me $JOB"}}, "no shell is used"),
+                         ({"notify": {"on": ["exploded"]}}, "on must be a list of"),
+                         ({"unspooled": "ignore"}, "unspooled must be one of")):
+        with pytest.raises(config.ConfigError, match=message):
+            config.from_dict(bad)
