@@ -10,6 +10,7 @@ a file under the real name.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -53,15 +54,24 @@ def _fsync_dir(path: Path) -> None:
 
 
 def copy_file_durably(src: Path, dest: Path) -> None:
-    """Copy src to dest via a temporary file in dest's directory, fsync, rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """Copy src to dest via a temporary file in dest's directory, fsync, rename.
+
+    A failed copy (a full disk, say) removes its temporary file and leaves dest as it was.
+    """
+    if not dest.parent.exists():  # a parent that is a file then fails as "Not a directory"
+        dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.rsub-partial")
-    with open(src, "rb") as fin, open(tmp, "wb") as fout:
-        shutil.copyfileobj(fin, fout, 1 << 20)
-        fout.flush()
-        os.fsync(fout.fileno())
-    shutil.copymode(src, tmp)
-    os.replace(tmp, dest)
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+            fout.flush()
+            os.fsync(fout.fileno())
+        shutil.copymode(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     _fsync_dir(dest.parent)
 
 
@@ -205,7 +215,16 @@ def retrieve(job: str, ad: Mapping[str, Any], spool_iwd: Path) -> list[Path]:
     missing = [src for src, _ in pairs if not src.exists()]
     for src, dest in pairs:
         if src.exists():
-            copy_tree(src, dest, durable=True)
+            try:
+                copy_tree(src, dest, durable=True)
+            except OSError as e:
+                # Named as HTCondor names a failed transfer: the user's file (not the temporary one), the OS error.
+                spool_side = isinstance(e.filename, str) and e.filename.startswith(f"{spool_iwd}{os.sep}")
+                where = f"reading from file {e.filename}" if spool_side else f"writing to file {dest}"
+                raise TransferError(
+                    f"File transfer failed for target job {job}: TOOL failed to receive file(s) from the embedded"
+                    f" schedd: |Error: 1 total failures: first failure: {where}: (errno {e.errno}) {e.strerror}"
+                ) from None
             written.append(dest)
     if missing:
         raise _missing(missing[0], job, "SCHEDD failed to send file(s) to TOOL")
