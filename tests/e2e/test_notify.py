@@ -73,7 +73,7 @@ def test_a_held_job_is_told_with_its_reason(notified: Any, workdir: Path) -> Non
     assert "never.txt" in held["env"]["RSUB_HOLD_REASON"]
 
 
-def test_many_jobs_of_a_cluster_make_one_call_and_none_means_quiet(notified: Any, workdir: Path) -> None:
+def test_every_job_is_told_and_none_means_quiet(notified: Any, workdir: Path) -> None:
     daemon, calls = notified
     write_job(workdir, "job.sh", "true\n")
     quiet = submit(daemon, workdir, 'executable = job.sh\nMy.RsubNotify = "none"\nqueue\n')
@@ -86,6 +86,4 @@ def test_many_jobs_of_a_cluster_make_one_call_and_none_means_quiet(notified: Any
 
     wait_until(lambda: retrieved_told() >= 12, 15, "all twelve retrieved notifications")
     assert retrieved_told() == 12
-    mine = [c for c in calls() if c["env"]["RSUB_CLUSTER"] == str(many)]
-    assert len(mine) < 12 * 2  # batched, not one process per job and state
     assert not [c for c in calls() if c["env"]["RSUB_CLUSTER"] == str(quiet)]

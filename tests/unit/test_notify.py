@@ -1,0 +1,46 @@
+"""Notifier: which changes make calls, and how many."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rsubd.notify import Change, Notifier, NotifyConfig, cluster_setting
+
+
+def notifier(own: dict[int, str] | None = None) -> tuple[Notifier, list[tuple[list[str], dict[str, str]]]]:
+    calls: list[tuple[list[str], dict[str, str]]] = []
+
+    def spawn(argv: Sequence[str], env: dict[str, str]) -> None:
+        calls.append((list(argv), env))
+
+    n = Notifier(NotifyConfig(command=("tell",)), per_cluster=lambda _s, c: (own or {}).get(c), spawn=spawn)
+    return n, calls
+
+
+def test_one_job_one_call_with_id_state_and_exit_code() -> None:
+    n, calls = notifier()
+    assert n.jobs_changed([Change("local", 7, 0, "completed", exit_code=3)]) == 1
+    argv, env = calls[0]
+    assert argv == ["tell", "7.0@local", "completed", "3"]
+    assert env["RSUB_EXIT_CODE"] == "3" and env["RSUB_COUNT"] == "1"
+
+
+def test_a_crowd_of_one_cluster_is_one_call_and_unasked_states_none() -> None:
+    n, calls = notifier()
+    changes = [Change("local", 7, p, "retrieved") for p in range(1000)] + [Change("local", 7, 0, "idle")]
+    assert n.jobs_changed(changes) == 1
+    argv, env = calls[0]
+    assert argv[:3] == ["tell", "7.*@local", "retrieved"]
+    assert env["RSUB_COUNT"] == "1000" and env["RSUB_PROC"] == ""
+
+
+def test_a_clusters_own_setting_wins() -> None:
+    n, calls = notifier({7: "none", 8: "my-tool --loud"})
+    n.jobs_changed([Change("local", 7, 0, "held"), Change("local", 8, 0, "held", hold_reason="why")])
+    assert [c[0] for c in calls] == [["my-tool", "--loud", "8.0@local", "held", ""]]
+    assert calls[0][1]["RSUB_HOLD_REASON"] == "why"
+
+
+def test_cluster_setting_reads_the_description() -> None:
+    assert cluster_setting('executable = a\nMy.RsubNotify = "none"\nqueue\n') == "none"
+    assert cluster_setting("executable = a\nqueue\n") is None
