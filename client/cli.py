@@ -108,10 +108,102 @@ def emit_json(data: Any) -> None:
     print(json.dumps(data, indent=2))
 
 
-def table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+# -- tables: aligned and coloured on a terminal, tab-separated and plain otherwise ----------------
+
+# SGR colours of the job states (and so of their jobsub letters).
+STATE_COLOURS = {"running": "32", "held": "33", "failed": "31", "removed": "2", "completed": "36",
+                 "retrieved": "32;2", "spooling": "34", "submitting": "34"}
+
+
+def on_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def use_colour() -> bool:
+    """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org) or TERM is dumb."""
+    return on_terminal() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def render_table(rows: list[list[str]], header: list[str], *, tty: bool, colour: bool = False,
+                 colour_column: int | None = None, row_states: list[str] | None = None) -> list[str]:
+    """The lines of a table: on a terminal, aligned columns (the state column coloured if `colour`);
+    otherwise a header and one line per row, the columns separated by tabs, for cut, awk and sort."""
+    rows = [[" ".join(str(c).split()) for c in r] for r in rows]  # a hold reason may hold tabs or newlines
+    if not tty:
+        return ["\t".join(header), *("\t".join(r) for r in rows)]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for n, r in enumerate([header, *rows]):
+        cells = list(r)
+        pads = [" " * (w - len(c)) for c, w in zip(cells, widths)]
+        code = STATE_COLOURS.get(row_states[n - 1], "") if colour and n and row_states else ""
+        if code and colour_column is not None:
+            cells[colour_column] = f"\033[{code}m{cells[colour_column]}\033[0m"
+        line = "  ".join(c + p for c, p in zip(cells, pads)).rstrip()
+        lines.append(f"\033[1m{line}\033[0m" if colour and n == 0 else line)
+    return lines
+
+
+def table(rows: list[list[str]], header: list[str], row_states: list[str] | None = None,
+          colour_column: int | None = None) -> None:
+    tty = on_terminal()
+    for line in render_table(rows, header, tty=tty, colour=tty and use_colour(), colour_column=colour_column,
+                             row_states=row_states):
+        print(line)
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> float:
+    """An age such as 90s, 45m, 2h, 3d, 1w or 1d12h, in seconds (argparse's type for --since and --older-than)."""
+    import re
+
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhdw])", text.strip().lower())
+    if not parts or re.sub(r"\s+", "", text.lower()) != "".join(n + u for n, u in parts):
+        raise argparse.ArgumentTypeError(f"not an age: {text!r} (use a number and a unit: 90s, 45m, 2h, 3d, 1w, 1d12h)")
+    return sum(float(n) * _AGE_UNITS[u] for n, u in parts)
+
+
+def run_time_text(seconds: float | None) -> str:
+    """jobsub_q's RUN_TIME: D+HH:MM:SS, or - when rsub never saw the job run."""
+    if seconds is None:
+        return "-"
+    days, rest = divmod(int(seconds), 86400)
+    return f"{days}+{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+
+
+def submitted_text(iso_time: str | None) -> str:
+    """jobsub_q's SUBMITTED: MM/DD HH:MM in local time."""
+    if not iso_time:
+        return "-"
+    import datetime
+
+    return datetime.datetime.fromisoformat(iso_time).astimezone().strftime("%m/%d %H:%M")
+
+
+JOBSUB_HEADER = ["JOBID", "OWNER", "SUBMITTED", "RUN_TIME", "ST", "PRI", "SIZE", "CMD"]
+
+
+def jobsub_row(job: dict[str, Any]) -> list[str]:
+    js = job.get("jobsub") or {}
+    return [job["id"], js.get("owner") or "-", submitted_text(job.get("submitted_at")),
+            run_time_text(js.get("run_time")), js.get("status") or "?", str(js.get("priority", 0)),
+            str(js.get("size") or "-"), js.get("command") or "-"]
+
+
+def show_jobsub(jobs: list[dict[str, Any]]) -> None:
+    """jobsub_q's columns, and on a terminal its closing count of jobs by state."""
+    tty = on_terminal()
+    if not jobs and tty:
+        print("no jobs")
+        return
+    table([jobsub_row(j) for j in jobs], JOBSUB_HEADER, [j["state"] for j in jobs], colour_column=4)
+    if tty:
+        counts: dict[str, int] = {}
+        for j in jobs:
+            counts[j["state"]] = counts.get(j["state"], 0) + 1
+        print(f"\n{len(jobs)} jobs; " + ", ".join(f"{n} {state}" for state, n in counts.items()))
 
 
 def note(job: dict[str, Any]) -> str:
@@ -136,11 +228,11 @@ def exit_text(job: dict[str, Any]) -> str:
 
 
 def show_jobs(jobs: list[dict[str, Any]]) -> None:
-    if not jobs:
+    if not jobs and on_terminal():
         print("no jobs")
         return
     table([[j["id"], j["state"], exit_text(j), (j["submitted_at"] or "")[:19], note(j)] for j in jobs],
-          ["JOB", "STATE", "EXIT", "SUBMITTED", "NOTE"])
+          ["JOB", "STATE", "EXIT", "SUBMITTED", "NOTE"], [j["state"] for j in jobs], colour_column=1)
 
 
 # -- subcommands ---------------------------------------------------------------
@@ -148,6 +240,9 @@ def show_jobs(jobs: list[dict[str, Any]]) -> None:
 
 def cmd_ping(args: argparse.Namespace) -> int:
     result = call(args, "ping")
+    if args.json:
+        emit_json({"version": protocol.JSON_VERSION, "rsubd_version": result["version"], "pid": result["pid"]})
+        return 0
     print(f"rsubd {result['version']} is running (pid {result['pid']})")
     return 0
 
@@ -247,16 +342,111 @@ def submit_script(args: argparse.Namespace, url: str, job_args: list[str]) -> in
     return 0
 
 
-def cmd_status(args: argparse.Namespace, *, active: bool = False) -> int:
-    result = call(args, "status", ids=args.ids, active=active, limit=args.limit)
+def filter_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The filters of q, status and history, as the request's fields."""
+    return {"states": args.state or [], "schedd": args.schedd, "clusters": args.cluster or [],
+            "since": args.since, "older_than": args.older_than}
+
+
+def cmd_status(args: argparse.Namespace, *, view: str = "status") -> int:
+    """`rsub status` (rsub's own columns), `rsub q` (active jobs) and `rsub history` (final ones), jobsub's columns."""
+    fields = {"ids": args.ids, "limit": args.limit, **filter_fields(args)}
+    if view == "history":
+        result = call(args, "history", **fields)
+    else:
+        result = call(args, "status", active=view == "q", **fields)
     if args.json:
-        emit_json({"version": 1, **result})
+        emit_json({"version": protocol.JSON_VERSION, **result})
         return 0
-    show_jobs(result["jobs"])
+    if view == "status":
+        show_jobs(result["jobs"])
+    else:
+        show_jobsub(result["jobs"])
     for name, info in result.get("schedds", {}).items():
         if info.get("last_error"):
             print(f"warning: schedd {name} is not answering ({info['last_error']}); "
                   f"this view is {info['stale_seconds']} s old", file=sys.stderr)
+    return 0
+
+
+def member_name(path: str, iwd: str | None) -> str:
+    """A file's name in a fetchlog archive: its path under the job's iwd, else its base name; never absolute."""
+    if iwd:
+        rel = os.path.relpath(path, iwd)
+        if not rel.startswith(".."):
+            return rel
+    return os.path.basename(path)
+
+
+def pack_logs(result: dict[str, Any], archive: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """Write the archive of `rsub fetchlog`: job.sub and each job's existing output, error and log files.
+
+    Returns the member names and the (file, job state) pairs that were not there. The archive
+    is written beside its final name and renamed over it, so a failure never leaves half of one.
+    """
+    import io
+    import tarfile
+
+    members = ["job.sub"]
+    missing: list[tuple[str, str]] = []
+    packed: set[str] = set()  # paths, each packed (or reported missing) once: a cluster's procs share its log
+    names: set[str] = {"job.sub"}
+    tmp = archive.with_name(f".{archive.name}.{os.getpid()}.partial")
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            data = result["submitted_description"].encode()
+            info = tarfile.TarInfo("job.sub")
+            info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+            tar.addfile(info, io.BytesIO(data))
+            for job in result["jobs"]:
+                for name in ("output", "error", "log"):
+                    value = job["files"].get(name)
+                    if not value:
+                        continue
+                    path = os.path.join(job["iwd"] or "", value)
+                    if path in packed:
+                        continue
+                    packed.add(path)
+                    if not os.path.isfile(path):
+                        missing.append((path, job["state"]))
+                        continue
+                    arcname = member_name(path, job["iwd"])
+                    if arcname in names:
+                        arcname = f"{job['proc']}/{arcname}"
+                    names.add(arcname)
+                    tar.add(path, arcname=arcname, recursive=False)
+                    members.append(arcname)
+        tmp.replace(archive)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return members, missing
+
+
+def cmd_fetchlog(args: argparse.Namespace) -> int:
+    result = call(args, "fetchlog", job=args.id)
+    dest = Path(args.dest or ".")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = dest / f"{result['id']}.tgz"
+        members, missing = pack_logs(result, archive)
+    except OSError as e:
+        raise Failure(protocol.EXIT_ERROR, f"cannot write the archive in {dest}: {e.strerror or e}") from None
+    for path, state in missing:
+        why = "" if state == "retrieved" else f" (the job is {state}: its output is not home yet)"
+        print(f"rsub: not in the archive, no such file: {path}{why}", file=sys.stderr)
+    if args.json:
+        emit_json({"version": protocol.JSON_VERSION, "archive": str(archive), "members": members,
+                   "missing": [path for path, _ in missing]})
+    else:
+        print(f"wrote {archive}: {', '.join(members)}")
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from rsub import completion
+
+    print(completion.script(args.shell, build_parser()), end="")
     return 0
 
 
@@ -282,14 +472,30 @@ def cmd_wait(args: argparse.Namespace) -> int:
             raise Failure(protocol.EXIT_TIMEOUT, f"timed out after {args.timeout:g} s; jobs still active")
 
 
+def act_summary(action: str, name: str, counts: dict[str, int]) -> str:
+    """One line per schedd from the schedd's own tally: how many jobs matched and what became of them."""
+    parts = [f"{counts[k]} {k.replace('_', ' ')}" for k in
+             ("success", "already_done", "bad_status", "not_found", "error", "permission_denied") if counts.get(k)]
+    matched = counts.get("job_ads", 0)
+    return f"{name}: {action}: {matched} job(s) matched; " + (", ".join(parts) or "nothing to do")
+
+
 def cmd_act(args: argparse.Namespace) -> int:
-    result = call(args, "act", action=args.action, ids=args.ids, reason=args.reason)
+    constraint = args.constraint
+    if constraint is not None:
+        if args.ids:
+            raise Failure(protocol.EXIT_USAGE, "give job ids or --constraint, not both")
+        if not constraint.strip():
+            raise Failure(protocol.EXIT_USAGE, "--constraint needs a ClassAd expression, e.g. 'JobStatus == 5'")
+    elif not args.ids:
+        raise Failure(protocol.EXIT_USAGE, f"{args.command} needs job ids (12, 12.0, 12.0@local) or --constraint EXPR")
+    result = call(args, "act", action=args.action, ids=args.ids, reason=args.reason, constraint=constraint,
+                  schedd=args.schedd)
     if args.json:
-        emit_json(result)
+        emit_json({"version": protocol.JSON_VERSION, **result})
         return 0
     for name, counts in result["schedds"].items():
-        parts = [f"{v} {k.replace('_', ' ')}" for k, v in counts.items() if v and k != "job_ads"]
-        print(f"{name}: {args.action}: " + (", ".join(parts) or "nothing to do"))
+        print(act_summary(args.action, name, counts))
     return 0
 
 
@@ -423,6 +629,12 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cluster_number(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"not a cluster id: {text!r}")
+    return int(text)
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -430,11 +642,34 @@ def positive_int(text: str) -> int:
     return value
 
 
+EXIT_CODES = """\
+exit codes:
+  0  done
+  1  error inside rsubd (see its log)
+  2  usage error or malformed request
+  3  rsubd is not running
+  4  no such job in the ledger
+  5  submit description refused (nothing was sent to the schedd)
+  6  timed out (rsub wait --timeout)
+  7  the schedd failed or refused
+  8  a token is missing, expired or refused: a person must act"""
+
+MAIN_EXAMPLES = """\
+examples:
+  rsub submit job.sub && rsub wait 12
+  rsub q --state running --since 2h
+  rsub history --json | jq '.jobs[].id'
+  rsub fetchlog 12.0@local --dest logs/
+  rsub hold --constraint 'RequestMemory > 4000'
+"""
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; given the command about to run, only its subparser (argparse builds each in ~2 ms)."""
+    raw = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
         prog="rsub", description="Submit HTCondor jobs through rsubd and follow them until their output is home.",
-        epilog="example: rsub submit job.sub && rsub wait 12",
+        epilog=MAIN_EXAMPLES + "\n" + EXIT_CODES, formatter_class=raw,
     )
     p.add_argument("--socket", help="rsubd's socket (default: $RSUB_SOCKET, the config's socket, or the XDG runtime dir)")
     p.add_argument("--config", help="config file to read the socket path from")
@@ -444,64 +679,99 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     def wanted(name: str) -> bool:
         return command is None or command == name
 
+    def add(name: str, help_text: str, examples: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """A subcommand whose help ends with its examples, one per line."""
+        lines = "\n".join(f"  {e}" for e in examples.split("\n"))
+        description = help_text[:1].upper() + help_text[1:] + "."
+        return sub.add_parser(name, help=help_text, description=description, formatter_class=raw,
+                              epilog=f"examples:\n{lines}\n\nexit codes: see rsub --help", **kwargs)
+
     if wanted("ping"):
-        s = sub.add_parser("ping", help="check that rsubd answers", epilog="example: rsub ping")
+        s = add("ping", "check that rsubd answers", "rsub ping\nrsub ping --json")
+        s.add_argument("--json", action="store_true", help=f"print JSON (shape version {protocol.JSON_VERSION})")
         s.set_defaults(func=cmd_ping)
 
     if wanted("submit"):
-        s = sub.add_parser("submit", help="submit a submit description file, or a script as jobsub_submit does",
-                           usage="rsub submit [options] FILE.sub\n       rsub submit [options] file:///path/to/script [ARG ...]",
-                           epilog="examples: rsub submit examples/hello.sub; "
-                                  "rsub submit -N 10 -f data.txt --tar code/ file://$PWD/run.sh --seed 7")
+        s = add("submit", "submit a submit description file, or a script as jobsub_submit does",
+                "rsub submit examples/hello.sub\n"
+                "rsub submit -N 10 -f data.txt --tar code/ file://$PWD/run.sh --seed 7",
+                usage="rsub submit [options] FILE.sub\n       rsub submit [options] file:///path/to/script [ARG ...]")
         add_submit_options(s)
         s.add_argument("target", nargs=argparse.REMAINDER, metavar="FILE | file:///SCRIPT [ARG ...]",
                        help="the submit description file; or the script, options first, then the job's arguments")
         s.set_defaults(func=cmd_submit)
 
-    for name, active, text in (("q", True, "jobs still active"), ("status", False, "jobs, all or by id")):
+    views = (
+        ("q", "jobs still active, in jobsub_q's columns",
+         "rsub q\nrsub q --state held --schedd fnal\nrsub q --since 2h --json"),
+        ("status", "jobs, all or by id, with their exit codes and what to do about them",
+         "rsub status 12\nrsub status --state failed --older-than 3d\nrsub status 12.0@local --json"),
+        ("history", "jobs that are done (retrieved, removed or failed), newest first, in jobsub's columns",
+         "rsub history\nrsub history --state removed --since 1d\nrsub history --cluster 12 --json"),
+    )
+    for name, text, examples in views:
         if not wanted(name):
             continue
-        s = sub.add_parser(name, help=text, epilog=f"example: rsub {name} --json")
+        s = add(name, text, examples)
         s.add_argument("ids", nargs="*", metavar="ID", help="CLUSTER, CLUSTER.PROC, optionally @SCHEDD")
-        s.add_argument("--json", action="store_true", help="print JSON (shape version 1)")
+        s.add_argument("--json", action="store_true", help=f"print JSON (shape version {protocol.JSON_VERSION})")
         s.add_argument("--limit", type=positive_int, default=1000, help="at most this many jobs (default 1000)")
-        s.set_defaults(func=lambda a, active=active: cmd_status(a, active=active))
+        s.add_argument("--state", action="append", choices=protocol.STATES, metavar="STATE",
+                       help=f"only jobs in this state (repeatable): {', '.join(protocol.STATES)}")
+        s.add_argument("--schedd", help="only jobs on this schedd")
+        s.add_argument("--cluster", action="append", type=cluster_number, metavar="CLUSTER",
+                       help="only jobs of this cluster (repeatable)")
+        s.add_argument("--since", type=parse_age, metavar="AGE", help="only jobs submitted at most AGE ago (90s, 45m, 2h, 3d, 1w)")
+        s.add_argument("--older-than", type=parse_age, metavar="AGE", help="only jobs submitted at least AGE ago")
+        s.set_defaults(func=lambda a, view=name: cmd_status(a, view=view))
 
     if wanted("wait"):
-        s = sub.add_parser("wait", help="wait until jobs are retrieved, removed or failed",
-                           epilog="example: rsub wait --timeout 600 12")
+        s = add("wait", "wait until jobs are retrieved, removed or failed", "rsub wait --timeout 600 12")
         s.add_argument("ids", nargs="+", metavar="ID")
         s.add_argument("--timeout", type=float, help="give up after this many seconds (exit 6)")
-        s.add_argument("--json", action="store_true", help="print state changes as JSON lines")
+        s.add_argument("--json", action="store_true", help="print each state change as a JSON line")
         s.set_defaults(func=cmd_wait)
+
+    if wanted("fetchlog"):
+        s = add("fetchlog", "pack a job's stdout, stderr, job log and submit description into ID.tgz",
+                "rsub fetchlog 12.0\nrsub fetchlog 12@local --dest logs/")
+        s.add_argument("id", metavar="ID", help="CLUSTER.PROC, or CLUSTER for all its jobs; optionally @SCHEDD")
+        s.add_argument("--dest", metavar="DIR", help="where to write the archive (default: here)")
+        s.add_argument("--json", action="store_true", help=f"print JSON (shape version {protocol.JSON_VERSION})")
+        s.set_defaults(func=cmd_fetchlog)
 
     for name, action in (("hold", "hold"), ("release", "release"), ("rm", "remove")):
         if not wanted(name):
             continue
-        s = sub.add_parser(name, help=f"{action} jobs", epilog=f"example: rsub {name} --reason 'fixing input' 12.0")
-        s.add_argument("ids", nargs="+", metavar="ID")
+        s = add(name, f"{action} jobs: by id, or rsub's own that match a constraint",
+                f"rsub {name} --reason 'fixing input' 12.0\nrsub {name} 12\n"
+                f"rsub {name} --constraint 'JobStatus == 5 && HoldReasonCode == 26'")
+        s.add_argument("ids", nargs="*", metavar="ID", help="CLUSTER, CLUSTER.PROC, optionally @SCHEDD")
+        s.add_argument("--constraint", metavar="EXPR",
+                       help="a ClassAd expression: the jobs of this rsubd that match it on the schedd")
+        s.add_argument("--schedd", help="the schedd for --constraint, or of ids without @SCHEDD (default: the first)")
         s.add_argument("--reason", help="recorded by the schedd with the action")
-        s.add_argument("--json", action="store_true")
+        s.add_argument("--json", action="store_true", help=f"print JSON (shape version {protocol.JSON_VERSION})")
         s.set_defaults(func=cmd_act, action=action)
 
     if wanted("daemon"):
-        s = sub.add_parser("daemon", help="rsubd itself: status, stop, install", epilog="example: rsub daemon status --json")
+        s = add("daemon", "rsubd itself: status, stop, install", "rsub daemon status --json\nrsub daemon stop")
         dsub = s.add_subparsers(dest="daemon_command", required=True, metavar="ACTION")
-        ds = dsub.add_parser("status", help="what rsubd is doing, per schedd")
-        ds.add_argument("--json", action="store_true")
-        dsub.add_parser("stop", help="stop rsubd (jobs keep running on their schedd)")
+        ds = dsub.add_parser("status", help="what rsubd is doing, per schedd", epilog="example: rsub daemon status --json")
+        ds.add_argument("--json", action="store_true", help=f"print JSON (shape version {protocol.JSON_VERSION})")
+        dsub.add_parser("stop", help="stop rsubd (jobs keep running on their schedd)", epilog="example: rsub daemon stop")
         ds = dsub.add_parser("install", help="write the systemd user units and print how to enable them",
                              epilog="example: rsub daemon install && systemctl --user enable --now rsubd")
         ds.add_argument("--dir", help="where to write the units (default: ~/.config/systemd/user)")
         s.set_defaults(func=cmd_daemon)
 
     if wanted("token"):
-        s = sub.add_parser("token", help="the tokens rsubd keeps fresh: status, refresh, request",
-                           epilog="example: rsub token status; rsub token refresh dune")
+        s = add("token", "the tokens rsubd keeps fresh: status, refresh, request",
+                "rsub token status\nrsub token refresh dune")
         tsub = s.add_subparsers(dest="token_command", required=True, metavar="ACTION")
         ts = tsub.add_parser("status", help="each token profile: who, until when, and any action needed",
                              epilog="example: rsub token status --json")
-        ts.add_argument("--json", action="store_true", help="print JSON (shape version 1)")
+        ts.add_argument("--json", action="store_true", help=f"print JSON (shape version {protocol.JSON_VERSION})")
         ts = tsub.add_parser("refresh", help="refresh a profile's token now (at most once per refresh_floor)",
                              epilog="example: rsub token refresh dune")
         ts.add_argument("name", nargs="?", help="the profile (default: all)")
@@ -514,10 +784,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         ts.add_argument("--print", dest="print_only", action="store_true",
                         help="only print the commands to run on the submit host")
         s.set_defaults(func=cmd_token)
+
+    if wanted("completion"):
+        s = add("completion", "print a shell completion script for bash or zsh",
+                "rsub completion bash > ~/.local/share/bash-completion/completions/rsub\n"
+                "rsub completion zsh > ~/.zfunc/_rsub   # with fpath+=(~/.zfunc) before compinit in ~/.zshrc")
+        s.add_argument("shell", choices=("bash", "zsh"))
+        s.set_defaults(func=cmd_completion)
     return p
 
 
-COMMANDS = ("ping", "submit", "q", "status", "wait", "hold", "release", "rm", "daemon", "token")
+COMMANDS = ("ping", "submit", "q", "status", "history", "wait", "fetchlog", "hold", "release", "rm", "daemon",
+            "token", "completion")
 VALUED_OPTIONS = ("--socket", "--config")
 
 

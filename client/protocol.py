@@ -19,15 +19,30 @@ if TYPE_CHECKING:  # the client's start-up time is a feature: typing's names onl
 VERSION = 1
 MAX_FRAME = 8 * 1024 * 1024
 
+# rsub's job states, in the order a job goes through them (`rsub q --state`).
+STATES = ("submitting", "spooling", "idle", "running", "held", "completed", "retrieved", "removed", "failed")
+# The filters of the reading requests (status, history): states, schedd, clusters, and the age of
+# the submit in seconds (`since`: submitted at most this long ago; `older_than`: at least).
+FILTERS: dict[str, tuple[type, ...]] = {
+    "states": (list,), "schedd": (str, type(None)), "clusters": (list,),
+    "since": (int, float, type(None)), "older_than": (int, float, type(None)),
+}
+# The version of the JSON that `rsub ... --json` prints for each reading command (see the README).
+JSON_VERSION = 1
+
 # Request kinds and the fields each takes (name -> accepted types).
 REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
     "ping": {},
     "submit": {"description": (str,), "cwd": (str,), "submit_file": (str, type(None)),
                "schedd": (str, type(None)), "request_id": (str,), "token": (str, type(None)),
                "group": (str, type(None)), "role": (str, type(None))},
-    "status": {"ids": (list,), "active": (bool,), "limit": (int,), "offset": (int,)},
+    "status": {"ids": (list,), "active": (bool,), "limit": (int,), "offset": (int,), **FILTERS},
+    "history": {"ids": (list,), "limit": (int,), "offset": (int,), **FILTERS},
+    "fetchlog": {"job": (str,)},  # not "id": that is the request's own
     "wait": {"ids": (list,), "timeout": (int, float)},
-    "act": {"action": (str,), "ids": (list,), "reason": (str, type(None))},
+    # `ids` may be empty when `constraint` is given: then the jobs are rsub's own that match it on `schedd`.
+    "act": {"action": (str,), "ids": (list,), "reason": (str, type(None)), "constraint": (str, type(None)),
+            "schedd": (str, type(None))},
     "poke": {"schedd": (str, type(None))},
     "daemon_status": {},
     "daemon_stop": {},
@@ -38,6 +53,7 @@ REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
 REQUIRED: dict[str, tuple[str, ...]] = {
     "submit": ("description", "cwd", "request_id"),
     "wait": ("ids",),
+    "fetchlog": ("job",),
     "act": ("action", "ids"),
 }
 ACTIONS = ("hold", "release", "remove")

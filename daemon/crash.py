@@ -4,7 +4,7 @@
 `RSUBD_CRASH_AT` naming that point (`NAME` or `NAME:N` for its Nth passage, or
 `random:P` for a chance P at every point); then rsubd kills itself with SIGKILL
 on the spot: no cleanup, no flush, as a power cut would. The kill harness
-(`tests/crash/harness.py`) drives these points.
+(`tools/crash_harness.py`, docs/crash-harness.md) drives these points.
 """
 
 from __future__ import annotations

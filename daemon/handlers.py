@@ -6,17 +6,30 @@ import asyncio
 import contextlib
 import datetime
 import getpass
+import math
 import os
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
-
+from rsub.jobsub import WRAPPER
 from rsub.protocol import ErrorCode, Request
 from rsubd import submit as submitting
-from rsubd.ledger import JobSelector
+from rsubd import submitdesc
 from rsubd.crash import crashpoint
-from rsubd.schedd import FINAL_STATES, Action, ErrorKind, ScheddError, job_id, parse_job_id
+from rsubd.ledger import JobSelector
+from rsubd.schedd import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    MAX_ID,
+    RSUB_STATES,
+    Action,
+    ErrorKind,
+    ScheddError,
+    job_id,
+    parse_job_id,
+)
 from rsubd.server import RequestError
 
 if TYPE_CHECKING:
@@ -32,7 +45,7 @@ UNKNOWN_OUTCOME = (ErrorKind.TIMEOUT, ErrorKind.OTHER)
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds")
 
 
 # One-line hints for the hold codes users meet most (HTCondor's HoldReasonCode numbering).
@@ -72,6 +85,150 @@ def job_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# -- the jobsub views: what `rsub q` and `rsub history` show beside the ledger's fields ---------------
+
+# jobsub_q's ST column. HTCondor's letters where it has one; S for rsub's spooling (and submitting),
+# F for failed, and D ("done") for retrieved: completed with its output home, distinct from C,
+# completed and its output not yet retrieved.
+STATUS_LETTERS = {
+    "submitting": "S", "spooling": "S", "idle": "I", "running": "R", "held": "H", "completed": "C",
+    "retrieved": "D", "removed": "X", "failed": "F",
+}
+_QUEUE_LINE = re.compile(r"\s*queue\b(?!\s*=(?!=))", re.IGNORECASE)
+FACTS_CACHE_SIZE = 10_000  # clusters whose description facts are kept; past it the cache starts again
+
+
+def status_letter(state: str) -> str:
+    return STATUS_LETTERS.get(state, "?")
+
+
+def description_facts(text: str) -> dict[str, Any]:
+    """What jobsub_q shows of a cluster, read cheaply from its submitted description (no macro expansion).
+
+    The command is the executable's name; for a job `rsub submit file://` built, whose
+    executable is rsub's wrapper, the script's (the first input file). The priority is
+    `priority` when it is an integer (its text when it is a macro), else 0; the size is
+    `request_memory` as written (MB unless it names a unit), else None.
+    """
+    values: dict[str, str] = {}
+    for line in text.splitlines():  # a submitted description is rendered: one command per line, queue last
+        if _QUEUE_LINE.match(line):
+            break
+        key, eq, value = line.partition("=")
+        if eq:
+            values[key.strip().lower()] = value.strip()
+    command = os.path.basename(values.get("executable", "")) or "-"
+    if command == WRAPPER:
+        first = values.get("transfer_input_files", "").split(",")[0].strip()
+        command = os.path.basename(first) or command
+    priority: int | str = 0
+    if text_priority := values.get("priority"):
+        try:
+            priority = int(text_priority)
+        except ValueError:
+            priority = text_priority
+    return {"command": command, "priority": priority, "size": values.get("request_memory") or None}
+
+
+def run_seconds(row: dict[str, Any], now: float) -> float | None:
+    """Seconds from when a poll first saw the job running until it finished (or now, or it left running)."""
+    start = row.get("run_started_at")
+    if start is None:
+        return None
+    if row["state"] == "running":
+        end = now
+    elif row.get("finished_at") is not None and row["finished_at"] >= start:
+        end = row["finished_at"]
+    elif row.get("run_left_at") is not None:
+        end = row["run_left_at"]
+    else:
+        return None
+    return round(max(0.0, end - start), 3)
+
+
+def jobsub_view(row: dict[str, Any], facts: dict[str, Any], owner: str, now: float) -> dict[str, Any]:
+    """The "jobsub" object of a job in `rsub q|status|history --json` (shape version 1)."""
+    return {"owner": owner, "status": status_letter(row["state"]), "run_time": run_seconds(row, now), **facts}
+
+
+MAX_CONSTRAINT = 10_000
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+
+
+def guarded_constraint(instance_id: str, expr: str) -> str:
+    """`(RsubInstance == "<id>") && (EXPR)`: only this ledger's jobs, whatever EXPR says.
+
+    EXPR must be one balanced expression, so that it cannot close the parenthesis around
+    it and escape the guard: brackets nest, strings and quoted names end, and there are
+    no comments (which could hide a bracket from this check, not from the schedd's parser).
+    ValueError says what is wrong.
+    """
+    expr = expr.strip()
+    if not expr:
+        raise ValueError("the constraint is empty")
+    if len(expr) > MAX_CONSTRAINT:
+        raise ValueError(f"the constraint is longer than {MAX_CONSTRAINT} characters")
+    if not expr.isprintable():
+        raise ValueError("the constraint has control characters")
+    try:
+        expr.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the constraint is not valid UTF-8") from None
+    stack: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(expr):
+        c = expr[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "\"'":
+            quote = c
+        elif expr.startswith(("/*", "//"), i):
+            raise ValueError("comments are not allowed in a constraint")
+        elif c in _OPEN:
+            stack.append(_OPEN[c])
+        elif c in ")]}" and (not stack or stack.pop() != c):
+            raise ValueError(f"unbalanced {c!r} at character {i + 1} of the constraint")
+        i += 1
+    if quote:
+        raise ValueError("a string in the constraint is not closed")
+    if stack:
+        raise ValueError(f"the constraint lacks a closing {stack[-1]!r}")
+    return f'(RsubInstance == "{instance_id}") && ({expr})'
+
+
+def seconds_field(value: Any, name: str) -> float | None:
+    """An age in seconds from a request: None, or a finite number >= 0."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not (0 <= seconds < math.inf):
+        raise RequestError(ErrorCode.BAD_REQUEST, f"{name} must be a number of seconds >= 0")
+    return seconds
+
+
+def fetchlog_files(text: str, submit_dir: str, cluster: int, procs: list[int]) -> dict[int, dict[str, str | None]]:
+    """Each proc's output, error and log file names, expanded for that cluster and proc (relative to its iwd)."""
+    try:
+        expanded = submitdesc.expand(submitdesc.parse(text, cwd=submit_dir), cluster=cluster)
+    except submitdesc.SubmitError:
+        expanded = []
+    out: dict[int, dict[str, str | None]] = {}
+    for proc in procs:
+        commands = expanded[proc] if proc < len(expanded) else {}
+        out[proc] = {}
+        for kind in ("output", "error", "log"):
+            value = (commands.get(kind) or "").strip()
+            out[proc][kind] = value if value and value != "/dev/null" else None
+    return out
+
+
 def parse_selector(text: str, schedds: list[str]) -> JobSelector:
     """"CLUSTER", "CLUSTER.PROC", optionally "@SCHEDD"."""
     head, _, schedd = text.partition("@")
@@ -88,6 +245,8 @@ class Handlers:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
         self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._facts: dict[int, dict[str, Any]] = {}  # cluster row -> description_facts; a submitted one never changes
+        self._owner: str | None = None
 
     async def dispatch(self, request: Request) -> dict[str, Any]:
         f = request.fields
@@ -97,12 +256,16 @@ class Handlers:
             case "submit":
                 return await self.submit(f)
             case "status":
-                return self.status(f.get("ids", []), active=f.get("active", False),
-                                   limit=f.get("limit", 1000), offset=f.get("offset", 0))
+                return self.status(f, active=f.get("active", False))
+            case "history":
+                return self.status(f, history=True)
+            case "fetchlog":
+                return await self.fetchlog(f["job"])
             case "wait":
                 return await self.wait(f["ids"], float(f.get("timeout", MAX_WAIT)))
             case "act":
-                return await self.act(f["action"], f["ids"], f.get("reason"))
+                return await self.act(f["action"], f["ids"], f.get("reason"), constraint=f.get("constraint"),
+                                      schedd=f.get("schedd"))
             case "poke":
                 return {"poked": self.d.poke(f.get("schedd"))}
             case "daemon_status":
@@ -230,13 +393,91 @@ class Handlers:
         ids = [f"{row['cluster']}.{p}@{row['schedd']}" for p in range(row["num_procs"] or 0)]
         return {"cluster": row["cluster"], "schedd": row["schedd"], "jobs": ids, "replaced": list(replaced)}
 
-    def status(self, ids: list[Any], *, active: bool, limit: int, offset: int) -> dict[str, Any]:
-        limit = max(1, min(limit, 100_000))
-        if ids:
-            rows = self._rows(ids, limit=limit)
-        else:
-            rows = self.d.ledger.jobs(active=active, limit=limit, offset=min(max(0, offset), 2**62))
-        return {"jobs": [job_view(r) for r in rows], "schedds": self.d.freshness()}
+    @property
+    def owner(self) -> str:
+        """The local user: every job rsubd submits is this user's."""
+        if self._owner is None:
+            try:
+                self._owner = getpass.getuser()
+            except (KeyError, OSError):  # no login name and no passwd entry (a bare container)
+                self._owner = str(os.getuid())
+        return self._owner
+
+    def _filters(self, f: dict[str, Any]) -> dict[str, Any]:
+        """The filters of a status or history request, checked, as `Ledger.job_page` takes them."""
+        states = f.get("states") or []
+        if not all(isinstance(s, str) and s in RSUB_STATES for s in states):
+            raise RequestError(ErrorCode.BAD_REQUEST, f"states must be among {', '.join(RSUB_STATES)}")
+        schedd = f.get("schedd")
+        if schedd is not None and schedd not in self.d.schedds:
+            raise RequestError(ErrorCode.NOT_FOUND, f"no schedd named {schedd!r}; configured: {', '.join(self.d.schedds)}")
+        clusters = f.get("clusters") or []
+        if not all(type(c) is int and 0 <= c <= MAX_ID for c in clusters):
+            raise RequestError(ErrorCode.BAD_REQUEST, f"clusters must be integers from 0 to {MAX_ID}")
+        now = time.time()
+        since, older = seconds_field(f.get("since"), "since"), seconds_field(f.get("older_than"), "older_than")
+        return {
+            "states": list(dict.fromkeys(states)), "schedd": schedd, "clusters": list(dict.fromkeys(clusters)),
+            "submitted_after": None if since is None else now - since,
+            "submitted_before": None if older is None else now - older,
+        }
+
+    def status(self, f: dict[str, Any], *, active: bool = False, history: bool = False) -> dict[str, Any]:
+        """Jobs by id and filters, one page, with their jobsub view; history: final states only, newest first."""
+        ids = f.get("ids") or []
+        limit = max(1, min(f.get("limit", 1000), 100_000))
+        offset = min(max(0, f.get("offset", 0)), 2**62)
+        selectors = self._selectors(ids)
+        filters = self._filters(f)
+        # `rsub q 12` shows cluster 12 whatever its state, as it always has; history is final states only.
+        scope = FINAL_STATES if history else ACTIVE_STATES if active and not ids else None
+        if scope is not None:
+            filters["states"] = [s for s in filters["states"] or scope if s in scope]
+            if not filters["states"]:  # asked only for states this view never shows
+                return {"jobs": [], "schedds": self.d.freshness()}
+        rows = self.d.ledger.job_page(selectors, **filters, newest_first=history, limit=limit, offset=offset)
+        for sel, text in zip(selectors, ids):
+            shown = any(r["cluster"] == sel.cluster and sel.proc in (None, r["proc"])
+                        and sel.schedd in (None, r["schedd"]) for r in rows)
+            # Filters or the page may leave a job out; only a job the ledger lacks is an error.
+            if not shown and not self.d.ledger.jobs([sel], limit=1):
+                raise RequestError(ErrorCode.NOT_FOUND, f"no job {text} in rsub's ledger")
+        facts = self._cluster_facts({r["cluster_row"] for r in rows})
+        now = time.time()
+        jobs = [{**job_view(r), "jobsub": jobsub_view(r, facts.get(r["cluster_row"], {}), self.owner, now)}
+                for r in rows]
+        return {"jobs": jobs, "schedds": self.d.freshness()}
+
+    def _cluster_facts(self, cluster_rows: set[int]) -> dict[int, dict[str, Any]]:
+        """description_facts of each cluster, read from the ledger once per cluster (one query for the missing)."""
+        missing = [r for r in cluster_rows if r not in self._facts]
+        if missing:
+            if len(self._facts) + len(missing) > FACTS_CACHE_SIZE:
+                self._facts.clear()
+            for row, text in self.d.ledger.submitted_descriptions(missing).items():
+                self._facts[row] = description_facts(text)
+        return {r: self._facts[r] for r in cluster_rows if r in self._facts}
+
+    async def fetchlog(self, text: str) -> dict[str, Any]:
+        """What `rsub fetchlog` packs: each job's iwd and files, and the cluster's submitted description."""
+        rows = self._rows([text])
+        schedds = sorted({r["schedd"] for r in rows})
+        if len(schedds) > 1:
+            raise RequestError(ErrorCode.BAD_REQUEST, f"{text} is on several schedds ({', '.join(schedds)}); "
+                               f"say which, as {text}@{schedds[0]}")
+        schedd, cluster = schedds[0], rows[0]["cluster"]
+        found = self.d.ledger.descriptions(schedd, [cluster]).get(cluster)
+        if found is None:
+            raise RequestError(ErrorCode.NOT_FOUND, f"no submit description for cluster {cluster} in rsub's ledger")
+        description, submit_dir = found
+        files = await asyncio.to_thread(fetchlog_files, description, submit_dir, cluster, [r["proc"] for r in rows])
+        whole = parse_selector(text, list(self.d.schedds)).proc is None
+        return {
+            "id": f"{cluster}@{schedd}" if whole else f"{job_id(cluster, rows[0]['proc'])}@{schedd}",
+            "cluster": cluster, "schedd": schedd, "submitted_description": description,
+            "jobs": [{"id": f"{job_id(r['cluster'], r['proc'])}@{schedd}", "proc": r["proc"], "state": r["state"],
+                      "iwd": r["iwd"], "files": files[r["proc"]]} for r in rows],
+        }
 
     async def wait(self, ids: list[Any], timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + max(0.0, min(timeout, MAX_WAIT))
@@ -252,9 +493,21 @@ class Handlers:
                 return {"done": False, "jobs": [job_view(r) for r in rows]}
             await self.d.wait_for_poll(remaining)
 
-    async def act(self, action: str, ids: list[Any], reason: str | None) -> dict[str, Any]:
+    async def act(self, action: str, ids: list[Any], reason: str | None, *, constraint: str | None = None,
+                  schedd: str | None = None) -> dict[str, Any]:
+        """Hold, release or remove jobs by id, or rsub's own jobs matching a constraint on one schedd."""
         if action not in ACTIONS:
             raise RequestError(ErrorCode.BAD_REQUEST, f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+        if schedd is not None and schedd not in self.d.schedds:
+            raise RequestError(ErrorCode.NOT_FOUND, f"no schedd named {schedd!r}; configured: {', '.join(self.d.schedds)}")
+        if constraint is not None:
+            if ids:
+                raise RequestError(ErrorCode.BAD_REQUEST, "give job ids or a constraint, not both")
+            return await self._act_constraint(action, constraint, reason, schedd or next(iter(self.d.schedds)))
+        if not ids:
+            raise RequestError(ErrorCode.BAD_REQUEST, "name the jobs: ids like 12, 12.0 or 12.0@local, or a constraint")
+        if schedd is not None:  # the schedd of ids that name none
+            ids = [i if not isinstance(i, str) or "@" in i else f"{i}@{schedd}" for i in ids]
         rows = self._rows(ids)
         by_schedd: dict[str, list[str]] = {}
         for r in rows:
@@ -270,6 +523,25 @@ class Handlers:
             log.info("jobs.acted", schedd=name, action=action, jobs=len(jobs), **result.as_dict())
             self.d.poke(name, force=True)
         return {"action": action, "schedds": summary}
+
+    async def _act_constraint(self, action: str, constraint: str, reason: str | None, name: str) -> dict[str, Any]:
+        try:
+            spec = guarded_constraint(self.d.ledger.instance_id, constraint)
+        except ValueError as e:
+            raise RequestError(ErrorCode.BAD_REQUEST, f"invalid constraint: {e}") from None
+        try:
+            result = await asyncio.to_thread(self.d.schedds[name].act, ACTIONS[action], spec, reason)
+        except ScheddError as e:
+            if e.kind is ErrorKind.INVALID:
+                raise RequestError(ErrorCode.BAD_REQUEST, f"invalid constraint {constraint.strip()!r}: the schedd "
+                                   f"says {e.message}") from None
+            raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: {e}") from None
+        except ValueError as e:  # text the ClassAd parser refuses before parsing (it passed the checks above)
+            raise RequestError(ErrorCode.BAD_REQUEST, f"invalid constraint: {e}") from None
+        self.d.schedd_answered(name)
+        log.info("jobs.acted", schedd=name, action=action, constraint=True, **result.as_dict())
+        self.d.poke(name, force=True)
+        return {"action": action, "constraint": spec, "schedds": {name: result.as_dict()}}
 
     async def token_refresh(self, name: str | None, wait: float) -> dict[str, Any]:
         names = [name] if name else list(self.d.tokens.states)

@@ -308,7 +308,7 @@ class Ledger:
 
     def unfinished_submits(self, schedd: str) -> list[dict[str, Any]]:
         """Submits whose outcome rsubd did not record (it stopped between intent and outcome)."""
-        return self._query("SELECT * FROM clusters WHERE schedd = ? AND state IN ('submitting', 'spooling')"
+        return self._query("SELECT * FROM clusters WHERE schedd = ? AND state IN ('submitting', 'spooling', 'replacing')"
                            " ORDER BY id", [schedd])
 
     def record_interrupted(self, row: int, error: str) -> None:
@@ -330,7 +330,7 @@ class Ledger:
             old = conn.execute("SELECT request_id, schedd, cluster, description, submit_dir, submit_file"
                                " FROM clusters WHERE id = ?", (row,)).fetchone()
             request_id, schedd, cluster = old[0], old[1], old[2]
-            conn.execute("UPDATE clusters SET state = 'replaced', error = ?, request_id = ? WHERE id = ?",
+            conn.execute("UPDATE clusters SET state = 'replacing', error = ?, request_id = ? WHERE id = ?",
                          (reason, f"{request_id}#replaced-{row}", row))
             conn.execute("UPDATE jobs SET state = 'removed', remove_reason = ?, updated_at = ? WHERE cluster_row = ?",
                          (reason, now, row))
@@ -349,6 +349,11 @@ class Ledger:
         rows = self._query(f"SELECT cluster, submitted_description, submit_dir FROM clusters WHERE schedd = ?"
                            f" AND cluster IN ({marks})", [schedd, *clusters])
         return {r["cluster"]: (r["submitted_description"], r["submit_dir"]) for r in rows}
+
+    def record_replaced(self, row: int) -> None:
+        """The replaced cluster's jobs are removed from the schedd."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE clusters SET state = 'replaced' WHERE id = ? AND state = 'replacing'", (row,))
 
     def replaced_count(self, request_id: str) -> int:
         """How many times rsub already removed and resubmitted this request's cluster."""

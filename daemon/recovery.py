@@ -11,7 +11,8 @@ outcome is settled against the schedd, which is the truth (docs/protocol.md):
   HoldReasonCode 16), nobody can spool them any more (the bindings keep what
   spool needs inside the process that submitted), so they are removed and the
   description submitted once more (`unspooled = "resubmit"`, the default), or
-  left held and reported (`"report"`, or when it happened to a resubmission).
+  left held and reported (`"report"`). After three resubmissions cut the same
+  way, the cluster is removed and the submit reported failed.
   Otherwise the spool did happen, and is recorded.
 """
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("rsubd.recovery")
 PROJECTION = ("ClusterId", "ProcId", "JobStatus", "HoldReasonCode", "SUBMIT_Iwd", "Iwd")
+MAX_RESUBMITS = 3  # an unspooled cluster is submitted again at most this often, then removed and reported
 
 
 def _unspooled(ad: dict[str, Any]) -> bool:
@@ -43,6 +45,10 @@ async def recover_submits(daemon: Daemon, name: str) -> int:
     schedd = daemon.schedds[name]
     rows = ledger.unfinished_submits(name)
     for row in rows:
+        if row["state"] == "replacing":
+            # Its replacement is recorded; the remove of the old, unspooled jobs may not have happened.
+            await _remove(daemon, name, row)
+            continue
         if row["cluster"] is None:
             ads = await asyncio.to_thread(schedd.query, f'RsubId == "{row["tag"]}"', PROJECTION)
             crashpoint("recover.after_schedd")
@@ -77,26 +83,47 @@ async def recover_submits(daemon: Daemon, name: str) -> int:
 
 async def _unspooled_cluster(daemon: Daemon, name: str, row: dict[str, Any], cluster: int, procs: list[int]) -> None:
     ledger = daemon.ledger
-    if daemon.config.unspooled == "report" or ledger.replaced_count(row["request_id"]):
+    attempts = ledger.replaced_count(row["request_id"])
+    if daemon.config.unspooled == "report":
         message = (f"cluster {cluster} was submitted but its input files were never spooled (rsubd stopped in "
                    f"between); its jobs wait, held with code 16: `rsub rm {cluster}@{name}` and submit again")
         ledger.record_submit_failed(row["id"], message)
         log.error("recovery.unspooled_reported", schedd=name, cluster=cluster)
         return
-    reason = f"rsub: rsubd stopped between submit and spool; cluster {cluster} is submitted again"
     schedd = daemon.schedds[name]
+    if attempts >= MAX_RESUBMITS:
+        message = (f"cluster {cluster} was never spooled, and neither were its {attempts} resubmissions (rsubd "
+                   "kept stopping in between); it was removed: submit it again")
+        await asyncio.to_thread(schedd.act, Action.REMOVE, [job_id(cluster, p) for p in procs], f"rsub: {message}")
+        ledger.record_submit_failed(row["id"], message)
+        log.error("recovery.gave_up", schedd=name, cluster=cluster, attempts=attempts)
+        return
+    reason = f"rsub: rsubd stopped between submit and spool; cluster {cluster} is submitted again"
     try:
         prepared = await daemon.handlers.prepare(row["description"], row["submit_dir"], row["submit_file"])
     except RequestError as e:  # the input files are gone since: nothing to submit again
+        await asyncio.to_thread(schedd.act, Action.REMOVE, [job_id(cluster, p) for p in procs], f"rsub: {e.message}")
         ledger.record_submit_failed(row["id"], f"cluster {cluster} was never spooled and cannot be submitted "
                                     f"again: {e.message}")
         return
-    await asyncio.to_thread(schedd.act, Action.REMOVE, [job_id(cluster, p) for p in procs], reason)
-    crashpoint("recover.after_schedd")
+    # The replacement is recorded before the old jobs are removed: a crash in between leaves a
+    # 'replacing' row whose remove the next recovery repeats, and an intent it submits.
     new_row = ledger.replace_with_intent(row["id"], reason, tag=prepared.tag,
                                          submitted_description=prepared.request.text)
     crashpoint("recover.after_record")
+    replaced = ledger.cluster_row(row["id"])
+    assert replaced is not None
+    await _remove(daemon, name, replaced)
     await _run(daemon, name, new_row, prepared, old_cluster=cluster)
+
+
+async def _remove(daemon: Daemon, name: str, row: dict[str, Any]) -> None:
+    """Remove a replaced cluster's jobs from the schedd, then record it replaced."""
+    await asyncio.to_thread(daemon.schedds[name].act, Action.REMOVE, f"ClusterId == {int(row['cluster'])}",
+                            row["error"] or "rsub: replaced by a new submit")
+    crashpoint("recover.after_schedd")
+    daemon.ledger.record_replaced(row["id"])
+    log.info("recovery.removed_unspooled", schedd=name, cluster=row["cluster"])
 
 
 async def _submit_again(daemon: Daemon, name: str, row: dict[str, Any]) -> None:
