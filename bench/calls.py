@@ -6,7 +6,9 @@ this process, behind a counter of calls):
 - quiet: nothing changed since the last poll;
 - changes: 10% of the jobs changed (half completed, a fifth started, a tenth
   held, a fifth removed by someone else, so they left the queue for history);
-- after: the next poll, once the completed jobs are retrieved and marked.
+  the completed jobs are retrieved, but not yet marked;
+- after: the next poll, whose query shows their output fetched
+  (StageOutFinish), so it marks them (1 edit).
 
 Target: exactly 1 query per poll, and at most 1 history, 1 retrieve and 1 edit.
 After each poll the ledger is checked against the schedd's queue.

@@ -149,7 +149,8 @@ def proc_ranges(procs: Sequence[int]) -> str:
 
 
 def diff(row: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in fields.items() if row.get(k) != v}
+    """The fields that change; a field the row does not carry (retrieved_at) is always written."""
+    return {k: v for k, v in fields.items() if k not in row or row[k] != v}
 
 
 class Poller:
@@ -222,8 +223,15 @@ class Poller:
                 continue  # not rsub's to track (finished, or submitted after this poll began)
             unseen.discard(row[:2])  # type: ignore[arg-type]
             if row[STATE] == "retrieved":
-                if row[MARKED_AT] is None:
-                    to_mark.append(row[:2])  # type: ignore[arg-type]
+                if row[MARKED_AT] is not None:
+                    continue
+                if ad.get("JobStatus") != JobStatus.COMPLETED and not ad.get("StageOutFinish"):
+                    # A schedd's retrieve passes quietly over a job that stopped being completed
+                    # (removed between the query and the retrieve): nothing came home, so no mark.
+                    changes.append((row[0], row[1], {**fields_from_ad(ad), "retrieved_at": None,
+                                                     "error": "removed before its output could be retrieved"}))
+                    continue
+                to_mark.append(row[:2])  # type: ignore[arg-type]
                 continue  # its output is home; only the mark is left to send
             old = row[2:MARKED_AT]
             new = observe(ad, row)
@@ -252,7 +260,10 @@ class Poller:
         self._tell(changes)
 
         retrieved = self._retrieve(to_retrieve, tracked)
-        marked = self._mark(to_mark + retrieved)
+        # Jobs retrieved in this poll are marked in the next, once its query shows the schedd
+        # fetched their output (StageOutFinish): a job removed between this poll's query and
+        # its retrieve would otherwise be marked retrieved with nothing home.
+        marked = self._mark(to_mark)
         return PollReport(outcome="ok", tracked=len(tracked), changed=changed, retrieved=len(retrieved),
                           marked=marked, vanished=len(vanished))
 
@@ -294,6 +305,10 @@ class Poller:
         """The ledger's final word on a job from its history record."""
         status = ad.get("JobStatus")
         if row[STATE] == "retrieved":
+            if row[MARKED_AT] is None and status != JobStatus.COMPLETED and not ad.get("StageOutFinish"):
+                # Removed between a poll's query and its retrieve, which passed quietly over it.
+                return {**fields_from_ad(ad), "retrieved_at": None,
+                        "error": "removed before its output could be retrieved"}
             # rsub has its output; the job left because the mark landed, or because a 25.8+
             # schedd drops a spooled job once its output is fetched (the edit then found no job).
             return {"marked_at": row[MARKED_AT] or now}

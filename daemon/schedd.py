@@ -312,4 +312,5 @@ POLL_PROJECTION = (
     "RemoteWallClockTime",
     "NumJobStarts",
     "RETRIEVED",
+    "StageOutFinish",
 )

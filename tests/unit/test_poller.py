@@ -152,16 +152,27 @@ def test_completed_job_is_retrieved_then_marked_and_leaves_the_queue(env: Env) -
     cluster = result.cluster
     assert env.job(cluster)["iwd"] == str(d / "outdir")
 
-    env.poll_until(lambda: env.job(cluster)["state"] == "retrieved", "retrieved")
+    report = env.poll_until(lambda: env.job(cluster)["state"] == "retrieved", "retrieved")
+    assert (report.retrieved, report.marked) == (1, 0)
     row = env.job(cluster)
     assert row["retrieved_at"] is not None
-    assert row["marked_at"] is not None and row["marked_at"] >= row["retrieved_at"]
+    assert row["marked_at"] is None  # marked in the next poll, not in the one that retrieved
     assert (row["exit_code"], row["job_status"]) == (0, JobStatus.COMPLETED)
     assert row["completed_at"] is not None
     assert (d / "outdir" / "out_x.txt").read_text() == "hello x\n"
     assert (d / "outdir" / "err_x.txt").read_text() == "oops x\n"
     assert (d / "outdir" / "result_x.txt").read_text() == "result x\n"
     assert not (d / "out_x.txt").exists()
+    # Nothing sent yet: the job stays in the queue, not marked.
+    assert env.totals()["edit_calls"] == 0
+    assert [ad["RETRIEVED"] for ad in env.queue()] == [False]
+
+    # The next poll's query shows the schedd fetched the output (StageOutFinish): now the mark.
+    report = env.poll()
+    assert (report.retrieved, report.marked) == (0, 1)
+    row = env.job(cluster)
+    assert row["marked_at"] is not None and row["marked_at"] >= row["retrieved_at"]
+    assert env.totals()["edit_calls"] == 1
 
     # The mark reached the schedd: RETRIEVED is true, so the job may leave the queue.
     assert [ad["RETRIEVED"] for ad in env.queue()] in ([True], [])
@@ -191,16 +202,28 @@ def test_several_completed_jobs_take_one_retrieve_and_one_edit(env: Env) -> None
     before = env.totals()
     report = env.poll()
     after = env.totals()
-    assert (report.retrieved, report.marked) == (3, 3)
+    assert (report.retrieved, report.marked) == (3, 0)
     assert after["retrieve_calls"] - before["retrieve_calls"] == 1
-    assert after["edit_calls"] - before["edit_calls"] == 1
+    assert after["edit_calls"] - before["edit_calls"] == 0
     assert after["queries"] - before["queries"] == 1
     assert [r["state"] for r in env.ledger.jobs()] == ["retrieved"] * 3
-    assert all(r["marked_at"] is not None for r in env.ledger.jobs())
+    assert all(r["marked_at"] is None for r in env.ledger.jobs())
     assert (d / "o0.txt").read_text() == "hello p0\n"
     assert (d / "o1.txt").read_text() == "hello p1\n"
     assert (d / "out_s.txt").read_text() == "hello s\n"
-    assert {ad["ClusterId"] for ad in env.queue() if ad["RETRIEVED"] is True} <= {first.cluster, second.cluster}
+    assert [ad["RETRIEVED"] for ad in env.queue()] == [False] * 3
+
+    before = env.totals()
+    report = env.poll()  # the three marks, in one edit
+    after = env.totals()
+    assert (report.retrieved, report.marked) == (0, 3)
+    assert after["retrieve_calls"] - before["retrieve_calls"] == 0
+    assert after["edit_calls"] - before["edit_calls"] == 1
+    assert after["queries"] - before["queries"] == 1
+    assert all(r["marked_at"] is not None for r in env.ledger.jobs())
+    queued = env.queue()
+    assert {ad["ClusterId"] for ad in queued} <= {first.cluster, second.cluster}
+    assert all(ad["RETRIEVED"] is True for ad in queued)
 
 
 def test_failed_retrieve_is_not_marked_and_is_retried(env: Env) -> None:
@@ -226,9 +249,18 @@ def test_failed_retrieve_is_not_marked_and_is_retried(env: Env) -> None:
     (d / "outdir").mkdir()
     report = env.poll()
     row = env.job(result.cluster)
-    assert (report.retrieved, report.marked) == (1, 1)
+    assert (report.retrieved, report.marked) == (1, 0)
     assert (row["state"], row["error"]) == ("retrieved", None)
+    assert row["marked_at"] is None
     assert (d / "outdir" / "out_r.txt").read_text() == "hello r\n"
+    assert env.totals()["edit_calls"] == 0
+
+    report = env.poll()
+    row = env.job(result.cluster)
+    assert (report.retrieved, report.marked) == (0, 1)
+    assert row["marked_at"] is not None
+    assert env.totals()["edit_calls"] == 1
+    assert [ad["RETRIEVED"] for ad in env.queue()] in ([True], [])
 
 
 # -- jobs changed or gone outside rsub -----------------------------------------

@@ -183,23 +183,35 @@ def test_calls_per_poll_whatever_the_number_of_jobs_and_clusters(scale: Scale, j
     scale.local.fake_advance(ids(running), JobStatus.RUNNING)
     scale.local.fake_advance(ids(held), JobStatus.HELD, hold_reason="over quota")
     scale.local.act(Action.REMOVE, ids(removed), reason="cleanup")
-    with structlog.testing.capture_logs() as logs:
-        report, calls = scale.poll()
-    assert calls == {"query": 1, "history": 1, "retrieve": 1, "edit": 1}
-    assert (report.changed, report.vanished, report.retrieved, report.marked) == (
-        len(chosen), len(removed), len(done), len(done))
-    poll_events = [e for e in logs if e["event"] == "poll"]
-    assert len(poll_events) == 1
     per_poll = {"query": "poll_queries", "history": "poll_history_calls", "retrieve": "poll_retrieve_calls",
                 "edit": "poll_edit_calls"}
+    with structlog.testing.capture_logs() as logs:
+        report, calls = scale.poll()
+    assert calls == {"query": 1, "history": 1, "retrieve": 1, "edit": 0}  # the marks wait for the next poll
+    assert (report.changed, report.vanished, report.retrieved, report.marked) == (
+        len(chosen), len(removed), len(done), 0)
+    poll_events = [e for e in logs if e["event"] == "poll"]
+    assert len(poll_events) == 1
     assert {k: poll_events[0][name] for k, name in per_poll.items()} == calls
     assert {k: poll_events[0][k] for k in ("polls", "queries", "history_calls", "retrieve_calls", "edit_calls",
                                            "errors")} == {"polls": 3, "queries": 3, "history_calls": 1,
-                                                          "retrieve_calls": 1, "edit_calls": 1, "errors": 0}
+                                                          "retrieve_calls": 1, "edit_calls": 0, "errors": 0}
     assert {scale.job(k)["state"] for k in done} == {"retrieved"}
+    assert {scale.job(k)["marked_at"] for k in done} == {None}
     assert {scale.job(k)["state"] for k in running} == {"running"}
     assert {scale.job(k)["hold_reason"] for k in held} == {"over quota"}
     assert {scale.job(k)["remove_reason"] for k in removed} == {"cleanup (by user " + scale.local._owner + ")"}
+
+    with structlog.testing.capture_logs() as logs:
+        report, calls = scale.poll()  # the query shows the output fetched: one edit marks them all
+    assert calls == {"query": 1, "history": 0, "retrieve": 0, "edit": 1}
+    assert (report.tracked, report.changed, report.retrieved, report.marked) == (
+        jobs - len(removed), 0, 0, len(done))
+    poll_events = [e for e in logs if e["event"] == "poll"]
+    assert len(poll_events) == 1
+    assert {k: poll_events[0][name] for k, name in per_poll.items()} == calls
+    assert (poll_events[0]["edit_calls"], poll_events[0]["errors"]) == (1, 0)
+    assert None not in {scale.job(k)["marked_at"] for k in done}
 
     report, calls = scale.poll()  # retrieved, marked and removed jobs are never asked about again
     assert calls == {"query": 1, "history": 0, "retrieve": 0, "edit": 0}
@@ -231,31 +243,104 @@ def test_jobs_removed_outside_rsub_are_removed_with_the_reason(scale: Scale) -> 
     assert calls == {"query": 1, "history": 0, "retrieve": 0, "edit": 0}
 
 
-def test_a_schedd_that_drops_jobs_once_their_output_is_fetched(scale: Scale) -> None:
-    """HTCondor >= 25.8 drops a spooled job from the queue once its output is fetched."""
+@pytest.mark.parametrize("drops", ["at once", "after the next query"])
+def test_a_schedd_that_drops_jobs_once_their_output_is_fetched(scale: Scale, drops: str) -> None:
+    """HTCondor >= 25.8 drops a spooled job from the queue once its output is fetched.
 
-    def drop_after_fetch(jobs: JobSpec) -> None:
+    At once: the next poll's query no longer sees the jobs, and history confirms
+    they left. After the next query: that query still sees them (fetched), but the
+    edit that would mark them finds no job: deferred, not an error, and the poll
+    after that learns from history.
+    """
+    cluster = scale.submit(6)
+    fetched = [(cluster, p) for p in range(3)]
+    pending: list[JobSpec] = []
+
+    def drop(jobs: JobSpec) -> None:
         scale.local.edit(jobs, "LeaveJobInQueue", "false")
         scale.local.tick()
 
-    scale.schedd.on_retrieve.append(drop_after_fetch)
-    cluster = scale.submit(6)
-    scale.poll()
-    scale.local.fake_advance(ids([(cluster, p) for p in range(3)]), JobStatus.COMPLETED)
+    if drops == "at once":
+        scale.schedd.on_retrieve.append(drop)
+    else:
+        scale.schedd.on_retrieve.append(pending.append)
+        real_query = scale.schedd.query  # the poller's query, not the one that checks the ledger
 
-    report, calls = scale.poll()
-    # Retrieved, then the mark finds no job: deferred, not an error.
-    assert calls == {"query": 1, "history": 0, "retrieve": 1, "edit": 1}
+        def query(constraint: str, projection: Sequence[str]) -> list[JobAd]:
+            ads = real_query(constraint, projection)
+            while pending:  # the schedd gets round to it just after answering the next query
+                drop(pending.pop())
+            return ads
+
+        scale.schedd.query = query  # type: ignore[method-assign]
+
+    scale.poll()
+    scale.local.fake_advance(ids(fetched), JobStatus.COMPLETED)
+
+    report, calls = scale.poll()  # retrieved; the mark waits for the next poll
+    assert calls == {"query": 1, "history": 0, "retrieve": 1, "edit": 0}
     assert (report.retrieved, report.marked) == (3, 0)
-    assert scale.poller.stats.totals["errors"] == 0
-    assert [scale.job((cluster, p))["state"] for p in range(3)] == ["retrieved"] * 3
-    assert scale.job((cluster, 0))["marked_at"] is None
+    assert [scale.job(k)["state"] for k in fetched] == ["retrieved"] * 3
+    assert [scale.job(k)["marked_at"] for k in fetched] == [None] * 3
+
+    if drops == "after the next query":
+        report, calls = scale.poll()  # the query sees them fetched; the edit finds no job
+        assert calls == {"query": 1, "history": 0, "retrieve": 0, "edit": 1}
+        assert report.marked == 0
+        assert [scale.job(k)["marked_at"] for k in fetched] == [None] * 3
 
     report, calls = scale.poll()  # history confirms they left: nothing more to send
     assert calls == {"query": 1, "history": 1, "retrieve": 0, "edit": 0}
-    assert all(scale.job((cluster, p))["marked_at"] is not None for p in range(3))
+    assert report.vanished == 3
+    assert scale.poller.stats.totals["errors"] == 0
+    assert [scale.job(k)["state"] for k in fetched] == ["retrieved"] * 3
+    assert all(scale.job(k)["marked_at"] is not None for k in fetched)
+    assert all(scale.job(k)["retrieved_at"] is not None for k in fetched)
     _, calls = scale.poll()
     assert calls == {"query": 1, "history": 0, "retrieve": 0, "edit": 0}
+
+
+def test_a_job_removed_between_the_query_and_the_retrieve_is_removed_and_never_marked(scale: Scale) -> None:
+    """A schedd's retrieve passes quietly over a job that stopped being completed."""
+    cluster = scale.submit(3)
+    raced, other = (cluster, 0), (cluster, 1)
+    scale.poll()
+    scale.local.fake_advance(ids([raced, other]), JobStatus.COMPLETED)
+    real_retrieve, real_edit = scale.local.retrieve, scale.local.edit
+    edits: list[tuple[list[str], str, str]] = []
+
+    def retrieve(jobs: JobSpec) -> None:
+        # Someone removes the job after the query saw it completed, before the retrieve reaches it.
+        assert scale.local.act(Action.REMOVE, ids([raced]), reason="changed my mind").success == 1
+        real_retrieve(jobs)  # passes quietly over the removed job
+
+    def edit(jobs: JobSpec, attr: str, value: str) -> int:
+        edits.append((sorted(jobs) if isinstance(jobs, list) else jobs, attr, value))  # type: ignore[arg-type]
+        return real_edit(jobs, attr, value)
+
+    scale.local.retrieve, scale.local.edit = retrieve, edit  # type: ignore[method-assign]
+
+    report, calls = scale.poll()
+    assert calls == {"query": 1, "history": 0, "retrieve": 1, "edit": 0}
+    assert report.retrieved == 2
+    assert edits == []
+
+    report, calls = scale.poll()
+    assert calls["retrieve"] == 0 and calls["edit"] == 1
+    row = scale.job(raced)
+    assert (row["state"], row["error"]) == ("removed", "removed before its output could be retrieved")
+    assert row["job_status"] == JobStatus.REMOVED
+    assert row["retrieved_at"] is None and row["marked_at"] is None
+    assert scale.ledger.events("local", *raced)[-1]["to_state"] == "removed"
+    # Only the job whose output came home is marked.
+    assert edits == [([f"{other[0]}.{other[1]}"], "RETRIEVED", "true")]
+    done = scale.job(other)
+    assert (done["state"], done["error"]) == ("retrieved", None) and done["marked_at"] is not None
+
+    _, calls = scale.poll()  # neither is asked about again, and the removed one is never marked
+    assert calls == {"query": 1, "history": 0, "retrieve": 0, "edit": 0}
+    assert [e for e in edits if f"{raced[0]}.{raced[1]}" in e[0]] == []
+    assert scale.job(raced)["marked_at"] is None
 
 
 def test_vanished_jobs_learn_their_fate_from_one_history_call(scale: Scale) -> None:
@@ -337,6 +422,7 @@ def test_output_is_home_before_the_ledger_says_so_and_the_mark_comes_last(scale:
     def retrieve(jobs: JobSpec) -> None:
         committed["at retrieve"] = states()
         real_retrieve(jobs)
+        committed["after retrieve"] = states()  # the output is home; the ledger has not said so yet
 
     def edit(jobs: JobSpec, attr: str, value: str) -> int:
         committed["at edit"] = states()
@@ -344,11 +430,19 @@ def test_output_is_home_before_the_ledger_says_so_and_the_mark_comes_last(scale:
 
     scale.local.retrieve, scale.local.edit = retrieve, edit  # type: ignore[method-assign]
     seen = statements(scale.ledger)
-    scale.poll()
+    scale.schedd.timeline.clear()
+    scale.poll()  # the retrieve, recorded once the output is home; no mark yet
+    assert committed == {"at retrieve": ["completed"] * 2, "after retrieve": ["completed"] * 2}
+    assert states() == ["retrieved"] * 2
+    assert scale.schedd.timeline == ["query", "retrieve"]
+    assert sum(s.startswith("BEGIN") for s in seen) == 2  # the news, the retrieve
+    seen.clear()
+    scale.schedd.timeline.clear()
+    scale.poll()  # the mark, in the next poll, once the ledger durably says retrieved
     reader.close()
-    assert committed == {"at retrieve": ["completed"] * 2, "at edit": ["retrieved"] * 2}
-    assert scale.schedd.timeline[-3:] == ["query", "retrieve", "edit"]
-    assert sum(s.startswith("BEGIN") for s in seen) == 3  # the news, the retrieve, the mark
+    assert committed["at edit"] == ["retrieved"] * 2
+    assert scale.schedd.timeline == ["query", "edit"]
+    assert sum(s.startswith("BEGIN") for s in seen) == 1  # the mark
 
 
 def test_a_failing_history_call_does_not_hold_back_the_rest_of_the_poll(
