@@ -173,13 +173,18 @@ def run_time_text(seconds: float | None) -> str:
     return f"{days}+{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
 
 
+_SUBMITTED: dict[str, str] = {}  # a cluster's jobs share their submit time: format it once
+
+
 def submitted_text(iso_time: str | None) -> str:
     """jobsub_q's SUBMITTED: MM/DD HH:MM in local time."""
     if not iso_time:
         return "-"
-    import datetime
+    if iso_time not in _SUBMITTED:
+        import datetime
 
-    return datetime.datetime.fromisoformat(iso_time).astimezone().strftime("%m/%d %H:%M")
+        _SUBMITTED[iso_time] = datetime.datetime.fromisoformat(iso_time).astimezone().strftime("%m/%d %H:%M")
+    return _SUBMITTED[iso_time]
 
 
 JOBSUB_HEADER = ["JOBID", "OWNER", "SUBMITTED", "RUN_TIME", "ST", "PRI", "SIZE", "CMD"]
