@@ -252,6 +252,23 @@ def cmd_ping(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_poke(args: argparse.Namespace) -> int:
+    result = call(args, "poke", schedd=args.schedd)
+    if args.json:
+        emit_json({"version": protocol.JSON_VERSION, **result})
+        return 0
+    for name, info in result["schedds"].items():
+        if info["poked"]:
+            print(f"{name}: polling now")
+        elif info["backing_off"]:
+            print(f"{name}: not now: rsubd is backing off from this schedd (next poll in {info['next_poll_in']} s)")
+        else:
+            wait = info.get("early_poll_available_in")
+            print(f"{name}: not now: the next poll is due anyway or early polls are used up"
+                  + (f" (next early poll allowed in {wait:g} s)" if wait else ""))
+    return 0
+
+
 def add_submit_options(parser: argparse.ArgumentParser) -> None:
     """The options of `rsub submit`, shared by its parser and by `submit_options_parser`."""
     from rsub import jobsub
@@ -691,6 +708,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=description, formatter_class=raw,
                               epilog=f"examples:\n{lines}\n\nexit codes: see rsub --help", **kwargs)
 
+    if wanted("poke"):
+        s = add("poke", "ask rsubd to poll now (rate-limited, never during a backoff)", "rsub poke\nrsub poke --schedd fnal")
+        s.add_argument("--schedd", help="only this schedd (default: all)")
+        s.add_argument("--json", action="store_true", help=f"print JSON (shape version {protocol.JSON_VERSION})")
+        s.set_defaults(func=cmd_poke)
+
     if wanted("ping"):
         s = add("ping", "check that rsubd answers", "rsub ping\nrsub ping --json")
         s.add_argument("--json", action="store_true", help=f"print JSON (shape version {protocol.JSON_VERSION})")
@@ -799,7 +822,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = ("ping", "submit", "q", "status", "history", "wait", "fetchlog", "hold", "release", "rm", "daemon",
+COMMANDS = ("ping", "poke", "submit", "q", "status", "history", "wait", "fetchlog", "hold", "release", "rm", "daemon",
             "token", "completion")
 VALUED_OPTIONS = ("--socket", "--config")
 

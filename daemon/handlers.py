@@ -267,7 +267,7 @@ class Handlers:
                 return await self.act(f["action"], f["ids"], f.get("reason"), constraint=f.get("constraint"),
                                       schedd=f.get("schedd"))
             case "poke":
-                return {"poked": self.d.poke(f.get("schedd"))}
+                return self.poke(f.get("schedd"))
             case "daemon_status":
                 return self.d.status()
             case "daemon_stop":
@@ -542,6 +542,17 @@ class Handlers:
         log.info("jobs.acted", schedd=name, action=action, constraint=True, **result.as_dict())
         self.d.poke(name, force=True)
         return {"action": action, "constraint": spec, "schedds": {name: result.as_dict()}}
+
+    def poke(self, schedd: str | None) -> dict[str, Any]:
+        """Ask for an early poll; each schedd says whether it was granted, and if not, why not."""
+        if schedd is not None and schedd not in self.d.schedds:
+            raise RequestError(ErrorCode.NOT_FOUND, f"no schedd named {schedd!r}; configured: {', '.join(self.d.schedds)}")
+        poked = self.d.poke(schedd)
+        names = [schedd] if schedd else list(self.d.schedds)
+        return {"poked": poked, "schedds": {
+            n: {"poked": n in poked, "backing_off": self.d.policies[n].backing_off,
+                "next_poll_in": self.d.policies[n].state().get("next_poll_in"), **self.d.early[n].state()}
+            for n in names}}
 
     async def token_refresh(self, name: str | None, wait: float) -> dict[str, Any]:
         names = [name] if name else list(self.d.tokens.states)
