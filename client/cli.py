@@ -708,16 +708,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, description=description, formatter_class=raw,
                               epilog=f"examples:\n{lines}\n\nexit codes: see rsub --help", **kwargs)
 
+    if wanted("ping"):
+        s = add("ping", "check that rsubd answers", "rsub ping\nrsub ping --json")
+        s.add_argument("--json", action="store_true", help=f"print JSON (shape version {protocol.JSON_VERSION})")
+        s.set_defaults(func=cmd_ping)
+
     if wanted("poke"):
         s = add("poke", "ask rsubd to poll now (rate-limited, never during a backoff)", "rsub poke\nrsub poke --schedd fnal")
         s.add_argument("--schedd", help="only this schedd (default: all)")
         s.add_argument("--json", action="store_true", help=f"print JSON (shape version {protocol.JSON_VERSION})")
         s.set_defaults(func=cmd_poke)
-
-    if wanted("ping"):
-        s = add("ping", "check that rsubd answers", "rsub ping\nrsub ping --json")
-        s.add_argument("--json", action="store_true", help=f"print JSON (shape version {protocol.JSON_VERSION})")
-        s.set_defaults(func=cmd_ping)
 
     if wanted("submit"):
         s = add("submit", "submit a submit description file, or a script as jobsub_submit does",

@@ -273,7 +273,7 @@ def test_fetchlog_errors(world: World) -> None:
 
 # -- completion and help -----------------------------------------------------------------------
 
-COMMANDS = ["ping", "submit", "q", "status", "history", "wait", "fetchlog", "hold", "release", "rm", "daemon",
+COMMANDS = ["ping", "poke", "submit", "q", "status", "history", "wait", "fetchlog", "hold", "release", "rm", "daemon",
             "token", "completion"]
 
 
