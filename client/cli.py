@@ -92,12 +92,16 @@ def submit_call(args: argparse.Namespace, **fields: Any) -> dict[str, Any]:
             return call(args, "submit", io_timeout=600.0, request_id=request_id, **fields)
         except Failure as e:
             lost = e.exit_code == protocol.EXIT_NO_DAEMON and (e.sent or deadline is not None)
-            if not (lost or e.message.startswith(IN_PROGRESS)):
+            # A submit slower than the socket's limit goes on in rsubd: asking again with the same
+            # request joins it, where a new `rsub submit` would make a second cluster.
+            slow = e.exit_code == protocol.EXIT_TIMEOUT
+            if not (lost or slow or e.message.startswith(IN_PROGRESS)):
                 raise
             if deadline is None:
                 deadline = time.monotonic() + SUBMIT_RETRY_FOR
-                print("rsub: rsubd went away during the submit; waiting for it to finish it "
-                      "(the same request: never a second cluster)", file=sys.stderr)
+                print("rsub: " + ("the submit is taking long; still waiting for it" if slow else
+                                  "rsubd went away during the submit; waiting for it to finish it")
+                      + " (the same request: never a second cluster)", file=sys.stderr)
             if time.monotonic() > deadline:
                 raise Failure(e.exit_code, f"{e.message} (gave up after {SUBMIT_RETRY_FOR:g} s; running the same "
                               "rsub submit again is safe only if `rsub q` shows no new cluster)") from None

@@ -293,14 +293,19 @@ class Daemon:
         for n in [name] if name else list(self.schedds):
             if n not in self.early:
                 continue
+            if n in self._polling:
+                # The running poll may have read the queue before the change: poll again right after it
+                # (its date job is gone until the poll ends, so moving it is not possible).
+                self._repoll.add(n)
+                continue
             decision = self.early[n].request(force=force)
             if decision.granted:
                 job = self.scheduler.get_job(f"poll:{n}")
                 if job is not None:
                     job.modify(next_run_time=_now())
+                else:
+                    self._repoll.add(n)
                 poked.append(n)
-            elif n in self._polling:
-                self._repoll.add(n)  # the running poll may have read the queue before the change
         return poked
 
     def schedd_answered(self, name: str) -> None:

@@ -244,7 +244,7 @@ def parse_selector(text: str, schedds: list[str]) -> JobSelector:
 class Handlers:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
-        self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._facts: dict[int, dict[str, Any]] = {}  # cluster row -> description_facts; a submitted one never changes
         self._owner: str | None = None
 
@@ -300,11 +300,11 @@ class Handlers:
     async def submit(self, f: dict[str, Any]) -> dict[str, Any]:
         """Submit once per request id: a retry joins the submit in flight or gets its cluster."""
         rid = f["request_id"]
-        task = self._inflight.get(rid)
+        task = self.inflight.get(rid)
         if task is None:
             task = asyncio.ensure_future(self._submit(f))
-            self._inflight[rid] = task
-            task.add_done_callback(lambda _t: self._inflight.pop(rid, None))
+            self.inflight[rid] = task
+            task.add_done_callback(lambda _t: self.inflight.pop(rid, None))
         # Shielded: a client that hangs up must not cut a submit between the schedd's submit and spool.
         return await asyncio.shield(task)
 

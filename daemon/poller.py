@@ -216,6 +216,7 @@ class Poller:
         unseen = set(tracked)
         to_retrieve: list[Key] = []
         to_mark: list[Key] = []
+        fetched_home: list[Key] = []
         for ad in ads:
             key = (ad.get("ClusterId"), ad.get("ProcId"))
             row = tracked.get(key)  # type: ignore[arg-type]
@@ -235,14 +236,25 @@ class Poller:
                 continue  # its output is home; only the mark is left to send
             old = row[2:MARKED_AT]
             new = observe(ad, row)
-            if new != old:
-                changes.append((row[0], row[1], {f: v for f, v, o in zip(OBSERVED, new, old) if v != o}))
+            change = {f: v for f, v, o in zip(OBSERVED, new, old) if v != o} if new != old else {}
             if new[0] == "completed":
-                to_retrieve.append(row[:2])  # type: ignore[arg-type]
+                fetched = ad.get("StageOutFinish")
+                started = row[RETRIEVE_STARTED_AT]
+                if isinstance(fetched, (int, float)) and started is not None and fetched >= started - 1:
+                    # A batched retrieve that failed as a whole (another job's output could not be
+                    # written) did bring this one's home: record it, do not fetch it again.
+                    change.update(state="retrieved", retrieved_at=float(fetched), error=None)
+                    fetched_home.append(row[:2])  # type: ignore[arg-type]
+                else:
+                    to_retrieve.append(row[:2])  # type: ignore[arg-type]
+            if change:
+                changes.append((row[0], row[1], change))
         del ads
         vanished = sorted(unseen)
         if vanished:
             changes.extend(self._reconcile_vanished(vanished, tracked))
+        if fetched_home:
+            self._settle_leftovers(fetched_home, tracked)
         changed = len(changes)
         # Intent before action: a retrieve about to start is recorded with the news, so that a
         # repeat after a crash knows it is one (daemon/retrieval.py).
@@ -367,7 +379,7 @@ class Poller:
             log.info("jobs.retrieved", schedd=self.schedd.name, cluster=c, procs=proc_ranges(procs), count=len(procs))
         return keys
 
-    def _set_aside(self, repeats: Mapping[Key, float]) -> list[tuple[Path, Path]]:
+    def _set_aside(self, repeats: Mapping[Key, float], *, only_leftovers: bool = False) -> list[tuple[Path, Path]]:
         """Before a repeated retrieve: move aside what the first attempt, or the user since, wrote."""
         moved: list[tuple[Path, Path]] = []
         by_cluster: dict[int, list[int]] = {}
@@ -383,8 +395,16 @@ class Poller:
             except submitdesc.SubmitError:
                 continue
             for proc, paths in targets.items():
-                moved += retrieval.set_aside(paths, repeats[(cluster, proc)])
+                moved += (retrieval.leftovers(paths) if only_leftovers
+                          else retrieval.set_aside(paths, repeats[(cluster, proc)]))
         return moved
+
+    def _settle_leftovers(self, keys: list[Key], tracked: Mapping[Key, tuple[Any, ...]]) -> None:
+        """Output recorded home from StageOutFinish: finish any repeat a crash cut short after it set files aside."""
+        repeats = {k: tracked[k][RETRIEVE_STARTED_AT] for k in keys if tracked[k][RETRIEVE_STARTED_AT] is not None}
+        moved = [(path, aside) for path, aside in self._set_aside(repeats, only_leftovers=True)]
+        if moved:
+            retrieval.settle(moved, succeeded=True)
 
     def _mark(self, keys: list[Key]) -> int:
         """Send RETRIEVED = true, only once the ledger durably says retrieved."""

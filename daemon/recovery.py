@@ -43,7 +43,8 @@ async def recover_submits(daemon: Daemon, name: str) -> int:
     """Settle every unfinished submit on one schedd; returns how many. ScheddError if the schedd does not answer."""
     ledger = daemon.ledger
     schedd = daemon.schedds[name]
-    rows = ledger.unfinished_submits(name)
+    # A submit running in this process right now is not unfinished, only unfinished yet.
+    rows = [r for r in ledger.unfinished_submits(name) if r["request_id"] not in daemon.handlers.inflight]
     for row in rows:
         if row["state"] == "replacing":
             # Its replacement is recorded; the remove of the old, unspooled jobs may not have happened.

@@ -19,6 +19,7 @@ it made, which rsub cannot know in advance: those are not set aside.
 from __future__ import annotations
 
 import filecmp
+import glob
 import os
 import time
 from collections.abc import Iterable
@@ -65,6 +66,12 @@ def set_aside(paths: Iterable[Path], since: float) -> list[tuple[Path, Path]]:
     stamp = int(time.time())
     for path in paths:
         try:
+            if not path.exists():
+                # A repeat cut short after setting this file aside: carry on with what it set aside.
+                earlier = sorted(path.parent.glob(glob.escape(path.name) + KEPT + "*"))
+                if earlier:
+                    moved.append((path, earlier[-1]))
+                continue
             if path.is_file() and path.stat().st_mtime >= since - 1:
                 kept = path.with_name(f"{path.name}{KEPT}{stamp}")
                 os.replace(path, kept)
@@ -72,6 +79,16 @@ def set_aside(paths: Iterable[Path], since: float) -> list[tuple[Path, Path]]:
         except OSError as e:
             log.warning("retrieve.set_aside_failed", path=str(path), error=e.strerror)
     return moved
+
+
+def leftovers(paths: Iterable[Path]) -> list[tuple[Path, Path]]:
+    """Files an earlier repeat set aside and never settled (it was cut short), newest for each path."""
+    found = []
+    for path in paths:
+        earlier = sorted(path.parent.glob(glob.escape(path.name) + KEPT + "*"))
+        if earlier:
+            found.append((path, earlier[-1]))
+    return found
 
 
 def settle(moved: list[tuple[Path, Path]], *, succeeded: bool) -> list[str]:
@@ -84,8 +101,9 @@ def settle(moved: list[tuple[Path, Path]], *, succeeded: bool) -> list[str]:
     for path, aside in moved:
         try:
             if not succeeded or not path.exists():
-                if not path.exists():
-                    os.replace(aside, path)  # the repeat brought nothing: the file goes back
+                # The repeat failed or brought nothing: what was set aside goes back (over anything
+                # the failed repeat half wrote; the next repeat fetches it again).
+                os.replace(aside, path)
                 continue
             if filecmp.cmp(path, aside, shallow=False):
                 aside.unlink()

@@ -133,3 +133,26 @@ def test_random_failures_delay_but_do_not_lose_work(daemon: Rsubd, workdir: Path
     for proc in range(5):
         assert (workdir / f"out_{cluster}.{proc}.txt").read_text() == f"hello {cluster}.{proc}\n"
     assert set(daemon.states(str(cluster)).values()) == {"retrieved"}
+
+
+def test_one_unwritable_output_does_not_hold_back_the_others(daemon: Rsubd, workdir: Path) -> None:
+    # Both jobs complete while retrieve is failing, so that one batched retrieve carries both.
+    set_faults(daemon, {"mode": "fail", "ops": ["retrieve"], "kind": "transfer_failed"})
+    for name in ("good", "bad"):
+        (workdir / name).mkdir()
+    write_job(workdir, "job.sh", 'echo "hello $1"\n')
+    (workdir / "job.sub").write_text(f"executable = {workdir}/job.sh\narguments = $(dir)\ninitialdir = {workdir}/$(dir)\n"
+                                     "output = out.txt\nqueue dir in (good, bad)\n")
+    result = daemon.rsub("submit", "--json", "job.sub", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    cluster = json.loads(result.stdout)["cluster"]
+    wait_until(lambda: set(daemon.states(str(cluster)).values()) == {"completed"}, 30, "both completed")
+    (workdir / "bad").rmdir()
+    (workdir / "bad").write_text("a file where the output directory was\n")  # stops root too
+    set_faults(daemon, None)
+    wait_until(lambda: daemon.states(str(cluster)).get(f"{cluster}.0@local") == "retrieved", 30,
+               "the good job retrieved although the batch failed")
+    assert (workdir / "good" / "out.txt").read_text() == "hello good\n"
+    jobs = {j["id"]: j for j in daemon.json("status", str(cluster))["jobs"]}
+    bad = jobs[f"{cluster}.1@local"]
+    assert bad["state"] == "completed" and "retrieve failed" in bad["error"]
