@@ -109,6 +109,22 @@ TRACKED_FIELDS = ("state", "job_status", "hold_reason", "hold_code", "exit_code"
                   "remove_reason", "completed_at", "marked_at", "retrieve_started_at")
 
 
+def _selector_clause(selectors: Sequence[JobSelector], args: list[Any]) -> str:
+    """A WHERE term matching any of the selectors; appends their values to `args`."""
+    terms = []
+    for sel in selectors:
+        term = "cluster = ?"
+        args.append(sel.cluster)
+        if sel.proc is not None:
+            term += " AND proc = ?"
+            args.append(sel.proc)
+        if sel.schedd is not None:
+            term += " AND schedd = ?"
+            args.append(sel.schedd)
+        terms.append(f"({term})")
+    return "(" + " OR ".join(terms) + ")"
+
+
 class LedgerError(Exception):
     """The ledger cannot be opened or is not rsub's."""
 
@@ -454,18 +470,7 @@ class Ledger:
         where: list[str] = []
         args: list[Any] = []
         if selectors:
-            terms = []
-            for sel in selectors:
-                term = "(cluster = ?"
-                args.append(sel.cluster)
-                if sel.proc is not None:
-                    term += " AND proc = ?"
-                    args.append(sel.proc)
-                if sel.schedd is not None:
-                    term += " AND schedd = ?"
-                    args.append(sel.schedd)
-                terms.append(term + ")")
-            where.append("(" + " OR ".join(terms) + ")")
+            where.append(_selector_clause(selectors, args))
         if active:
             # "+state" keeps SQLite from reading jobs_state and sorting every active job: it
             # walks the primary key in the order shown instead and stops after `limit` rows.
@@ -511,18 +516,7 @@ class Ledger:
         where: list[str] = []
         args: list[Any] = []
         if selectors:
-            terms = []
-            for sel in selectors:
-                term = "cluster = ?"
-                args.append(sel.cluster)
-                if sel.proc is not None:
-                    term += " AND proc = ?"
-                    args.append(sel.proc)
-                if sel.schedd is not None:
-                    term += " AND schedd = ?"
-                    args.append(sel.schedd)
-                terms.append(f"({term})")
-            where.append("(" + " OR ".join(terms) + ")")
+            where.append(_selector_clause(selectors, args))
         if states:
             # "+state": as in `jobs`, walk the primary key in the order shown and stop at the limit,
             # rather than read jobs_state (whose first column is the schedd) and sort.

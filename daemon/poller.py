@@ -402,7 +402,7 @@ class Poller:
     def _settle_leftovers(self, keys: list[Key], tracked: Mapping[Key, tuple[Any, ...]]) -> None:
         """Output recorded home from StageOutFinish: finish any repeat a crash cut short after it set files aside."""
         repeats = {k: tracked[k][RETRIEVE_STARTED_AT] for k in keys if tracked[k][RETRIEVE_STARTED_AT] is not None}
-        moved = [(path, aside) for path, aside in self._set_aside(repeats, only_leftovers=True)]
+        moved = self._set_aside(repeats, only_leftovers=True)
         if moved:
             retrieval.settle(moved, succeeded=True)
 
