@@ -216,6 +216,8 @@ def show_jobsub(jobs: list[dict[str, Any]]) -> None:
 
 
 def note(job: dict[str, Any]) -> str:
+    if job.get("attention"):
+        return f"NEEDS ATTENTION: {job['attention']}"
     if job["state"] in ("held", "spooling") and job.get("hold_reason"):
         hint = f" [{job['hold_hint']}]" if job.get("hold_hint") else ""
         return f"held (code {job.get('hold_code')}): {job['hold_reason']}{hint}"
@@ -226,7 +228,7 @@ def note(job: dict[str, Any]) -> str:
     if job["state"] == "removed":
         return f"removed: {job.get('remove_reason') or ''}"
     if job["state"] in ("retrieved", "completed"):
-        return f"output in {job['iwd']}"
+        return f"output in {job.get('retrieved_to') or job['iwd']}"
     return ""
 
 
@@ -264,6 +266,8 @@ def cmd_poke(args: argparse.Namespace) -> int:
     for name, info in result["schedds"].items():
         if info["poked"]:
             print(f"{name}: polling now")
+        elif info.get("decision") == "queued":
+            print(f"{name}: a poll is running; another follows it")
         elif info["backing_off"]:
             print(f"{name}: not now: rsubd is backing off from this schedd (next poll in {info['next_poll_in']} s)")
         else:
@@ -476,23 +480,48 @@ def cmd_completion(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retrieve(args: argparse.Namespace) -> int:
+    dest = None if args.dest is None else os.path.abspath(os.path.expanduser(args.dest))
+    result = call(args, "retrieve", io_timeout=3600.0, ids=args.ids, dest=dest)
+    if args.json:
+        emit_json({"version": protocol.JSON_VERSION, **result})
+    failed = [j for j in result["jobs"] if j["state"] == "completed"]
+    if not args.json:
+        for job in result["jobs"]:
+            if job["state"] == "retrieved":
+                print(f"{job['id']}: retrieved into {job.get('retrieved_to') or job['iwd']}")
+            elif job["state"] == "completed":
+                print(f"{job['id']}: not retrieved: {job.get('attention') or job.get('error') or 'unknown error'}")
+        for skipped in result["skipped"]:
+            print(f"{skipped}: skipped (no output waiting on the schedd)", file=sys.stderr)
+    if failed:
+        raise Failure(protocol.EXIT_SCHEDD, f"{len(failed)} job(s) could not be retrieved")
+    return 0
+
+
 def cmd_wait(args: argparse.Namespace) -> int:
     if args.timeout is not None and not (0 <= args.timeout < float("inf")):
         raise Failure(protocol.EXIT_USAGE, f"--timeout must be a number of seconds >= 0, not {args.timeout}")
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, bool]] = {}
     while True:
         chunk = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
         result = call(args, "wait", io_timeout=chunk + 30.0, ids=args.ids, timeout=chunk)
         for job in result["jobs"]:
-            if seen.get(job["id"]) != job["state"]:
-                seen[job["id"]] = job["state"]
+            now = (job["state"], bool(job.get("needs_attention")))
+            if seen.get(job["id"]) != now:
+                seen[job["id"]] = now
                 if args.json:
-                    print(json.dumps({"id": job["id"], "state": job["state"], "exit_code": job["exit_code"]}), flush=True)
+                    print(json.dumps({"id": job["id"], "state": job["state"], "exit_code": job["exit_code"],
+                                      "needs_attention": now[1]}), flush=True)
                 else:
                     extra = note(job)
                     print(f"{job['id']}: {job['state']}" + (f" ({extra})" if extra else ""), flush=True)
         if result["done"]:
+            stuck = [j for j in result["jobs"] if j.get("needs_attention")]
+            if stuck:
+                raise Failure(protocol.EXIT_ATTENTION, f"{len(stuck)} job(s) need attention: their output cannot be"
+                              f" retrieved until you act (see above; then 'rsub retrieve ID')")
             return 0
         if deadline is not None and time.monotonic() >= deadline:
             raise Failure(protocol.EXIT_TIMEOUT, f"timed out after {args.timeout:g} s; jobs still active")
@@ -571,6 +600,12 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         print(f"  schedd {name} ({s['backend']}): poll every {every:g} s, last {s['last_poll_at']} "
               f"{s['last_outcome'] or ''}; {s['polls']} polls, {s['queries']} queries, {s['retrieve_calls']} retrieves, "
               f"{s['edit_calls']} edits, {s['history_calls']} history, {s['errors']} errors; jobs: {jobs}")
+        if "polling" in s:
+            since = s.get("seconds_since_poll_ended")
+            now = ("polling now" if s["polling"] else
+                   f"next poll in {s['next_poll_in']:g} s" + (f" ({since:g} s since the last ended)" if since is not None else ""))
+            alive = "alive" if s.get("schedule_alive", True) else "STALLED"
+            print(f"    {now}; schedule {alive}, stalls {s.get('stalls', 0)}")
         if s.get("last_error"):
             print(f"    last error: {s['last_error']}")
         if s.get("backing_off"):
@@ -678,7 +713,8 @@ exit codes:
   5  submit description refused (nothing was sent to the schedd)
   6  timed out (rsub wait --timeout)
   7  the schedd failed or refused
-  8  a token is missing, expired or refused: a person must act"""
+  8  a token is missing, expired or refused: a person must act
+  9  rsub wait: some job needs attention (its output cannot be retrieved until you act)"""
 
 MAIN_EXAMPLES = """\
 examples:
@@ -764,6 +800,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         s.add_argument("--json", action="store_true", help="print each state change as a JSON line")
         s.set_defaults(func=cmd_wait)
 
+    if wanted("retrieve"):
+        s = add("retrieve", "fetch completed jobs' output now (after fixing what stopped it), here or into --dest",
+                "rsub retrieve 12.0\nrsub retrieve 12 --dest /scratch/me/out12")
+        s.add_argument("ids", nargs="+", metavar="ID")
+        s.add_argument("--dest", metavar="DIR", help="retrieve into DIR instead of each job's own directory")
+        s.add_argument("--json", action="store_true", help=f"print JSON (shape version {protocol.JSON_VERSION})")
+        s.set_defaults(func=cmd_retrieve)
+
     if wanted("fetchlog"):
         s = add("fetchlog", "pack a job's stdout, stderr, job log and submit description into ID.tgz",
                 "rsub fetchlog 12.0\nrsub fetchlog 12@local --dest logs/")
@@ -826,7 +870,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
-COMMANDS = ("ping", "poke", "submit", "q", "status", "history", "wait", "fetchlog", "hold", "release", "rm", "daemon",
+COMMANDS = ("ping", "poke", "submit", "q", "status", "history", "wait", "retrieve", "fetchlog", "hold", "release", "rm", "daemon",
             "token", "completion")
 VALUED_OPTIONS = ("--socket", "--config")
 

@@ -40,6 +40,7 @@ REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
     "history": {"ids": (list,), "limit": (int,), "offset": (int,), **FILTERS},
     "fetchlog": {"job": (str,)},  # not "id": that is the request's own
     "wait": {"ids": (list,), "timeout": (int, float)},
+    "retrieve": {"ids": (list,), "dest": (str, type(None))},
     # `ids` may be empty when `constraint` is given: then the jobs are rsub's own that match it on `schedd`.
     "act": {"action": (str,), "ids": (list,), "reason": (str, type(None)), "constraint": (str, type(None)),
             "schedd": (str, type(None))},
@@ -53,6 +54,7 @@ REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
 REQUIRED: dict[str, tuple[str, ...]] = {
     "submit": ("description", "cwd", "request_id"),
     "wait": ("ids",),
+    "retrieve": ("ids",),
     "fetchlog": ("job",),
     "act": ("action", "ids"),
 }
@@ -85,6 +87,7 @@ EXIT_BAD_SUBMIT = 5
 EXIT_TIMEOUT = 6
 EXIT_SCHEDD = 7
 EXIT_TOKEN = 8
+EXIT_ATTENTION = 9  # rsub wait: every job is final or needs a person (its output cannot be written)
 EXIT_BY_CODE = {
     ErrorCode.BAD_REQUEST: EXIT_USAGE,
     ErrorCode.NOT_FOUND: EXIT_NOT_FOUND,

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime
 import fcntl
+import functools
 import gc
 import os
 import signal
@@ -33,13 +34,15 @@ from rsubd.local.faults import FaultySchedd
 from rsubd.local.scheduler import LocalSchedd
 from rsubd.notify import Notifier, cluster_setting
 from rsubd.poller import Poller
-from rsubd.pollsched import EarlyPolls, PollPolicy, TokenBucket
+from rsubd.pollloop import PollLoop, PollSchedule
+from rsubd.pollsched import EarlyDecision, EarlyPolls, PollPolicy, TokenBucket
 from rsubd.schedd import ErrorKind, Schedd, ScheddError
 from rsubd.server import SocketServer
 from rsubd.tokenmanager import Credential, TokenManager
 
 log = structlog.get_logger("rsubd")
 TOKEN_SCAN_INTERVAL = 1.0  # seconds between two looks at the token files (a stat each)
+LIVENESS_INTERVAL = 5.0  # seconds between two checks that every schedd's poll schedule is alive
 
 
 class StartupError(Exception):
@@ -84,12 +87,10 @@ class Daemon:
         self.pollers: dict[str, Poller] = {}
         self.policies: dict[str, PollPolicy] = {}
         self.early: dict[str, EarlyPolls] = {}
-        self._polling: set[str] = set()
-        self._repoll: set[str] = set()  # schedds poked while a poll ran: poll again soon after
+        self.loops: dict[str, PollLoop] = {}
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._poll_done = asyncio.Condition()
-        self._poll_locks: dict[str, asyncio.Lock] = {}
         self._lock_file: Any = None
         self.scheduler = AsyncIOScheduler()
         self.handlers = Handlers(self)
@@ -118,19 +119,28 @@ class Daemon:
         self.notifier = Notifier(cfg.notify, per_cluster=self._notify_setting)
         for s in cfg.schedds:
             self.schedds[s.name] = make_schedd(s, cfg.state_dir, self._credential_for(s.token))
-            self.pollers[s.name] = Poller(self.ledger, self.schedds[s.name], on_change=self.notifier.jobs_changed)
+            self.pollers[s.name] = Poller(self.ledger, self.schedds[s.name], on_change=self.notifier.jobs_changed,
+                                          retry_base=max(2.0, s.poll_interval), retry_max=s.retrieve_retry_max,
+                                          attention_after=s.retrieve_attention_after)
             self.policies[s.name] = PollPolicy.for_schedd(s)
             self.early[s.name] = EarlyPolls(self.policies[s.name],
                                             bucket=TokenBucket.every(s.early_poll_every, s.early_poll_burst))
-            self._poll_locks[s.name] = asyncio.Lock()
+            schedule = PollSchedule(self.policies[s.name], self.early[s.name], slack=s.poll_stall_slack,
+                                    max_duration=s.poll_max_duration)
+            self.loops[s.name] = PollLoop(s.name, schedule, functools.partial(self._poll, s.name),
+                                          on_done=self._polled)
         try:
             passed = systemd.listen_socket()
         except ValueError as e:
             raise StartupError(str(e)) from None
         await self.server.start(passed)
-        for s in cfg.schedds:
-            self.policies[s.name].schedule_now()
-            self._schedule_poll(s.name, 0.0)
+        for loop in self.loops.values():
+            loop.start()
+        # The loops cannot lose their next poll, and this check proves it: a schedule found
+        # stalled is logged, counted and re-armed, and the watchdog is not fed meanwhile.
+        self.scheduler.add_job(self.check_liveness, "interval", id="liveness",
+                               seconds=min([LIVENESS_INTERVAL, *(s.poll_interval for s in cfg.schedds)]),
+                               max_instances=1, coalesce=True)
         if cfg.tokens:
             self.scheduler.add_job(self.refresh_due_tokens, "interval", id="tokens", seconds=TOKEN_SCAN_INTERVAL,
                                    max_instances=1, coalesce=True, next_run_time=_now())
@@ -161,9 +171,7 @@ class Daemon:
         for task in self._refreshes.values():
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(task, 10)
-        for lock in self._poll_locks.values():
-            async with lock:
-                pass
+        await asyncio.gather(*(loop.stop() for loop in self.loops.values()))
         for schedd in [*self._submitters.values(), *self.schedds.values()]:
             schedd.close()
         if hasattr(self, "ledger"):
@@ -174,7 +182,33 @@ class Daemon:
         asyncio.get_running_loop().call_soon(self._stop.set)
 
     async def _watchdog(self) -> None:
+        """Feed systemd's watchdog only while every schedd's poll schedule is alive."""
+        self.check_liveness()
+        # A re-armed schedule counts as alive again only once a poll has started on it.
+        stalled = [n for n, loop in self.loops.items() if loop.schedule.stalled_now is not None]
+        if stalled:
+            systemd.notify(f"STATUS=poll schedule stalled: {', '.join(stalled)}")
+            return
         systemd.notify(f"WATCHDOG=1\nSTATUS={self.status_line()}")
+
+    def check_liveness(self) -> list[str]:
+        """The liveness invariant: every schedd's next poll starts within its bound. Returns the stalled ones."""
+        stalled = []
+        for name, loop in self.loops.items():
+            schedule = loop.schedule
+            why = "its poll loop ended" if not loop.alive and not self._stop.is_set() else schedule.check()
+            if why is None:
+                continue
+            stalled.append(name)
+            if schedule.stalled_now is None:  # once per stall, not once per check
+                schedule.stalls += 1
+                log.error("poll.stalled", schedd=name, why=why, stalls=schedule.stalls,
+                          polling=schedule.running, **{k: v for k, v in schedule.state().items()
+                                                       if k.startswith("seconds_since")})
+            schedule.stalled_now = why
+            if not schedule.running:
+                loop.rearm()
+        return stalled
 
     def status_line(self) -> str:
         """One line for systemctl status: jobs in flight, schedds in trouble, people needed."""
@@ -235,13 +269,6 @@ class Daemon:
 
     # -- polling -----------------------------------------------------------------
 
-    def _schedule_poll(self, name: str, delay: float) -> None:
-        """The timer only triggers: one date job per schedd, set again after every poll."""
-        if self._stop.is_set():
-            return
-        self.scheduler.add_job(self._poll, "date", run_date=_now() + datetime.timedelta(seconds=delay),
-                               args=[name], id=f"poll:{name}", replace_existing=True, misfire_grace_time=None)
-
     def needs_recovery(self, name: str) -> None:
         """Settle this schedd's unfinished submits before its next poll."""
         self._unrecovered.add(name)
@@ -256,57 +283,27 @@ class Daemon:
         if settled:
             log.info("recovery.done", schedd=name, submits=settled)
 
-    async def _poll(self, name: str) -> None:
-        policy = self.policies[name]
-        async with self._poll_locks[name]:
-            self._polling.add(name)
-            outcome = "error"
-            try:
-                if name in self._unrecovered:
-                    await self._recover(name)
-                report = await asyncio.to_thread(self.pollers[name].poll_once)
-                outcome = report.outcome
-            except Exception:
-                log.exception("poll.crashed", schedd=name)
-            finally:
-                self._polling.discard(name)
-            {"ok": policy.on_success, "idle": policy.on_idle}.get(outcome, policy.on_error)()
-            error = self.pollers[name].stats.last_error
-            if outcome == "error" and error and error.startswith(ErrorKind.AUTHENTICATION.value):
-                self.note_schedd_error(name, self.config.schedd(name).token, ErrorKind.AUTHENTICATION, error)
-            delay = policy.next_delay()
-            if name in self._repoll:
-                self._repoll.discard(name)
-                if self.early[name].request(force=True).granted:
-                    delay = 0.0
-            if policy.backing_off:
-                log.warning("poll.backoff", schedd=name, consecutive_errors=policy.consecutive_errors,
-                            next_poll_in=round(delay, 1))
-            with contextlib.suppress(Exception):  # the scheduler may be shutting down
-                self._schedule_poll(name, delay)
+    async def _poll(self, name: str) -> str:
+        """One poll of one schedd (its loop runs one at a time): settle unfinished submits, then reconcile."""
+        if name in self._unrecovered:
+            await self._recover(name)
+        report = await asyncio.to_thread(self.pollers[name].poll_once)
+        error = self.pollers[name].stats.last_error
+        if report.outcome == "error" and error and error.startswith(ErrorKind.AUTHENTICATION.value):
+            self.note_schedd_error(name, self.config.schedd(name).token, ErrorKind.AUTHENTICATION, error)
+        return report.outcome
+
+    async def _polled(self) -> None:
         async with self._poll_done:
             self._poll_done.notify_all()
 
-    def poke(self, name: str | None = None, *, force: bool = False) -> list[str]:
-        """Ask for an early poll of one schedd (or all), within the early-poll budget; returns those poked."""
-        poked = []
-        for n in [name] if name else list(self.schedds):
-            if n not in self.early:
-                continue
-            if n in self._polling:
-                # The running poll may have read the queue before the change: poll again right after it
-                # (its date job is gone until the poll ends, so moving it is not possible).
-                self._repoll.add(n)
-                continue
-            decision = self.early[n].request(force=force)
-            if decision.granted:
-                job = self.scheduler.get_job(f"poll:{n}")
-                if job is not None:
-                    job.modify(next_run_time=_now())
-                else:
-                    self._repoll.add(n)
-                poked.append(n)
-        return poked
+    def poke(self, name: str | None = None, *, force: bool = False) -> dict[str, EarlyDecision]:
+        """Ask for an early poll of one schedd (or all), within the early-poll budget; says what each decided.
+
+        A schedd whose poll is running answers QUEUED: one more poll follows that one.
+        """
+        return {n: self.loops[n].poke(force=force) for n in ([name] if name else list(self.loops))
+                if n in self.loops}
 
     def schedd_answered(self, name: str) -> None:
         """A submit or an action succeeded: the schedd is up, so any backoff ends."""
@@ -344,6 +341,7 @@ class Daemon:
                 **st.totals,
                 "last_hour": st.last_hour(now),
                 **self.policies[s.name].state(),
+                **{k: iso(v) if k.endswith("_at") else v for k, v in self.loops[s.name].schedule.state().items()},
                 **self.early[s.name].state(),
                 "jobs": self.ledger.counts_by_state(s.name),
                 "token": self._token_brief(s.token, now),

@@ -47,6 +47,10 @@ class ScheddConfig:
     early_poll_every: float = 15.0
     early_poll_burst: int = 1
     faults_file: str | None = None
+    poll_stall_slack: float = 5.0  # seconds past the longest allowed gap before a poll counts as stalled
+    poll_max_duration: float = 3600.0  # seconds one poll may run before it counts as stalled
+    retrieve_retry_max: float = 600.0  # seconds: the longest wait between two tries of a retrieve that failed
+    retrieve_attention_after: float = 3600.0  # seconds a retrieve may keep failing before a person is asked
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,8 @@ NOTIFY_KEYS = {"command", "on", "desktop"}
 UNSPOOLED = ("resubmit", "report")
 SCHEDD_KEYS = {"name", "backend", "poll_interval", "slots", "pool", "address", "condor_config", "params",
                "call_timeout", "transfer_timeout", "own_schedd", "token", "poll_jitter", "poll_backoff_max",
-               "early_poll_every", "early_poll_burst", "faults_file"}
+               "early_poll_every", "early_poll_burst", "faults_file", "poll_stall_slack", "poll_max_duration",
+               "retrieve_retry_max", "retrieve_attention_after"}
 TOKEN_KEYS = {"kind", "file", "directory", "refresh_command", "refresh_margin", "refresh_floor", "refresh_timeout",
               "group", "role", "vault", "issuer", "htgettoken_options"}
 # A client may ask for an early poll (rsub wait, a submit) at most once per this many seconds by default.
@@ -153,6 +158,11 @@ def _schedd(table: Any, index: int) -> ScheddConfig:
     if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
         raise ConfigError(f"{where}early_poll_burst must be a whole number >= 1, not {burst!r}")
     token = _string(table["token"], f"{where}token") if "token" in table else None
+    call_timeout = _number(table.get("call_timeout", 60.0), f"{where}call_timeout", minimum=0.1)
+    transfer_timeout = _number(table.get("transfer_timeout", 600.0), f"{where}transfer_timeout", minimum=0.1)
+    # A poll is at most a query, a history call, a retrieve and an edit (plus recovery's calls):
+    # past what the backend's own limits allow, it is stuck. The embedded scheduler has no limits.
+    max_duration = 4 * call_timeout + 2 * transfer_timeout if backend == "htcondor" else 3600.0
     return ScheddConfig(
         name=name, backend=backend, poll_interval=poll, slots=slots, own_schedd=own, token=token,
         poll_jitter=jitter, early_poll_burst=burst,
@@ -163,8 +173,14 @@ def _schedd(table: Any, index: int) -> ScheddConfig:
         pool=optional.get("pool"), address=optional.get("address"), condor_config=optional.get("condor_config"),
         faults_file=str(Path(optional["faults_file"]).expanduser()) if "faults_file" in optional else None,
         params=tuple((str(k), str(v)) for k, v in params.items()),
-        call_timeout=_number(table.get("call_timeout", 60.0), f"{where}call_timeout", minimum=0.1),
-        transfer_timeout=_number(table.get("transfer_timeout", 600.0), f"{where}transfer_timeout", minimum=0.1),
+        call_timeout=call_timeout, transfer_timeout=transfer_timeout,
+        poll_stall_slack=_number(table.get("poll_stall_slack", 5.0), f"{where}poll_stall_slack", minimum=0.5),
+        poll_max_duration=_number(table.get("poll_max_duration", max_duration), f"{where}poll_max_duration",
+                                  minimum=1.0),
+        retrieve_retry_max=_number(table.get("retrieve_retry_max", 600.0), f"{where}retrieve_retry_max",
+                                   minimum=0.0),
+        retrieve_attention_after=_number(table.get("retrieve_attention_after", 3600.0),
+                                         f"{where}retrieve_attention_after", minimum=0.0),
     )
 
 

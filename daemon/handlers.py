@@ -10,13 +10,14 @@ import math
 import os
 import re
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from rsub.jobsub import WRAPPER
 from rsub.protocol import ErrorCode, Request
+from rsubd import retrieval, submitdesc
 from rsubd import submit as submitting
-from rsubd import submitdesc
 from rsubd.crash import crashpoint
 from rsubd.ledger import JobSelector
 from rsubd.schedd import (
@@ -82,6 +83,13 @@ def job_view(row: dict[str, Any]) -> dict[str, Any]:
         "submitted_at": iso(row["submitted_at"]),
         "completed_at": iso(row["completed_at"]),
         "retrieved_at": iso(row["retrieved_at"]),
+        # A completed job whose output rsubd cannot write where it goes: a person must act (`attention`
+        # says what), the output stays on the schedd; `rsub retrieve` fetches it again.
+        "needs_attention": row.get("attention") is not None,
+        "attention": row.get("attention"),
+        "retrieve_failures": row.get("retrieve_failures") or 0,
+        "retrieve_retry_at": None if row.get("retrieve_paused") else iso(row.get("retrieve_retry_at")),
+        "retrieved_to": row.get("retrieved_to"),
     }
 
 
@@ -263,6 +271,8 @@ class Handlers:
                 return await self.fetchlog(f["job"])
             case "wait":
                 return await self.wait(f["ids"], float(f.get("timeout", MAX_WAIT)))
+            case "retrieve":
+                return await self.retrieve(f["ids"], f.get("dest"))
             case "act":
                 return await self.act(f["action"], f["ids"], f.get("reason"), constraint=f.get("constraint"),
                                       schedd=f.get("schedd"))
@@ -486,12 +496,51 @@ class Handlers:
             self.d.poke(name)
         while True:
             rows = self._rows(ids)
-            if all(r["state"] in FINAL_STATES for r in rows):
-                return {"done": True, "jobs": [job_view(r) for r in rows]}
+            # A job that needs a person is as far as rsubd can take it alone: the wait ends.
+            if all(r["state"] in FINAL_STATES or r.get("attention") is not None for r in rows):
+                return {"done": True, "attention": sum(r.get("attention") is not None for r in rows),
+                        "jobs": [job_view(r) for r in rows]}
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return {"done": False, "jobs": [job_view(r) for r in rows]}
             await self.d.wait_for_poll(remaining)
+
+    async def retrieve(self, ids: list[Any], dest: str | None) -> dict[str, Any]:
+        """`rsub retrieve`: fetch completed jobs' output now, into each job's own directory or into `dest`."""
+        if not ids:
+            raise RequestError(ErrorCode.BAD_REQUEST, "name the jobs to retrieve: ids like 12, 12.0 or 12.0@local")
+        if dest is not None:
+            if not os.path.isabs(dest):
+                raise RequestError(ErrorCode.BAD_REQUEST, f"--dest must be an absolute path, not {dest!r}")
+            problem = retrieval.probe(Path(dest) / ".rsub-dest")
+            if problem is not None:
+                raise RequestError(ErrorCode.BAD_REQUEST, f"--dest {dest}: {problem}")
+        rows = self._rows(ids)
+        not_ready = [r for r in rows if r["state"] != "completed"]
+        if not_ready and len(not_ready) == len(rows):
+            r = not_ready[0]
+            where = f" (in {r['retrieved_to'] or r['iwd']})" if r["state"] == "retrieved" else ""
+            raise RequestError(ErrorCode.BAD_REQUEST, f"{len(not_ready)} job(s) have no output waiting on the"
+                               f" schedd: {job_id(r['cluster'], r['proc'])}@{r['schedd']} is {r['state']}{where}")
+        by_schedd: dict[str, list[tuple[int, int]]] = {}
+        for r in rows:
+            if r["state"] == "completed":
+                by_schedd.setdefault(r["schedd"], []).append((r["cluster"], r["proc"]))
+        if dest is not None:
+            await asyncio.to_thread(os.makedirs, dest, 0o700, True)
+        summary: dict[str, Any] = {}
+        for name, keys in by_schedd.items():
+            try:
+                result = await asyncio.to_thread(self.d.pollers[name].retrieve_now, keys, dest=dest)
+            except ScheddError as e:
+                raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: {e}") from None
+            summary[name] = {k: [f"{job_id(*key)}@{name}" for key in v] for k, v in result.items()}
+            log.info("jobs.retrieve_requested", schedd=name, jobs=len(keys), dest=dest,
+                     retrieved=len(result["retrieved"]), failed=len(result["failed"]))
+            self.d.poke(name, force=True)
+        jobs = [job_view(r) for r in self._rows(ids)]
+        return {"schedds": summary, "skipped": [f"{job_id(r['cluster'], r['proc'])}@{r['schedd']}" for r in not_ready],
+                "dest": dest, "jobs": jobs}
 
     async def act(self, action: str, ids: list[Any], reason: str | None, *, constraint: str | None = None,
                   schedd: str | None = None) -> dict[str, Any]:
@@ -547,12 +596,11 @@ class Handlers:
         """Ask for an early poll; each schedd says whether it was granted, and if not, why not."""
         if schedd is not None and schedd not in self.d.schedds:
             raise RequestError(ErrorCode.NOT_FOUND, f"no schedd named {schedd!r}; configured: {', '.join(self.d.schedds)}")
-        poked = self.d.poke(schedd)
-        names = [schedd] if schedd else list(self.d.schedds)
-        return {"poked": poked, "schedds": {
-            n: {"poked": n in poked, "backing_off": self.d.policies[n].backing_off,
-                "next_poll_in": self.d.policies[n].state().get("next_poll_in"), **self.d.early[n].state()}
-            for n in names}}
+        decisions = self.d.poke(schedd)
+        return {"poked": [n for n, d in decisions.items() if d.granted], "schedds": {
+            n: {"poked": d.granted, "decision": d.value, "backing_off": self.d.policies[n].backing_off,
+                "next_poll_in": self.d.loops[n].schedule.state()["next_poll_in"], **self.d.early[n].state()}
+            for n, d in decisions.items()}}
 
     async def token_refresh(self, name: str | None, wait: float) -> dict[str, Any]:
         names = [name] if name else list(self.d.tokens.states)

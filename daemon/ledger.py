@@ -93,6 +93,18 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN retrieve_started_at REAL;
     """,
+    # 4: retrieves that fail. A failure that may heal (a full disk, a locked file) is retried
+    # after a per-job backoff (retrieve_retry_at); one that cannot (the path cannot exist) pauses
+    # the job's retrieves (retrieve_paused) until `rsub retrieve`. `attention` says what a person
+    # must do; `retrieved_to`, where `rsub retrieve --dest` put the output.
+    """
+    ALTER TABLE jobs ADD COLUMN retrieve_failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN retrieve_failing_since REAL;
+    ALTER TABLE jobs ADD COLUMN retrieve_retry_at REAL;
+    ALTER TABLE jobs ADD COLUMN retrieve_paused INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN attention TEXT;
+    ALTER TABLE jobs ADD COLUMN retrieved_to TEXT;
+    """,
 )
 
 JOB_FIELDS = (
@@ -102,11 +114,14 @@ JOB_FIELDS = (
 )
 # Fields a poll may change on a job row.
 MUTABLE_FIELDS = ("state", "job_status", "hold_reason", "hold_code", "exit_code", "exit_signal",
-                  "remove_reason", "error", "completed_at", "retrieved_at", "marked_at", "retrieve_started_at")
+                  "remove_reason", "error", "completed_at", "retrieved_at", "marked_at", "retrieve_started_at",
+                  "retrieve_failures", "retrieve_failing_since", "retrieve_retry_at", "retrieve_paused",
+                  "attention", "retrieved_to")
 # What a poll compares with the schedd's ads, in the order of `Ledger.tracked`'s tuples
 # (after cluster and proc).
 TRACKED_FIELDS = ("state", "job_status", "hold_reason", "hold_code", "exit_code", "exit_signal",
-                  "remove_reason", "completed_at", "marked_at", "retrieve_started_at")
+                  "remove_reason", "completed_at", "marked_at", "retrieve_started_at", "retrieve_failures",
+                  "retrieve_failing_since", "retrieve_retry_at", "retrieve_paused")
 
 
 def _selector_clause(selectors: Sequence[JobSelector], args: list[Any]) -> str:

@@ -19,6 +19,8 @@ longer tracked, so they are never asked about again.
 from __future__ import annotations
 
 import collections
+import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,13 +51,21 @@ Key = tuple[int, int]
 HISTORY_PROJECTION = ("ClusterId", "ProcId", "JobStatus", "RemoveReason", "ExitCode", "ExitSignal",
                       "ExitBySignal", "CompletionDate", "StageOutFinish", "RETRIEVED", "LastHoldReason")
 CALLS = ("polls", "queries", "history_calls", "retrieve_calls", "edit_calls", "errors")
+REDIRECT_PROJECTION = ("ClusterId", "ProcId", "SUBMIT_Iwd", "Out", "Err", "SUBMIT_TransferOutputRemaps")
 MISSING_EVENTS = 20  # past this many jobs missing from queue and history, one event says how many
 
 # A tracked job is a tuple (cluster, proc, *TRACKED_FIELDS); these are its positions.
-STATE, JOB_STATUS, REMOVE_REASON, COMPLETED_AT, MARKED_AT, RETRIEVE_STARTED_AT = (
+(STATE, JOB_STATUS, REMOVE_REASON, COMPLETED_AT, MARKED_AT, RETRIEVE_STARTED_AT, RETRIEVE_FAILURES,
+ RETRIEVE_FAILING_SINCE, RETRIEVE_RETRY_AT, RETRIEVE_PAUSED) = (
     2 + TRACKED_FIELDS.index(name)
-    for name in ("state", "job_status", "remove_reason", "completed_at", "marked_at", "retrieve_started_at")
+    for name in ("state", "job_status", "remove_reason", "completed_at", "marked_at", "retrieve_started_at",
+                 "retrieve_failures", "retrieve_failing_since", "retrieve_retry_at", "retrieve_paused")
 )
+# A retrieve that succeeds ends whatever its earlier failures said.
+RETRIEVE_HEALED: dict[str, Any] = {"retrieve_failures": 0, "retrieve_failing_since": None, "retrieve_retry_at": None,
+                                   "retrieve_paused": 0, "attention": None}
+RETRY_BASE = 2.0  # seconds before the first retry of a retrieve that failed; doubled after each failure
+_TARGET_JOB = re.compile(r"target job (\d+)\.(\d+)")
 OBSERVED = TRACKED_FIELDS[:TRACKED_FIELDS.index("marked_at")]  # what a queue ad says; the rest is rsub's own
 _STATE_BY_CODE = {int(code): state for code, state in STATE_BY_STATUS.items()}
 _HELD, _REMOVED, _SPOOLING = int(JobStatus.HELD), int(JobStatus.REMOVED), int(HoldCode.SPOOLING_INPUT)
@@ -157,12 +167,17 @@ class Poller:
     """Reconciles the ledger with one schedd."""
 
     def __init__(self, ledger: Ledger, schedd: Schedd, *, clock: Callable[[], float] = time.time,
-                 on_change: Callable[[list[notify.Change]], object] | None = None) -> None:
+                 on_change: Callable[[list[notify.Change]], object] | None = None,
+                 retry_base: float = RETRY_BASE, retry_max: float = 600.0, attention_after: float = 3600.0) -> None:
         self.ledger = ledger
         self.schedd = schedd
         self.stats = PollStats()
         self._clock = clock
         self._on_change = on_change
+        self.retry_base = retry_base
+        self.retry_max = retry_max
+        self.attention_after = attention_after
+        self._busy = threading.Lock()  # a poll and an `rsub retrieve` never retrieve at once
 
     def _tell(self, changes: Sequence[Change]) -> None:
         """Report recorded state changes (notifications); never lets a listener break a poll."""
@@ -182,6 +197,10 @@ class Poller:
         return f'RsubInstance == "{self.ledger.instance_id}" && RETRIEVED =!= true'
 
     def poll_once(self) -> PollReport:
+        with self._busy:
+            return self._poll_once()
+
+    def _poll_once(self) -> PollReport:
         started = self._clock()
         tracked = {(r[0], r[1]): r for r in self.ledger.tracked(self.schedd.name)}
         if not tracked:
@@ -209,7 +228,8 @@ class Poller:
         return report
 
     def _reconcile(self, tracked: dict[Key, tuple[Any, ...]]) -> PollReport:
-        self.stats.count("queries", self._clock())
+        started_at = self._clock()
+        self.stats.count("queries", started_at)
         ads = self.schedd.query(self.constraint, POLL_PROJECTION)
         crashpoint("poll.after_query")
         changes: list[Change] = []
@@ -240,11 +260,16 @@ class Poller:
             if new[0] == "completed":
                 fetched = ad.get("StageOutFinish")
                 started = row[RETRIEVE_STARTED_AT]
+                retry_at = row[RETRIEVE_RETRY_AT]
                 if isinstance(fetched, (int, float)) and started is not None and fetched >= started - 1:
                     # A batched retrieve that failed as a whole (another job's output could not be
                     # written) did bring this one's home: record it, do not fetch it again.
-                    change.update(state="retrieved", retrieved_at=float(fetched), error=None)
+                    change.update(state="retrieved", retrieved_at=float(fetched), error=None, **RETRIEVE_HEALED)
                     fetched_home.append(row[:2])  # type: ignore[arg-type]
+                elif row[RETRIEVE_PAUSED]:
+                    pass  # its output cannot be written where it goes: a person must act (rsub retrieve)
+                elif retry_at is not None and retry_at > started_at:
+                    pass  # an earlier retrieve failed: its backoff has not run out
                 else:
                     to_retrieve.append(row[:2])  # type: ignore[arg-type]
             if change:
@@ -346,12 +371,13 @@ class Poller:
         return {**fields_from_ad(ad), "state": "failed",
                 "error": f"the job left the queue without completing (JobStatus {status})"}
 
-    def _retrieve(self, keys: list[Key], tracked: Mapping[Key, tuple[Any, ...]]) -> list[Key]:
+    def _retrieve(self, keys: list[Key], tracked: Mapping[Key, tuple[Any, ...]], *,
+                  dest: str | None = None) -> list[Key]:
         if not keys:
             return []
         self.stats.count("retrieve_calls", self._clock())
         repeats = {k: tracked[k][RETRIEVE_STARTED_AT] for k in keys if tracked[k][RETRIEVE_STARTED_AT] is not None}
-        moved = self._set_aside(repeats) if repeats else []
+        moved = self._set_aside(repeats) if repeats and dest is None else []
         crashpoint("retrieve.before_schedd")
         try:
             self.schedd.retrieve([job_id(*k) for k in keys])
@@ -359,7 +385,7 @@ class Poller:
             retrieval.settle(moved, succeeded=False)
             self.stats.count("errors", self._clock())
             log.warning("retrieve.failed", schedd=self.schedd.name, jobs=len(keys), error=str(e))
-            self.ledger.apply_changes(self.schedd.name, [(c, p, {"error": f"retrieve failed: {e.message}"}) for c, p in keys])
+            self._retrieve_failed(keys, tracked, e)
             return []
         crashpoint("retrieve.after_schedd")
         kept = retrieval.settle(moved, succeeded=True)
@@ -367,9 +393,9 @@ class Poller:
             log.warning("retrieve.repeated", schedd=self.schedd.name, kept=kept)
         # The output is in each job's Iwd (written durably) before the ledger says so.
         now = self._clock()
-        self.ledger.apply_changes(
-            self.schedd.name, [(c, p, {"state": "retrieved", "retrieved_at": now, "error": None}) for c, p in keys]
-        )
+        self.ledger.apply_changes(self.schedd.name, [
+            (c, p, {"state": "retrieved", "retrieved_at": now, "error": None, "retrieved_to": dest, **RETRIEVE_HEALED})
+            for c, p in keys])
         crashpoint("retrieve.after_record")
         self._tell([(c, p, {"state": "retrieved"}) for c, p in keys])
         by_cluster: dict[int, list[int]] = {}
@@ -379,13 +405,89 @@ class Poller:
             log.info("jobs.retrieved", schedd=self.schedd.name, cluster=c, procs=proc_ranges(procs), count=len(procs))
         return keys
 
-    def _set_aside(self, repeats: Mapping[Key, float], *, only_leftovers: bool = False) -> list[tuple[Path, Path]]:
-        """Before a repeated retrieve: move aside what the first attempt, or the user since, wrote."""
-        moved: list[tuple[Path, Path]] = []
+    def _retrieve_failed(self, keys: list[Key], tracked: Mapping[Key, tuple[Any, ...]], error: ScheddError) -> None:
+        """Say why each job's retrieve failed, and when (or whether) rsubd tries again.
+
+        The schedd's message names one job's file; this machine is asked about every job's
+        output paths. A path that cannot exist (a missing mount, a file where a directory must
+        be, a read-only file system, someone else's directory) pauses that job's retrieves: a
+        person must act, then `rsub retrieve`. Anything else (a full disk, a locked or
+        immutable file, a schedd-side failure) is retried after a backoff that doubles up to
+        `retry_max`; past `attention_after` of failures a person is asked too, while the retries go on.
+        The output stays on the schedd either way: nothing here marks a job RETRIEVED.
+        """
+        found = _TARGET_JOB.search(error.message)
+        named = (int(found[1]), int(found[2])) if found else None
+        targets = self._output_paths(keys)
+        now = self._clock()
+        changes: list[Change] = []
+        for key in keys:
+            row = tracked[key]
+            problem = retrieval.first_unwritable(targets.get(key, []))
+            if problem is None and named is not None and named != key and len(keys) > 1:
+                continue  # another job's output failed the batch: this one goes again next poll
+            ident = f"{job_id(*key)}@{self.schedd.name}"
+            failures = (row[RETRIEVE_FAILURES] or 0) + 1
+            since = row[RETRIEVE_FAILING_SINCE] or now
+            said = error.message if named in (key, None) or problem is None else str(problem)
+            change: dict[str, Any] = {"retrieve_failures": failures, "retrieve_failing_since": since}
+            if problem is not None and problem.permanent:
+                attention = (f"{problem}: fix the path (or its mount), then run 'rsub retrieve {ident}', or fetch"
+                             f" it elsewhere with 'rsub retrieve {ident} --dest DIR'; the output stays on the schedd")
+                change.update(retrieve_retry_at=None, retrieve_paused=1, attention=attention,
+                              error=f"retrieve failed: {said}; needs attention")
+                log.error("job.needs_attention", schedd=self.schedd.name, job=job_id(*key), path=problem.path,
+                          errno=problem.errno, reason=problem.strerror)
+            else:
+                delay = min(self.retry_max, self.retry_base * 2 ** min(failures - 1, 30))
+                change.update(retrieve_retry_at=now + delay, error=f"retrieve failed: {said}; retrying in {delay:g} s")
+                if now - since >= self.attention_after:
+                    change["attention"] = (f"retrieves have failed for {now - since:.0f} s ({failures} tries):"
+                                           f" {problem or said}; rsubd keeps trying")
+            changes.append((key[0], key[1], change))
+        self.ledger.apply_changes(self.schedd.name, changes)
+
+    def retrieve_now(self, keys: Sequence[Key], *, dest: str | None = None) -> dict[str, list[Key]]:
+        """`rsub retrieve`: fetch these completed jobs' output now (a paused job too), into their Iwd or `dest`.
+
+        Runs the poll's own steps (intent, retrieve, record) between polls; the next poll marks
+        them RETRIEVED once the schedd shows it sent the output, as after any retrieve.
+        """
+        with self._busy:
+            rows = {(r[0], r[1]): r for r in self.ledger.tracked(self.schedd.name)}
+            ready = [k for k in keys if k in rows and rows[k][STATE] == "completed"]
+            if not ready:
+                return {"retrieved": [], "failed": []}
+            started = self._clock()
+            intents = [(c, p, {"retrieve_started_at": rows[(c, p)][RETRIEVE_STARTED_AT] or started,
+                               "retrieve_paused": 0, "retrieve_retry_at": None}) for c, p in ready]
+            self.ledger.apply_changes(self.schedd.name, intents)
+            tracked = {(r[0], r[1]): r for r in self.ledger.tracked(self.schedd.name) if (r[0], r[1]) in set(ready)}
+            if dest is not None:
+                self._redirect(ready, dest)
+            done = self._retrieve(ready, tracked, dest=dest)
+            return {"retrieved": done, "failed": [k for k in ready if k not in set(done)]}
+
+    def _redirect(self, keys: Sequence[Key], dest: str) -> None:
+        """Point these jobs' retrieve at `dest`: the schedd writes output into SUBMIT_Iwd, so that moves.
+
+        Output named by an absolute path outside the job's Iwd (which may be the very path that
+        cannot be written) lands in `dest` under its own name; a relative one keeps its place
+        below `dest`.
+        """
+        ads = self.schedd.query(ids_constraint(list(keys)), REDIRECT_PROJECTION)
+        for ad in ads:
+            spec = [job_id(int(ad["ClusterId"]), int(ad["ProcId"]))]  # type: ignore[arg-type]
+            for attr, value in retrieval.redirected(ad, dest).items():
+                self.schedd.edit(spec, attr, value)
+
+    def _output_paths(self, keys: Sequence[Key]) -> dict[Key, list[Path]]:
+        """Where each job's output lands, from its cluster's submitted description."""
         by_cluster: dict[int, list[int]] = {}
-        for c, p in repeats:
+        for c, p in keys:
             by_cluster.setdefault(c, []).append(p)
         descriptions = self.ledger.descriptions(self.schedd.name, list(by_cluster))
+        out: dict[Key, list[Path]] = {}
         for cluster, procs in by_cluster.items():
             if cluster not in descriptions:
                 continue
@@ -394,9 +496,14 @@ class Poller:
                 targets = retrieval.output_targets(text, submit_dir, cluster, procs)
             except submitdesc.SubmitError:
                 continue
-            for proc, paths in targets.items():
-                moved += (retrieval.leftovers(paths) if only_leftovers
-                          else retrieval.set_aside(paths, repeats[(cluster, proc)]))
+            out.update({(cluster, proc): paths for proc, paths in targets.items()})
+        return out
+
+    def _set_aside(self, repeats: Mapping[Key, float], *, only_leftovers: bool = False) -> list[tuple[Path, Path]]:
+        """Before a repeated retrieve: move aside what the first attempt, or the user since, wrote."""
+        moved: list[tuple[Path, Path]] = []
+        for key, paths in self._output_paths(list(repeats)).items():
+            moved += retrieval.leftovers(paths) if only_leftovers else retrieval.set_aside(paths, repeats[key])
         return moved
 
     def _settle_leftovers(self, keys: list[Key], tracked: Mapping[Key, tuple[Any, ...]]) -> None:

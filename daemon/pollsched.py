@@ -236,6 +236,7 @@ class EarlyDecision(enum.StrEnum):
     RECENT = "recent"  # the schedd was queried less than the gap ago: the ledger is fresh
     BACKOFF = "backoff"  # the schedd last failed: only the backoff schedule may retry it
     RATE_LIMITED = "rate_limited"  # the bucket is empty
+    QUEUED = "queued"  # a poll is running: one more follows it, if the bucket allows
 
     @property
     def granted(self) -> bool:

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from rsubd import submitdesc
+from rsubd import retrieval, submitdesc
 from rsubd.schedd import SubmitRequest
 
 
@@ -52,6 +52,15 @@ def _abs(base: str, path: str) -> str:
 
 def _here(cwd: str, path: str) -> Path:
     return Path(cwd, os.path.expanduser(path.strip()))
+
+
+def _output_paths(commands: dict[str, str], iwd: Path) -> list[Path]:
+    """Where a job's output, error and transfer_output_files land on retrieve (remaps applied)."""
+    remaps = retrieval.parse_remaps(commands.get("transfer_output_remaps", ""))
+    names = [commands.get("output", ""), commands.get("error", "")]
+    names += [remaps.get(n.strip(), n.strip()) for n in commands.get("transfer_output_files", "").split(",")]
+    return [iwd / os.path.expanduser(n) for n in (x.strip() for x in names)
+            if n and n != os.devnull and "$" not in n and "://" not in n]
 
 
 def prepare(
@@ -125,6 +134,14 @@ def prepare(
             if not os.access(path, os.R_OK):
                 raise SubmitRefused(f"job {proc}: input file {path} is not readable")
             checked.add(("input", str(path)))
+        for target in _output_paths(commands, iwd):
+            # One look per directory: a 10,000-job cluster writes its outputs into a handful.
+            if ("out", str(target.parent)) in checked:
+                continue
+            problem = retrieval.probe(target.parent / ".rsub-output-check")
+            if problem is not None and problem.permanent:
+                raise SubmitRefused(f"job {proc}: output {target} could not be retrieved: {problem}")
+            checked.add(("out", str(target.parent)))
         iwds.append(str(iwd))
     rendered = submitdesc.render(desc)
     return Prepared(

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from rsubd import retrieval
 from rsubd.schedd import Action, ErrorKind, Schedd, ScheddError, ids_constraint
 
 from .contract_kit import STATE_TIMEOUT, JobKit, as_int, holds_for, quote, wait_until
@@ -496,3 +497,36 @@ def test_edit_of_many_ids_with_one_gone_changes_none(schedd: Schedd, kit: JobKit
         schedd.edit(job.job_ids(), "RsubNote", '"marked"')
     assert failure.value.kind is ErrorKind.NOT_FOUND
     assert all("RsubNote" not in ad for ad in kit.ads(job, ["ProcId", "RsubNote"]).values())
+
+
+def test_retrieve_writes_where_submit_iwd_and_out_are_edited_to(
+    schedd: Schedd, kit: JobKit, tmp_path: Path
+) -> None:
+    """`rsub retrieve --dest`: a spooled job's output follows an edited SUBMIT_Iwd, and an edited Out."""
+    gone = tmp_path / "gone"  # where the output was to go, absolute and outside the initialdir
+    gone.mkdir()
+    job = kit.submit_job(
+        """
+        echo "to stdout"
+        echo "to stderr" >&2
+        echo made > result.txt
+        """,
+        commands={"output": str(gone / "abs_out.txt"), "transfer_output_files": "result.txt",
+                  "transfer_output_remaps": f'"result.txt={gone}/result_abs.txt"'},
+    )
+    schedd.spool(job.result)
+    kit.wait_status(job, COMPLETED)
+    ad = schedd.query(job.constraint, ["ClusterId", "ProcId", "SUBMIT_Iwd", "Out", "Err",
+                                       "SUBMIT_TransferOutputRemaps"])[0]
+    assert ad["SUBMIT_Iwd"] == str(job.initialdir)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    edits = retrieval.redirected(ad, str(dest))
+    assert edits["SUBMIT_Iwd"] == quote(str(dest))
+    for attr, value in edits.items():
+        assert schedd.edit(job.job_ids(), attr, value) == 1
+    schedd.retrieve(job.job_ids())
+    assert (dest / "abs_out.txt").read_text() == "to stdout\n"
+    assert (dest / "err.txt").read_text() == "to stderr\n"
+    assert (dest / "result_abs.txt").read_text() == "made\n"
+    assert listing(gone) == [] and not (job.initialdir / "err.txt").exists()

@@ -39,6 +39,11 @@ def test_bad_id_is_a_usage_error(rsubd: Rsubd) -> None:
         ("executable = job.sh\nthis is not a command\nqueue\n", "line 2"),
         ("executable = job.sh\n", "queue"),
         ("executable = job.sh\ninitialdir = /nonexistent/dir\nqueue\n", "initialdir"),
+        ("executable = job.sh\noutput = /proc/nope/x.out\nqueue\n",
+         "output /proc/nope/x.out could not be retrieved: cannot write /proc/nope: (errno 2)"),
+        ("executable = job.sh\nerror = job.sh/x.err\nqueue\n", "(errno 20) Not a directory"),
+        ("executable = job.sh\ntransfer_output_files = r.txt\ntransfer_output_remaps = \"r.txt = /proc/x/r\"\nqueue\n",
+         "/proc/x/r could not be retrieved"),
     ],
 )
 def test_bad_submit_exit_5_and_nothing_submitted(rsubd: Rsubd, workdir: Path, text: str, expected: str) -> None:

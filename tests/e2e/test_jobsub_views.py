@@ -38,7 +38,8 @@ poll_interval = 0.2
 JOBSUB_HEADER = ["JOBID", "OWNER", "SUBMITTED", "RUN_TIME", "ST", "PRI", "SIZE", "CMD"]
 VIEW_KEYS = {"id", "cluster", "proc", "schedd", "state", "job_status", "exit_code", "exit_signal", "hold_reason",
              "hold_code", "hold_hint", "remove_reason", "error", "iwd", "submitted_at", "completed_at",
-             "retrieved_at", "jobsub"}
+             "retrieved_at", "needs_attention", "attention", "retrieve_failures", "retrieve_retry_at",
+             "retrieved_to", "jobsub"}
 JOBSUB_KEYS = {"owner", "status", "run_time", "command", "priority", "size"}
 
 
@@ -273,7 +274,7 @@ def test_fetchlog_errors(world: World) -> None:
 
 # -- completion and help -----------------------------------------------------------------------
 
-COMMANDS = ["ping", "poke", "submit", "q", "status", "history", "wait", "fetchlog", "hold", "release", "rm", "daemon",
+COMMANDS = ["ping", "poke", "submit", "q", "status", "history", "wait", "retrieve", "fetchlog", "hold", "release", "rm", "daemon",
             "token", "completion"]
 
 

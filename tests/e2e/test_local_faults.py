@@ -120,22 +120,46 @@ def queue_ad(daemon: Rsubd, cluster: int) -> dict[str, Any] | None:
     return {k.lower(): v for k, v in merged.items()}
 
 
+def polls(daemon: Rsubd) -> int:
+    return int(daemon.json("daemon", "status")["schedds"]["local"]["polls"])
+
+
 def assert_held_back(daemon: Rsubd, cluster: int, out: Path, os_message: str) -> None:
-    """A failed retrieve: shown, retried, nothing recorded as retrieved, nothing marked, no file under a real name."""
+    """A failed retrieve that may heal: shown, retried after a growing backoff (not every poll), never marked."""
     job = wait_until(lambda: (j := job_of(daemon, cluster))["error"] and j, 60, "the retrieve to fail")
     assert job["state"] == "completed" and job["retrieved_at"] is None, job
     assert job["error"].startswith("retrieve failed:") and os_message in job["error"], job["error"]
     assert str(out / f"job_{cluster}.0.out") in job["error"]  # the user's file, not a temporary name
-    # Retried on later polls, failing the same way each time.
-    calls = retrieve_calls(daemon)
+    assert job["needs_attention"] is False and job["retrieve_retry_at"] is not None, job
+    # Retried on later polls, failing the same way each time, 2 s then 4 s apart: not at every poll.
+    calls, polled = retrieve_calls(daemon), polls(daemon)
     wait_until(lambda: retrieve_calls(daemon) >= calls + 2, 20, "two more retrieve attempts")
+    assert polls(daemon) - polled >= 6  # polls every 0.5 s meanwhile
     job = job_of(daemon, cluster)
     assert job["state"] == "completed" and os_message in job["error"]
+    assert job["retrieve_failures"] >= 3 and "retrying in" in job["error"]
     row = ledger_row(daemon, cluster)
     assert row["state"] == "completed" and row["retrieved_at"] is None and row["marked_at"] is None
     ad = queue_ad(daemon, cluster)
     assert ad is not None and ad.get("retrieved") is not True  # the schedd still keeps the job and its spool
     assert daemon.json("daemon", "status")["pid"] == daemon.proc.pid  # type: ignore[union-attr]
+
+
+def assert_needs_attention(daemon: Rsubd, cluster: int, out: Path, os_message: str) -> None:
+    """A retrieve that cannot succeed: reported, not retried, never marked; `rsub wait` ends with exit 9."""
+    job = wait_until(lambda: (j := job_of(daemon, cluster))["needs_attention"] and j, 60, "needs attention")
+    assert job["state"] == "completed" and job["retrieved_at"] is None, job
+    assert os_message in job["attention"] and f"rsub retrieve {cluster}.0@local" in job["attention"], job
+    assert job["retrieve_retry_at"] is None
+    waited = daemon.rsub("wait", "--timeout", "30", str(cluster))
+    assert waited.returncode == 9, waited.stdout + waited.stderr
+    assert "NEEDS ATTENTION" in waited.stdout and "need attention" in waited.stderr
+    calls, polled = retrieve_calls(daemon), polls(daemon)
+    wait_until(lambda: polls(daemon) >= polled + 4, 20, "four more polls")
+    assert retrieve_calls(daemon) == calls  # paused: no poll tries it again
+    assert ledger_row(daemon, cluster)["marked_at"] is None
+    ad = queue_ad(daemon, cluster)
+    assert ad is not None and ad.get("retrieved") is not True
 
 
 def assert_retrieved(daemon: Rsubd, cluster: int, out: Path, expected: bytes) -> None:
@@ -174,19 +198,33 @@ def _undo(*cmd: str) -> Callable[[], None]:
     return undo
 
 
-def _read_only_mount(out: Path) -> Callable[[], None]:
+def _read_only_mount(out: Path, cluster: int) -> Callable[[], None]:
     assert _run("mount", "-o", "remount,ro", str(out)).returncode == 0
     return _undo("mount", "-o", "remount,rw", str(out))
 
 
-def _immutable(out: Path) -> Callable[[], None]:
+def _immutable(out: Path, cluster: int) -> Callable[[], None]:
     made = _run("chattr", "+i", str(out))
     if made.returncode != 0:
         pytest.skip(f"chattr +i is not available here: {made.stderr.strip()}")
     return _undo("chattr", "-i", str(out))
 
 
-def _a_file_in_its_place(out: Path) -> Callable[[], None]:
+def _immutable_file(out: Path, cluster: int) -> Callable[[], None]:
+    target = out / f"job_{cluster}.0.out"
+    target.write_text("an old copy, made immutable\n")
+    made = _run("chattr", "+i", str(target))
+    if made.returncode != 0:
+        pytest.skip(f"chattr +i is not available here: {made.stderr.strip()}")
+    undo = _undo("chattr", "-i", str(target))
+
+    def free() -> None:
+        undo()
+        target.unlink()
+    return free
+
+
+def _a_file_in_its_place(out: Path, cluster: int) -> Callable[[], None]:
     aside = out.with_name("out.moved")
     out.rename(aside)
     out.write_text("not a directory\n")
@@ -198,12 +236,15 @@ def _a_file_in_its_place(out: Path) -> Callable[[], None]:
 
 
 # Root ignores permission bits (chmod 0500 would not stop it), so each technique is one that stops
-# root too: a read-only mount (EROFS), an immutable directory (chattr +i: EPERM for everyone), and
-# the directory replaced by a file (ENOTDIR; this one needs no root, so it runs for any user).
+# root too: a read-only mount (EROFS), an immutable directory or file (chattr +i: EPERM for everyone),
+# and the directory replaced by a file (ENOTDIR; this one needs no root, so it runs for any user).
+# An immutable directory or file is the user's own to free: retried. A read-only file system or a
+# file where the directory must be cannot heal by waiting: a person must act, then `rsub retrieve`.
 UNWRITABLE = {
-    "read-only mount": (_read_only_mount, "(errno 30) Read-only file system", True),
-    "immutable directory": (_immutable, "(errno 1) Operation not permitted", True),
-    "a file in its place": (_a_file_in_its_place, "(errno 20) Not a directory", False),
+    "read-only mount": (_read_only_mount, "(errno 30) Read-only file system", True, True),
+    "immutable directory": (_immutable, "(errno 1) Operation not permitted", True, False),
+    "immutable file": (_immutable_file, "(errno 1) Operation not permitted", True, False),
+    "a file in its place": (_a_file_in_its_place, "(errno 20) Not a directory", False, True),
 }
 
 
@@ -211,22 +252,56 @@ UNWRITABLE = {
 def test_an_unwritable_output_directory_leaves_the_job_unretrieved_until_it_is_fixed(
     daemon: Rsubd, workdir: Path, how: str
 ) -> None:
-    breaker, os_message, needs_root = UNWRITABLE[how]
+    breaker, os_message, needs_root, permanent = UNWRITABLE[how]
     out = workdir / "out"
     out.mkdir()
     if needs_root and os.geteuid() != 0:
         pytest.skip(f"a {how} needs root")
     with tmpfs(out, "4m") if how == "read-only mount" else _nothing(out):
         cluster, go = submit_waiting(daemon, workdir, 'echo "hello $1"\n')  # submit checks it is writable
-        undo = breaker(out)
+        undo = breaker(out, cluster)
         try:
             go.touch()  # the job runs and completes only now that its output directory is unwritable
-            assert_held_back(daemon, cluster, out, os_message)
+            if permanent:
+                assert_needs_attention(daemon, cluster, out, os_message)
+            else:
+                assert_held_back(daemon, cluster, out, os_message)
             if out.is_dir():
-                assert list(out.iterdir()) == []
+                assert [p.name for p in out.iterdir() if p.name.startswith("job_")] in (
+                    [], [f"job_{cluster}.0.out"] if how == "immutable file" else [])
         finally:
             undo()
+        if permanent:
+            again = daemon.rsub("retrieve", f"{cluster}.0")
+            assert again.returncode == 0, again.stdout + again.stderr
+            assert f"{cluster}.0@local: retrieved into {out}" in again.stdout
+            assert job_of(daemon, cluster)["needs_attention"] is False
         assert_retrieved(daemon, cluster, out, f"hello {cluster}\n".encode())
+
+
+def test_rsub_retrieve_dest_fetches_output_that_cannot_go_home_elsewhere(daemon: Rsubd, workdir: Path) -> None:
+    out = workdir / "out"
+    out.mkdir()
+    cluster, go = submit_waiting(daemon, workdir, 'echo "hello $1"; echo "oops" >&2\n')
+    undo = _a_file_in_its_place(out, cluster)
+    try:
+        go.touch()
+        assert_needs_attention(daemon, cluster, out, "(errno 20) Not a directory")
+        refused = daemon.rsub("retrieve", f"{cluster}.0", "--dest", str(out / "x"))
+        assert refused.returncode == 2 and "Not a directory" in refused.stderr, refused.stderr
+        elsewhere = workdir / "elsewhere"
+        got = daemon.rsub("retrieve", f"{cluster}.0", "--dest", str(elsewhere), "--json")
+        assert got.returncode == 0, got.stdout + got.stderr
+        job = json.loads(got.stdout)["jobs"][0]
+        assert (job["state"], job["retrieved_to"], job["needs_attention"]) == ("retrieved", str(elsewhere), False)
+        assert (elsewhere / f"job_{cluster}.0.out").read_text() == f"hello {cluster}\n"
+        assert (elsewhere / f"job_{cluster}.0.err").read_text() == "oops\n"
+        wait_until(lambda: ledger_row(daemon, cluster)["marked_at"] is not None, 30, "RETRIEVED = true")
+        # Asking again says where the output already is.
+        again = daemon.rsub("retrieve", f"{cluster}.0")
+        assert again.returncode == 2 and str(elsewhere) in again.stderr
+    finally:
+        undo()
 
 
 @contextmanager

@@ -370,8 +370,8 @@ def test_tracked_is_compact_tuples_of_what_a_poll_compares(ledger: Ledger) -> No
     ledger.apply_changes("local", [(1, 1, {"state": "retrieved", "retrieved_at": 2.0}),
                                    (1, 2, {"state": "removed", "remove_reason": "x"})])
     assert sorted(ledger.tracked("local")) == [
-        (1, 0, "spooling", 5, None, None, None, None, None, None, None, None),
-        (1, 1, "retrieved", 5, None, None, None, None, None, None, None, None),
+        (1, 0, "spooling", 5, None, None, None, None, None, None, None, None, 0, None, None, 0),
+        (1, 1, "retrieved", 5, None, None, None, None, None, None, None, None, 0, None, None, 0),
     ]
 
 

@@ -226,7 +226,7 @@ def test_several_completed_jobs_take_one_retrieve_and_one_edit(env: Env) -> None
     assert all(ad["RETRIEVED"] is True for ad in queued)
 
 
-def test_failed_retrieve_is_not_marked_and_is_retried(env: Env) -> None:
+def test_a_retrieve_that_cannot_succeed_pauses_until_asked_and_is_never_marked(env: Env) -> None:
     d = env.job_dir("retry")
     (d / "outdir").mkdir()
     result, _ = env.submit(d, simple("r", "initialdir = outdir\n"))
@@ -239,28 +239,101 @@ def test_failed_retrieve_is_not_marked_and_is_retried(env: Env) -> None:
     row = env.job(result.cluster)
     assert report.retrieved == 0 and report.marked == 0
     assert row["state"] == "completed"
-    assert row["error"].startswith("retrieve failed: ")
+    assert row["error"].startswith("retrieve failed: ") and row["error"].endswith("needs attention")
+    assert row["retrieve_paused"] == 1 and row["retrieve_failures"] == 1
+    assert f"cannot write {d / 'outdir'}: (errno 20) Not a directory" in row["attention"]
+    assert f"rsub retrieve {result.cluster}.0@local" in row["attention"]
     assert row["retrieved_at"] is None and row["marked_at"] is None
-    assert env.totals()["errors"] == 1
-    assert env.totals()["edit_calls"] == 0
-    assert [ad["RETRIEVED"] for ad in env.queue()] == [False]
+    assert env.totals()["errors"] == 1 and env.totals()["retrieve_calls"] == 1
 
+    # Paused: later polls do not try again, even once the path is fixed; the schedd keeps the job.
     (d / "outdir").unlink()
     (d / "outdir").mkdir()
-    report = env.poll()
-    row = env.job(result.cluster)
-    assert (report.retrieved, report.marked) == (1, 0)
-    assert (row["state"], row["error"]) == ("retrieved", None)
-    assert row["marked_at"] is None
-    assert (d / "outdir" / "out_r.txt").read_text() == "hello r\n"
-    assert env.totals()["edit_calls"] == 0
+    for _ in range(3):
+        assert env.poll().retrieved == 0
+    assert env.totals()["retrieve_calls"] == 1 and env.totals()["edit_calls"] == 0
+    assert [ad["RETRIEVED"] for ad in env.queue()] == [False]
 
+    # `rsub retrieve` fetches it on demand; the next poll marks it.
+    assert env.poller.retrieve_now([(result.cluster, 0)]) == {"retrieved": [(result.cluster, 0)], "failed": []}
+    row = env.job(result.cluster)
+    assert (row["state"], row["error"], row["attention"], row["retrieve_paused"]) == ("retrieved", None, None, 0)
+    assert (d / "outdir" / "out_r.txt").read_text() == "hello r\n"
+    report = env.poll()
+    assert report.marked == 1 and env.job(result.cluster)["marked_at"] is not None
+    assert [ad["RETRIEVED"] for ad in env.queue()] in ([True], [])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_retrieve_that_may_heal_is_retried_with_a_doubling_backoff_then_asks_for_a_person(env: Env) -> None:
+    clock = Clock()
+    env.poller = Poller(env.ledger, env.schedd, clock=clock, retry_base=2.0, retry_max=8.0, attention_after=20.0)
+    d = env.job_dir("heal")
+    result, _ = env.submit(d, simple("h"))
+    env.poll()
+    env.tick_until(lambda: len(env.queue("JobStatus == 4")) == 1, "completed")
+    real_retrieve, failing = env.schedd.retrieve, [True]
+
+    def retrieve(jobs: Any) -> None:
+        if failing[0]:
+            raise ScheddError(ErrorKind.TRANSFER, f"DCSchedd::receiveJobSandbox:7003:File transfer failed for target"
+                              f" job {result.cluster}.0: writing to file {d}/out_h.txt: (errno 28) No space left on device")
+        real_retrieve(jobs)
+
+    env.schedd.retrieve = retrieve  # type: ignore[method-assign]
+    tried_at = []
+    for _ in range(40):  # one poll a second for 40 s
+        before = env.totals()["retrieve_calls"]
+        env.poll()
+        if env.totals()["retrieve_calls"] > before:
+            tried_at.append(clock.now - 1_000_000.0)
+        clock.now += 1.0
+    # Tries at 0, then 2, 4 and 8 s apart, capped at 8 s: never every poll.
+    assert tried_at[:5] == [0.0, 2.0, 6.0, 14.0, 22.0], tried_at
+    assert all(b - a == 8.0 for a, b in zip(tried_at[3:], tried_at[4:])), tried_at
+    row = env.job(result.cluster)
+    assert row["state"] == "completed" and row["retrieve_paused"] == 0
+    assert "(errno 28) No space left on device" in row["error"] and "retrying in 8 s" in row["error"]
+    assert row["attention"] is not None and "rsubd keeps trying" in row["attention"]  # failing for over 20 s
+    assert row["marked_at"] is None and [ad["RETRIEVED"] for ad in env.queue()] == [False]
+
+    failing[0] = False  # space again: the next try after the backoff brings it home and clears it all
+    clock.now += 8.0
     report = env.poll()
     row = env.job(result.cluster)
-    assert (report.retrieved, report.marked) == (0, 1)
-    assert row["marked_at"] is not None
-    assert env.totals()["edit_calls"] == 1
-    assert [ad["RETRIEVED"] for ad in env.queue()] in ([True], [])
+    assert report.retrieved == 1
+    assert (row["state"], row["error"], row["attention"], row["retrieve_failures"]) == ("retrieved", None, None, 0)
+    assert (d / "out_h.txt").read_text() == "hello h\n"
+
+
+def test_retrieve_now_into_another_directory_moves_absolute_outputs_there(env: Env) -> None:
+    d = env.job_dir("dest")
+    mount = env.root / "mnt"  # a mount point, say, that is gone by the time the job ends
+    mount.mkdir()
+    result, _ = env.submit(d, simple("x").replace("output = out_x.txt", f"output = {mount}/out_x.txt"))
+    env.poll()
+    env.tick_until(lambda: len(env.queue("JobStatus == 4")) == 1, "completed")
+    mount.rmdir()
+    mount.write_text("not a directory any more")
+    env.poll()
+    row = env.job(result.cluster)
+    assert row["retrieve_paused"] == 1 and str(mount) in row["attention"]
+    dest = env.root / "elsewhere"
+    dest.mkdir()
+    done = env.poller.retrieve_now([(result.cluster, 0)], dest=str(dest))
+    assert done["retrieved"] == [(result.cluster, 0)]
+    assert (dest / "out_x.txt").read_text() == "hello x\n"
+    assert (dest / "err_x.txt").read_text() == "oops x\n"
+    row = env.job(result.cluster)
+    assert (row["state"], row["retrieved_to"]) == ("retrieved", str(dest))
+    assert not (d / "err_x.txt").exists()
 
 
 # -- jobs changed or gone outside rsub -----------------------------------------

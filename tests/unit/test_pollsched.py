@@ -386,7 +386,7 @@ def test_early_polls_state_counts_decisions() -> None:
     policy.next_delay()
     early.request()
     state = early.state()
-    assert state["early_polls"] == {"granted": 1, "due": 1, "recent": 1, "backoff": 0, "rate_limited": 0}
+    assert state["early_polls"] == {"granted": 1, "due": 1, "recent": 1, "backoff": 0, "rate_limited": 0, "queued": 0}
     assert state["early_poll_tokens"] == 0.0
     assert state["early_poll_available_in"] == pytest.approx(EARLY_POLL_PERIOD)
     off = EarlyPolls(policy, bucket=TokenBucket(rate_per_s=0.0, burst=0.0, clock=clock))

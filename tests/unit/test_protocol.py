@@ -232,7 +232,7 @@ def test_generic_errors_exit_1() -> None:
 def test_exit_code_constants_are_distinct() -> None:
     names = [n for n in vars(protocol) if n.startswith("EXIT_") and n != "EXIT_BY_CODE"]
     values = [getattr(protocol, n) for n in names]
-    assert len(set(values)) == len(values) == 9
+    assert len(set(values)) == len(values) == 10
     assert all(0 <= v < 126 for v in values)  # above 125 means something else to a shell
 
 

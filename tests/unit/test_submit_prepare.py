@@ -256,3 +256,37 @@ def test_rendered_text_is_stable(cwd: Path) -> None:
     desc = submitdesc.parse(prepared.request.text, cwd="/")
     assert submitdesc.render(desc) == prepared.request.text
     assert desc.num_procs() == prepared.num_procs == 3
+
+
+# -- outputs that could never be retrieved are refused before anything is sent -----------------
+
+
+@pytest.mark.parametrize(("line", "named"), [
+    ("output = /proc/nope/x.out", "output /proc/nope/x.out could not be retrieved: cannot write /proc/nope"),
+    ("error = job.sh/x.err", "(errno 20) Not a directory"),
+    ("transfer_output_files = r.txt\ntransfer_output_remaps = \"r.txt = /proc/nope/r.txt\"", "/proc/nope/r.txt"),
+])
+def test_an_output_path_that_cannot_be_created_is_refused_naming_it(cwd: Path, line: str, named: str) -> None:
+    assert named in refusal(f"executable = job.sh\n{line}\nqueue\n", cwd)
+
+
+def test_output_directories_that_do_not_exist_yet_but_can_be_made_are_allowed(cwd: Path) -> None:
+    prepared = run("executable = job.sh\noutput = new/deeper/out.$(Process)\nerror = /tmp/rsub-new-dir/err\nqueue 2\n",
+                   cwd)
+    assert prepared.num_procs == 2
+    assert not (cwd / "new").exists() and not Path("/tmp/rsub-new-dir").exists()  # the check leaves no trace
+    assert [p.name for p in cwd.iterdir() if p.name.startswith(".rsub")] == []
+
+
+def test_a_read_only_output_directory_is_refused(cwd: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting needs root")
+    import subprocess
+    ro = cwd / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        assert "(errno 30) Read-only file system" in refusal("executable = job.sh\noutput = ro/x.out\nqueue\n", cwd)
+    finally:
+        subprocess.run(["umount", str(ro)])
