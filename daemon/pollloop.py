@@ -55,6 +55,7 @@ class PollSchedule:
         self.polls = 0
         self.stalls = 0
         self.stalled_now: str | None = None  # why the last check found the schedule stalled, if it did
+        self._scheduled_bound = 0.0  # the bound in force when the next poll was set
         policy.schedule_now()  # the first poll is due at once
 
     # -- what the loop does ------------------------------------------------------
@@ -82,6 +83,9 @@ class PollSchedule:
         policy = self.policy
         {"ok": policy.on_success, "idle": policy.on_idle}.get(outcome, policy.on_error)()
         delay = policy.next_delay()  # records the next poll in the policy
+        # A submit that succeeds ends a backoff (the schedd answered) without moving the backed-off
+        # poll already set: the bound that poll was set under still holds until it runs.
+        self._scheduled_bound = self.bound()
         self.running = False
         self.ended_at = self.clock()
         if self.repoll:
@@ -124,9 +128,9 @@ class PollSchedule:
             if now - self.started_at > self.max_duration:
                 return f"a poll has run for {now - self.started_at:.0f} s (limit {self.max_duration:g} s)"
             return None
-        if self.ended_at is not None and now - self.ended_at > self.bound():
-            return (f"no poll started for {now - self.ended_at:.1f} s after the last one ended"
-                    f" (bound {self.bound():.1f} s)")
+        bound = max(self.bound(), self._scheduled_bound)
+        if self.ended_at is not None and now - self.ended_at > bound:
+            return f"no poll started for {now - self.ended_at:.1f} s after the last one ended (bound {bound:.1f} s)"
         late = now - self.next_at
         if late > self.slack:
             return f"the poll due {late:.1f} s ago did not start"
@@ -148,7 +152,7 @@ class PollSchedule:
             "last_poll_ended_at": at(self.ended_at),
             "seconds_since_poll_started": None if self.started_at is None else round(now - self.started_at, 3),
             "seconds_since_poll_ended": None if self.ended_at is None else round(now - self.ended_at, 3),
-            "poll_bound": round(self.bound(), 3),
+            "poll_bound": round(max(self.bound(), 0.0 if self.running else self._scheduled_bound), 3),
             "stalls": self.stalls,
             "schedule_alive": self.stalled_now is None,
         }
