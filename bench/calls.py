@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rsubd.ledger import Ledger
-from rsubd.poller import Poller
+from rsubd.ledger.store import Ledger
+from rsubd.polling.poller import Poller
 
 from bench.common import (
     CountingSchedd,

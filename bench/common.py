@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from rsubd.ledger import Ledger
-from rsubd.local.scheduler import LocalSchedd
-from rsubd.poller import Poller
-from rsubd.schedd import (
+from rsubd.ledger.store import Ledger
+from rsubd.backends.local.scheduler import LocalSchedd
+from rsubd.polling.poller import Poller
+from rsubd.backends.schedd import (
     FINAL_STATES,
     Action,
     ActResult,
@@ -36,7 +36,7 @@ from rsubd.schedd import (
     SubmitResult,
     state_of,
 )
-from rsubd.submit import prepare
+from rsubd.services.submission import prepare
 
 SCHEDD = "local"
 JOB_SH = "#!/bin/sh\necho \"hello $1\"\n"

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rsubd.schedd import Action, ActResult, JobAd, JobSpec, SubmitRequest, SubmitResult
+from rsubd.backends.schedd import Action, ActResult, JobAd, JobSpec, SubmitRequest, SubmitResult
 
 
 def _serve(conn: multiprocessing.connection.Connection, state: str) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rsubd.schedd import SubmitRequest
+from rsubd.backends.schedd import SubmitRequest
 
 from bench.common import description, emit, open_schedd, quiet, workdir
 from bench.daemon import Rsubd, summary

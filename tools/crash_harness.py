@@ -4,7 +4,7 @@
 
 One rsubd state directory serves the whole run, so the ledger and the embedded
 scheduler's queue persist across kills. Each run starts rsubd with a crash plan
-(a point of `rsubd.crash.POINTS` at its Nth passage, `random:P`, or an external
+(a point of `rsubd.platform.crash.POINTS` at its Nth passage, `random:P`, or an external
 SIGKILL after 0-2 s), drives work through real `rsub` command lines while it
 lives (submits of 1-5 jobs with their own inputs, holds then releases, removes),
 and restarts it once it is dead. Submit clients are subprocesses that outlive a
@@ -37,8 +37,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `tools` and the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rsubd.crash import ENV, POINTS  # noqa: E402 - after the path set-up above
-from rsubd.schedd import ACTIVE_STATES  # noqa: E402
+from rsubd.platform.crash import ENV, POINTS  # noqa: E402 - after the path set-up above
+from rsubd.backends.schedd import ACTIVE_STATES  # noqa: E402
 from tools.crash_verify import audit, ledger_rows, schedd_jobs  # noqa: E402
 from tools.crash_workload import Submission, write_submission  # noqa: E402
 

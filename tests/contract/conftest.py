@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rsubd.local.scheduler import LocalSchedd
-from rsubd.schedd import Action, Schedd
+from rsubd.backends.local.scheduler import LocalSchedd
+from rsubd.backends.schedd import Action, Schedd
 
 from .contract_kit import JobKit
 
@@ -36,7 +36,7 @@ def schedd(
     config = os.environ.get(CONDOR_CONFIG_ENV)
     if not config:
         pytest.skip(f"{CONDOR_CONFIG_ENV} not set: no real pool to test against")
-    from rsubd.condor import CondorSchedd, CondorSettings
+    from rsubd.backends.condor.client import CondorSchedd, CondorSettings
 
     # RSUB_TEST_SCHEDD_NAME picks a schedd by its Name (default: the pool's local schedd);
     # RSUB_TEST_POOL names the collector (default: the one condor_config names).

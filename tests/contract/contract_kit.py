@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from rsubd.schedd import Action, AdValue, JobAd, Schedd, ScheddError, SubmitRequest, SubmitResult
-from rsubd.submit import leave_in_queue
+from rsubd.backends.schedd import Action, AdValue, JobAd, Schedd, ScheddError, SubmitRequest, SubmitResult
+from rsubd.services.submission import leave_in_queue
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""The schedd boundary contract: what every `rsubd.schedd.Schedd` backend must do.
+"""The schedd boundary contract: what every `rsubd.backends.schedd.Schedd` backend must do.
 
 Each expectation is one a real HTCondor 25 schedd was seen to meet when driven
 through remote submission (submit with spooling, spool, query, retrieve, edit,
@@ -15,8 +15,8 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from rsubd import retrieval
-from rsubd.schedd import Action, ErrorKind, Schedd, ScheddError, ids_constraint
+from rsubd.services import retrieval
+from rsubd.backends.schedd import Action, ErrorKind, Schedd, ScheddError, ids_constraint
 
 from .contract_kit import STATE_TIMEOUT, JobKit, as_int, holds_for, quote, wait_until
 

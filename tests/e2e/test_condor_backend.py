@@ -109,9 +109,9 @@ def test_hung_schedd_is_cut_off_and_status_keeps_answering(short_tmp: Path, work
 
 
 def test_a_new_token_replaces_the_binding_worker_but_never_between_submit_and_spool(tmp_path: Path) -> None:
-    from rsubd.condor import CondorSchedd, CondorSettings
-    from rsubd.schedd import ScheddError
-    from rsubd.tokenmanager import Credential
+    from rsubd.backends.condor.client import CondorSchedd, CondorSettings
+    from rsubd.backends.schedd import ScheddError
+    from rsubd.tokens.manager import Credential
 
     generation = [1]
     schedd = CondorSchedd(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from rsubd.crash import ENV
+from rsubd.platform.crash import ENV
 from tests.e2e.conftest import BIN, Rsubd, write_job
 
 pytestmark = pytest.mark.e2e

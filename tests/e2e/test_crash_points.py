@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rsubd.crash import ENV, POINTS
+from rsubd.platform.crash import ENV, POINTS
 from tests.e2e.conftest import BIN, Rsubd, wait_until, write_job
 
 pytestmark = pytest.mark.e2e

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
-from rsub import protocol
-from rsub.protocol import ErrorCode, ProtocolError
+from rsub.wire import protocol
+from rsub.wire.protocol import ErrorCode, ProtocolError
 
 from tests.e2e.conftest import Rsubd, wait_until
 

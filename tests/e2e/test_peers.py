@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rsub import protocol
-from rsub.protocol import ErrorCode
-from rsubd import server
+from rsub.wire import protocol
+from rsub.wire.protocol import ErrorCode
+from rsubd.transport import server
 
 from tests.e2e.conftest import Rsubd, wait_until
 

@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from rsub import cli, completion, protocol
+from rsub import cli
+from rsub import completion
+from rsub.wire import protocol
 from rsubd.handlers import (
     STATUS_LETTERS,
     description_facts,
@@ -17,8 +19,8 @@ from rsubd.handlers import (
     run_seconds,
     status_letter,
 )
-from rsubd.ledger import JobSelector, Ledger
-from rsubd.schedd import RSUB_STATES
+from rsubd.ledger.store import JobSelector, Ledger
+from rsubd.backends.schedd import RSUB_STATES
 
 # -- ages ----------------------------------------------------------------------------------
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rsubd.condor import classify
-from rsubd.schedd import ErrorKind
+from rsubd.backends.condor.client import classify
+from rsubd.backends.schedd import ErrorKind
 
 
 @pytest.mark.parametrize(

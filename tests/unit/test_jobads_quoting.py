@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rsubd.local import jobads
+from rsubd.backends.local import jobads
 
 
 @pytest.mark.parametrize(("text", "argv"), [

@@ -16,7 +16,7 @@ from typing import Any
 
 import classad2
 import pytest
-from rsubd.submit import leave_in_queue
+from rsubd.services.submission import leave_in_queue
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "leave_in_queue_ads.json"
 LIMIT = 864000  # ten days, what the contract suite submits with

@@ -1,4 +1,4 @@
-"""Unit tests for rsubd.ledger against real SQLite files."""
+"""Unit tests for rsubd.ledger.store against real SQLite files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from rsubd.ledger import MIGRATIONS, JobSelector, Ledger, LedgerError
+from rsubd.ledger.store import MIGRATIONS, JobSelector, Ledger, LedgerError
 
 
 @pytest.fixture

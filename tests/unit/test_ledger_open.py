@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from rsubd.ledger import MIGRATIONS, JobSelector, Ledger, LedgerError
+from rsubd.ledger.store import MIGRATIONS, JobSelector, Ledger, LedgerError
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rsubd.notify import Change, Notifier, NotifyConfig, cluster_setting
+from rsubd.services.notify import Change, Notifier, NotifyConfig, cluster_setting
 
 
 def notifier(own: dict[int, str] | None = None) -> tuple[Notifier, list[tuple[list[str], dict[str, str]]]]:

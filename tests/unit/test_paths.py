@@ -1,4 +1,4 @@
-"""Unit tests for rsub.paths: XDG locations and the private directory check."""
+"""Unit tests for rsub.wire.paths: XDG locations and the private directory check."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from rsub import paths
+from rsub.wire import paths
 
 
 pytestmark = pytest.mark.usefixtures("clean_env")

@@ -1,4 +1,4 @@
-"""Unit tests for rsubd.poller against the real embedded scheduler, driven by `tick()`."""
+"""Unit tests for rsubd.polling.poller against the real embedded scheduler, driven by `tick()`."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import structlog
-from rsubd.ledger import JobSelector, Ledger
-from rsubd.local.scheduler import LocalSchedd
-from rsubd.poller import Poller, PollReport
-from rsubd.schedd import Action, ErrorKind, JobStatus, ScheddError, SubmitResult
-from rsubd.submit import Prepared, prepare
+from rsubd.ledger.store import JobSelector, Ledger
+from rsubd.backends.local.scheduler import LocalSchedd
+from rsubd.polling.poller import Poller, PollReport
+from rsubd.backends.schedd import Action, ErrorKind, JobStatus, ScheddError, SubmitResult
+from rsubd.services.submission import Prepared, prepare
 
 DEADLINE = 20.0
 MAX_AGE = 864000

@@ -6,8 +6,8 @@ import asyncio
 import random
 
 import pytest
-from rsubd.pollloop import PollLoop, PollSchedule
-from rsubd.pollsched import EarlyDecision, EarlyPolls, PollPolicy, TokenBucket
+from rsubd.polling.loop import PollLoop, PollSchedule
+from rsubd.polling.schedule import EarlyDecision, EarlyPolls, PollPolicy, TokenBucket
 
 
 class FakeClock:

@@ -1,4 +1,4 @@
-"""Unit tests for rsubd.pollsched, driven by a fake clock and seeded random generators."""
+"""Unit tests for rsubd.polling.schedule, driven by a fake clock and seeded random generators."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 from rsubd.config import HTCONDOR_POLL_FLOOR, ScheddConfig
-from rsubd.pollsched import (
+from rsubd.polling.schedule import (
     EARLY_POLL_PERIOD,
     EarlyDecision,
     EarlyPolls,

@@ -1,4 +1,4 @@
-"""Unit tests for rsub.protocol: request validation, framing, reply shapes and exit codes."""
+"""Unit tests for rsub.wire.protocol: request validation, framing, reply shapes and exit codes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rsub import protocol
-from rsub.protocol import ErrorCode, ProtocolError, Request, decode_request
+from rsub.wire import protocol
+from rsub.wire.protocol import ErrorCode, ProtocolError, Request, decode_request
 
 
 def frame(**obj: Any) -> bytes:

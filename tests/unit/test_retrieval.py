@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from rsubd import retrieval
+from rsubd.services import retrieval
 
 
 def test_output_targets_come_from_the_description_with_remaps(tmp_path: Path) -> None:

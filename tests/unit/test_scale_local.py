@@ -9,10 +9,10 @@ from typing import Any
 
 import classad2
 import pytest
-from rsubd.local.ads import Constraint, Expr, getter, to_classad
-from rsubd.local.fastpath import compile_conjunction
-from rsubd.local.scheduler import LocalSchedd
-from rsubd.schedd import (
+from rsubd.backends.local.ads import Constraint, Expr, getter, to_classad
+from rsubd.backends.local.fastpath import compile_conjunction
+from rsubd.backends.local.scheduler import LocalSchedd
+from rsubd.backends.schedd import (
     POLL_PROJECTION,
     Action,
     ErrorKind,
@@ -21,7 +21,7 @@ from rsubd.schedd import (
     SubmitRequest,
     ids_constraint,
 )
-from rsubd.submit import prepare
+from rsubd.services.submission import prepare
 
 NAMES = ["RsubInstance", "RETRIEVED", "JobStatus", "Owner", "Count", "Flag"]
 VALUES: list[Any] = [

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 import structlog
-from rsubd.ledger import JobSelector, Ledger
-from rsubd.local.scheduler import LocalSchedd
-from rsubd.poller import Poller, PollReport
-from rsubd.schedd import (
+from rsubd.ledger.store import JobSelector, Ledger
+from rsubd.backends.local.scheduler import LocalSchedd
+from rsubd.polling.poller import Poller, PollReport
+from rsubd.backends.schedd import (
     FINAL_STATES,
     Action,
     ActResult,
@@ -27,7 +27,7 @@ from rsubd.schedd import (
     SubmitResult,
     state_of,
 )
-from rsubd.submit import prepare
+from rsubd.services.submission import prepare
 
 Key = tuple[int, int]
 CALLS = ("query", "history", "retrieve", "edit")
@@ -448,7 +448,7 @@ def test_output_is_home_before_the_ledger_says_so_and_the_mark_comes_last(scale:
 def test_a_failing_history_call_does_not_hold_back_the_rest_of_the_poll(
     scale: Scale, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rsubd.schedd import ErrorKind, ScheddError
+    from rsubd.backends.schedd import ErrorKind, ScheddError
 
     cluster = scale.submit(6)
     scale.poll()

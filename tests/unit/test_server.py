@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rsub import protocol
-from rsub.protocol import ErrorCode, Request
-from rsubd import server
-from rsubd.server import RequestError, SocketServer
+from rsub.wire import protocol
+from rsub.wire.protocol import ErrorCode, Request
+from rsubd.transport import server
+from rsubd.transport.server import RequestError, SocketServer
 
 Scenario = Callable[[SocketServer], Awaitable[None]]
 

@@ -1,4 +1,4 @@
-"""Unit tests for rsubd.submit.prepare: refusals, rsub's own commands, a self-contained description."""
+"""Unit tests for rsubd.services.submission.prepare: refusals, rsub's own commands, a self-contained description."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-from rsubd import submitdesc
-from rsubd.submit import Prepared, SubmitRefused, leave_in_queue, prepare
+from rsubd.submitdesc import language as submitdesc
+from rsubd.services.submission import Prepared, SubmitRefused, leave_in_queue, prepare
 
 INSTANCE = "0123456789abcdef0123456789abcdef"
 MAX_AGE = 864000

@@ -12,9 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from rsubd import config, logs, tokens
-from rsubd.tokenmanager import TokenManager
-from rsubd.tokens import Claims, TokenError, TokenProfile
+from rsubd import config
+
+from rsubd.platform import logs
+
+from rsubd.tokens import claims as tokens
+from rsubd.tokens.manager import TokenManager
+from rsubd.tokens.claims import Claims, TokenError, TokenProfile
 from tests import tokenkit
 
 KIT = str(Path(tokenkit.__file__))

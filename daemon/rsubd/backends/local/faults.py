@@ -1,0 +1,149 @@
+"""Schedd faults on demand, for tests and drills: refuse, hang, answer slowly, fail an operation, fail at random.
+
+A local schedd configured with `faults_file = "PATH"` reads that JSON file
+before every call (only when it changed), so a test or a person can break and
+heal the schedd while rsubd runs:
+
+    {"mode": "refuse"}                           every call: schedd_unreachable
+    {"mode": "hang", "seconds": 5}               every call blocks, then times out
+    {"mode": "slow", "seconds": 2}               every call waits, then succeeds
+    {"mode": "fail", "ops": ["retrieve"], "kind": "transfer_failed"}
+    {"mode": "random", "probability": 0.3}       each call fails with that chance
+    {} or no file                                healthy
+
+`ops` limits any mode to the named operations (submit, spool, query, retrieve,
+edit, act, history).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from rsubd.backends.schedd import (
+    Action,
+    ActResult,
+    ErrorKind,
+    JobAd,
+    JobSpec,
+    Schedd,
+    ScheddError,
+    SubmitRequest,
+    SubmitResult,
+)
+
+log = structlog.get_logger("rsubd.faults")
+MODES = ("none", "refuse", "hang", "slow", "fail", "random")
+OPS = ("submit", "spool", "query", "retrieve", "edit", "act", "history")
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    mode: str = "none"
+    ops: frozenset[str] = frozenset()
+    seconds: float = 3600.0
+    kind: ErrorKind = ErrorKind.OTHER
+    probability: float = 0.5
+
+    @classmethod
+    def parse(cls, data: Any) -> FaultPlan:
+        if not isinstance(data, dict):
+            raise ValueError("a fault plan is a JSON object")
+        mode = data.get("mode", "none")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        ops = frozenset(data.get("ops", ()))
+        if not ops <= set(OPS):
+            raise ValueError(f"ops must be among {', '.join(OPS)}")
+        return cls(mode=mode, ops=ops, seconds=float(data.get("seconds", 3600.0)),
+                   kind=ErrorKind(data.get("kind", ErrorKind.OTHER.value)),
+                   probability=float(data.get("probability", 0.5)))
+
+    def applies(self, op: str) -> bool:
+        return self.mode != "none" and (not self.ops or op in self.ops)
+
+
+class FaultySchedd:
+    """Implements `rsubd.backends.schedd.Schedd` by delegation, injecting the faults its control file asks for."""
+
+    def __init__(self, inner: Schedd, control: Path, *, call_timeout: float = 60.0,
+                 rng: random.Random | None = None) -> None:
+        self.name = inner.name
+        self.inner = inner
+        self.control = control
+        self.call_timeout = call_timeout
+        self.rng = rng or random.Random()
+        self._stamp: tuple[int, int] | None = None
+        self._plan = FaultPlan()
+
+    def plan(self) -> FaultPlan:
+        try:
+            st = self.control.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self._plan = FaultPlan() if stamp is None else FaultPlan.parse(json.loads(self.control.read_text()))
+            except (OSError, ValueError) as e:
+                log.warning("faults.bad_plan", file=str(self.control), error=str(e))
+                self._plan = FaultPlan()
+            log.info("faults.plan", schedd=self.name, mode=self._plan.mode, ops=sorted(self._plan.ops))
+        return self._plan
+
+    def _inject(self, op: str) -> None:
+        plan = self.plan()
+        if not plan.applies(op):
+            return
+        if plan.mode == "refuse":
+            raise ScheddError(ErrorKind.UNREACHABLE, f"connection refused (injected fault during {op})")
+        if plan.mode == "fail" or (plan.mode == "random" and self.rng.random() < plan.probability):
+            raise ScheddError(plan.kind, f"injected failure of {op}")
+        if plan.mode in ("hang", "slow"):
+            # A hang is cut at the call limit, as the htcondor backend's worker would be.
+            wait = min(plan.seconds, self.call_timeout) if plan.mode == "hang" else plan.seconds
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and self.plan().mode == plan.mode:
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            if plan.mode == "hang" and self.plan().mode == "hang":
+                raise ScheddError(ErrorKind.TIMEOUT, f"{op} took longer than {self.call_timeout:g} s (injected hang)")
+
+    def submit(self, request: SubmitRequest) -> SubmitResult:
+        self._inject("submit")
+        return self.inner.submit(request)
+
+    def spool(self, result: SubmitResult) -> None:
+        self._inject("spool")
+        self.inner.spool(result)
+
+    def query(self, constraint: str, projection: Sequence[str]) -> list[JobAd]:
+        self._inject("query")
+        return self.inner.query(constraint, projection)
+
+    def retrieve(self, jobs: JobSpec) -> None:
+        self._inject("retrieve")
+        self.inner.retrieve(jobs)
+
+    def edit(self, jobs: JobSpec, attr: str, value: str) -> int:
+        self._inject("edit")
+        return self.inner.edit(jobs, attr, value)
+
+    def act(self, action: Action, jobs: JobSpec, reason: str | None = None) -> ActResult:
+        self._inject("act")
+        return self.inner.act(action, jobs, reason)
+
+    def history(self, constraint: str, projection: Sequence[str], match: int | None = None,
+                since: int | str | None = None) -> list[JobAd]:
+        self._inject("history")
+        return self.inner.history(constraint, projection, match, since)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -1,0 +1,228 @@
+"""Submit description to job ads, as condor_submit and the schedd build them.
+
+The attribute names and the values at submit time follow the ads captured from
+a real HTCondor 25 schedd after `submit(spool=True)`: held with HoldReasonCode
+16, `Iwd` rewritten to the spool directory, `SUBMIT_Iwd`/`SUBMIT_Cmd` keeping
+the submitter's paths, `TransferOutputRemaps` undefined with the remaps kept in
+`SUBMIT_TransferOutputRemaps`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rsubd.backends.local.ads import Ad, parse_value
+from rsubd.backends.schedd import ErrorKind, HoldCode, JobStatus, ScheddError
+from rsubd.submitdesc.language import attr_name
+
+SPOOL_HOLD_REASON = "Spooling input data files"
+
+UNIVERSES = {"vanilla": 5, "local": 12}
+
+# Submit commands whose value becomes an attribute as it is (a string).
+STRING_COMMANDS = {
+    "transfer_input_files": "TransferInput",
+    "transfer_output_files": "TransferOutput",
+    "should_transfer_files": "ShouldTransferFiles",
+    "when_to_transfer_output": "WhenToTransferOutput",
+    "batch_name": "JobBatchName",
+    "accounting_group": "AcctGroup",
+    "accounting_group_user": "AcctGroupUser",
+    "log": "UserLog",
+}
+# Submit commands whose value is a ClassAd expression.
+EXPR_COMMANDS = {
+    "leave_in_queue": "LeaveJobInQueue",
+    "requirements": "Requirements",
+    "rank": "Rank",
+    "periodic_hold": "PeriodicHold",
+    "periodic_hold_reason": "PeriodicHoldReason",
+    "periodic_hold_subcode": "PeriodicHoldSubCode",
+    "periodic_remove": "PeriodicRemove",
+    "periodic_release": "PeriodicRelease",
+    "request_cpus": "RequestCpus",
+    "request_memory": "RequestMemory",
+    "request_disk": "RequestDisk",
+    "priority": "JobPrio",
+    "preserve_relative_paths": "PreserveRelativePaths",
+    "transfer_executable": "TransferExecutable",
+}
+# Commands rsub accepts and the embedded scheduler has no use for.
+IGNORED = {
+    "notification", "notify_user", "getenv", "stream_output", "stream_error", "+jobflavour",
+    "request_gpus", "max_retries", "job_max_vacate_time", "universe", "executable", "arguments",
+    "environment", "input", "output", "error", "initialdir", "transfer_output_remaps",
+}
+
+
+def split_arguments(ad: Mapping[str, Any]) -> list[str]:
+    """argv from `Arguments` (new syntax) or `Args` (old, whitespace separated)."""
+    if isinstance(ad.get("Arguments"), str):
+        return split_v2(ad["Arguments"])
+    if isinstance(ad.get("Args"), str):
+        return ad["Args"].split()
+    return []
+
+
+def split_v2(text: str) -> list[str]:
+    """Split HTCondor's new (V2) argument syntax: whitespace separates, 'single quotes' group, '' is a quote.
+
+    Not shlex: a double quote is an ordinary character here (the submit file doubles it, the
+    ad holds it once), and a backslash escapes nothing.
+    """
+    args: list[str] = []
+    current: list[str] = []
+    quoted = started = False
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if quoted:
+            if c == "'" and text[i + 1:i + 2] == "'":
+                current.append("'")
+                i += 1
+            elif c == "'":
+                quoted = False
+            else:
+                current.append(c)
+        elif c == "'":
+            quoted = started = True
+        elif c.isspace():
+            if current or started:
+                args.append("".join(current))
+            current, started = [], False
+        else:
+            current.append(c)
+        i += 1
+    if current or started:
+        args.append("".join(current))
+    return args
+
+
+def parse_environment(value: Any) -> dict[str, str]:
+    """`Environment` in HTCondor's new syntax ("A=1 B='two words'")."""
+    env: dict[str, str] = {}
+    if not isinstance(value, str) or not value.strip():
+        return env
+    for token in split_v2(value):
+        name, eq, val = token.partition("=")
+        if eq and name:
+            env[name] = val
+    return env
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def _resolve(base: str, path: str) -> str:
+    return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+
+
+def proc_ad(
+    commands: Mapping[str, str], *, cluster: int, proc: int, cwd: str, owner: str, qdate: int,
+    spool_iwd: str | Path,
+) -> Ad:
+    """The ad of one proc right after a spooled submit."""
+    universe = commands.get("universe", "vanilla").strip().lower()
+    if universe not in UNIVERSES:
+        raise ScheddError(
+            ErrorKind.REJECTED,
+            f"Failed to create job ad, errmsg=Submit:-1:I don't know about the '{universe}' universe.",
+        )
+    executable = commands.get("executable", "").strip()
+    if not executable:
+        raise ScheddError(ErrorKind.REJECTED, "Failed to create job ad, errmsg=Submit:-1:No 'executable' parameter was provided")
+    iwd = _resolve(cwd, commands.get("initialdir", "").strip() or ".")
+    host = socket.gethostname()
+    ad: Ad = {
+        "MyType": "Job",
+        "TargetType": "Machine",
+        "ClusterId": cluster,
+        "ProcId": proc,
+        "GlobalJobId": f"{host}#{cluster}.{proc}#{qdate}",
+        "Owner": owner,
+        "User": f"{owner}@{host}",
+        "QDate": qdate,
+        "JobUniverse": UNIVERSES[universe],
+        "JobStatus": int(JobStatus.HELD),
+        "InitialJobStatus": int(JobStatus.HELD),
+        "HoldReason": SPOOL_HOLD_REASON,
+        "HoldReasonCode": int(HoldCode.SPOOLING_INPUT),
+        "EnteredCurrentStatus": qdate,
+        "ExitBySignal": False,
+        "ExitStatus": 0,
+        "NumJobStarts": 0,
+        "JobRunCount": 0,
+        "NumShadowStarts": 0,
+        "NumJobCompletions": 0,
+        "NumHolds": 0,
+        "RemoteWallClockTime": 0.0,
+        "Cmd": os.path.basename(executable),
+        "SUBMIT_Cmd": _resolve(cwd, executable),
+        "Iwd": str(spool_iwd),
+        "SUBMIT_Iwd": iwd,
+        "In": commands.get("input", "").strip() or os.devnull,
+        "Out": commands.get("output", "").strip() or os.devnull,
+        "Err": commands.get("error", "").strip() or os.devnull,
+        "TransferOutputRemaps": None,
+        "JobPrio": 0,
+        "RequestCpus": 1,
+        "RequestMemory": 128,
+        "RequestDisk": 1024,
+        "ShouldTransferFiles": "YES",
+        "WhenToTransferOutput": "ON_EXIT",
+        "Environment": "",
+    }
+    arguments = commands.get("arguments", "").strip()
+    if arguments.startswith('"') and arguments.endswith('"') and len(arguments) >= 2:
+        ad["Arguments"] = arguments[1:-1].replace('""', '"')
+    elif arguments:
+        ad["Args"] = arguments
+    if "environment" in commands:
+        env = commands["environment"].strip()
+        # New syntax is wrapped in double quotes, with "" for a literal quote inside.
+        ad["Environment"] = env[1:-1].replace('""', '"') if len(env) >= 2 and env[0] == env[-1] == '"' else env
+    remaps = commands.get("transfer_output_remaps", "").strip()
+    if remaps:
+        ad["SUBMIT_TransferOutputRemaps"] = _unquote(remaps)
+    for key, value in commands.items():
+        if key in STRING_COMMANDS:
+            ad[STRING_COMMANDS[key]] = value.strip()
+        elif key in EXPR_COMMANDS:
+            if key == "periodic_hold_reason" and not value.strip().startswith('"'):
+                value = f'"{value.strip()}"'
+            ad[EXPR_COMMANDS[key]] = _literal_or_expr(value, key)
+        else:
+            name = attr_name(key)
+            if name is not None:
+                ad[name] = _literal_or_expr(value, key)
+    for attr in ("TransferInput", "TransferOutput"):
+        if attr in ad and not ad[attr]:
+            del ad[attr]
+    return ad
+
+
+def _literal_or_expr(value: str, key: str) -> Any:
+    try:
+        return parse_value(value)
+    except ScheddError:
+        raise ScheddError(
+            ErrorKind.REJECTED, f"Failed to create job ad, errmsg=Submit:-1:Parse error in expression: {key} = {value}"
+        ) from None
+
+
+def split_cluster(ads: list[Ad]) -> tuple[Ad, list[Ad]]:
+    """Split full proc ads into the shared cluster ad and per-proc differences."""
+    first = ads[0]
+    shared = {
+        k: v for k, v in first.items() if k not in ("ProcId", "GlobalJobId", "Iwd") and all(k in a and a[k] == v for a in ads[1:])
+    }
+    procs = [{k: v for k, v in a.items() if k not in shared or shared[k] != v} for a in ads]
+    return shared, procs

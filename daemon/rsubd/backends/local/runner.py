@@ -1,0 +1,140 @@
+"""Running jobs for the embedded scheduler: the sandbox, the starter process, the outcome.
+
+A job runs under `rsubd.backends.local.starter` in a session of its own; the files in
+its job directory (job.json in, shadow.json with the starter's pid, result.json
+out) are all a restarted scheduler needs to find it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from rsubd.backends.local import jobads
+
+from rsubd.backends.local import transfer
+from rsubd.backends.local.ads import Ad
+from rsubd.backends.schedd import HoldCode, JobStatus
+
+# HoldReasonCode 6: the starter could not start the executable.
+FAILED_TO_CREATE_PROCESS = 6
+
+
+def launch(ad: Ad, jobdir: Path, sandbox: Path) -> subprocess.Popen[bytes]:
+    """Set up the sandbox from the spool, as file transfer does, and start the starter."""
+    shutil.rmtree(sandbox, ignore_errors=True)
+    sandbox.mkdir(parents=True, mode=0o700)
+    for child in Path(ad["Iwd"]).iterdir():
+        if child.name not in (transfer.STDOUT, transfer.STDERR):
+            transfer.copy_tree(child, sandbox / child.name)
+    if ad.get("TransferExecutable") is False:
+        executable = ad["SUBMIT_Cmd"]
+    else:
+        executable = str(sandbox / ad["Cmd"])
+        os.chmod(executable, 0o755)
+    # HTCondor gives a job a minimal environment, not the submitter's: PATH plus what it asked for.
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", **jobads.parse_environment(ad.get("Environment"))}
+    env.update(_CONDOR_SCRATCH_DIR=str(sandbox), _CONDOR_JOB_IWD=str(sandbox), TMPDIR=str(sandbox))
+    stdin = ad.get("In")
+    spec = {
+        "sandbox": str(sandbox),
+        "executable": executable,
+        "arguments": jobads.split_arguments(ad),
+        "environment": env,
+        "stdin": str(sandbox / os.path.basename(stdin)) if stdin and stdin != os.devnull else None,
+        "before": transfer.snapshot(sandbox),
+    }
+    for stale in ("result.json", "starter.json"):
+        (jobdir / stale).unlink(missing_ok=True)
+    (jobdir / "job.json").write_text(json.dumps(spec), encoding="utf-8")
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "rsubd.backends.local.starter", str(jobdir)],
+        start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    (jobdir / "shadow.json").write_text(json.dumps({"pid": popen.pid}), encoding="utf-8")
+    return popen
+
+
+def result(jobdir: Path) -> dict[str, Any] | None:
+    """The starter's report, once the job has ended."""
+    path = jobdir / "result.json"
+    if not path.exists():
+        return None
+    report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return report
+
+
+def starter_pid(jobdir: Path) -> int | None:
+    try:
+        return int(json.loads((jobdir / "shadow.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def alive(pid: int | None) -> bool:
+    """Whether a process runs (and is not a zombie) with this pid."""
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return fields[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def kill(popen: subprocess.Popen[bytes] | None, jobdir: Path, sandbox: Path) -> None:
+    """Kill the starter's whole session (the job with it) and clear the sandbox."""
+    pid = popen.pid if popen is not None else starter_pid(jobdir)
+    if pid is not None and (popen is not None or alive(pid)):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if popen is not None:
+        popen.wait()
+    shutil.rmtree(sandbox, ignore_errors=True)
+
+
+def signame(number: int) -> str:
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+    return {"SIGKILL": "Killed", "SIGTERM": "Terminated", "SIGSEGV": "Segmentation fault"}.get(name, name)
+
+
+def outcome(job: str, ad: Ad, report: dict[str, Any], jobdir: Path, sandbox: Path, now: int) -> tuple[Ad, bool]:
+    """The attributes a finished job gets, and whether it completed (else it is held)."""
+    spec = json.loads((jobdir / "job.json").read_text(encoding="utf-8"))
+    wall = float(ad.get("RemoteWallClockTime") or 0.0) + max(0.0, report["ended"] - report["started"])
+    common: Ad = {"LastJobStatus": int(JobStatus.RUNNING), "EnteredCurrentStatus": now,
+                  "RemoteWallClockTime": round(wall, 3), "RemoteHost": None}
+    holds = int(ad.get("NumHolds") or 0) + 1
+    # The sandbox stays until the scheduler has stored this outcome: killed before that, it collects again.
+    if "error" in report:
+        return {"JobStatus": int(JobStatus.HELD), "HoldReason": report["error"],
+                "HoldReasonCode": FAILED_TO_CREATE_PROCESS, "HoldReasonSubCode": 2, "NumHolds": holds,
+                **common}, False
+    if "signal" in report:
+        exit_attrs: Ad = {"ExitBySignal": True, "ExitSignal": report["signal"],
+                          "ExitReason": f"died on signal {report['signal']} ({signame(report['signal'])})"}
+    else:
+        exit_attrs = {"ExitBySignal": False, "ExitCode": report["exit_code"], "ExitReason": "Exited normally"}
+    try:
+        spooled = transfer.collect_output(job, ad, sandbox, Path(ad["Iwd"]), spec["before"])
+    except (transfer.TransferError, OSError) as e:
+        # As a real schedd does: a missing output file holds the job (code 12, subcode ENOENT).
+        return {"JobStatus": int(JobStatus.HELD), "HoldReason": str(e),
+                "HoldReasonCode": int(HoldCode.TRANSFER_OUTPUT_ERROR), "HoldReasonSubCode": 2,
+                "NumHolds": holds, **exit_attrs, **common}, False
+    return {"JobStatus": int(JobStatus.COMPLETED), "CompletionDate": now, "TerminationPending": True,
+            "NumJobCompletions": int(ad.get("NumJobCompletions") or 0) + 1,
+            "SpooledOutputFiles": ",".join(spooled), **exit_attrs, **common}, True
+

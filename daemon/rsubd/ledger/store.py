@@ -1,0 +1,576 @@
+"""The ledger: every cluster and job rsubd submitted, in SQLite. All of rsub's SQL is here.
+
+Numbered migrations run at start inside a transaction each; `PRAGMA user_version`
+records the last one applied. WAL mode lets `rsub status` read while a poll writes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from rsubd.backends.schedd import ACTIVE_STATES
+
+# The states as SQL literals (constants, never user input).
+ACTIVE_SQL = "state IN (" + ", ".join(f"'{s}'" for s in ACTIVE_STATES) + ")"
+TRACKED_SQL = f"({ACTIVE_SQL} OR (state = 'retrieved' AND marked_at IS NULL))"
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE clusters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL UNIQUE,
+        schedd TEXT NOT NULL,
+        cluster INTEGER,
+        tag TEXT NOT NULL,
+        state TEXT NOT NULL,
+        description TEXT NOT NULL,
+        submitted_description TEXT NOT NULL,
+        submit_dir TEXT NOT NULL,
+        submit_file TEXT,
+        num_procs INTEGER,
+        error TEXT,
+        created_at REAL NOT NULL,
+        submitted_at REAL
+    );
+    CREATE UNIQUE INDEX clusters_schedd_cluster ON clusters (schedd, cluster);
+    CREATE TABLE jobs (
+        schedd TEXT NOT NULL,
+        cluster INTEGER NOT NULL,
+        proc INTEGER NOT NULL,
+        cluster_row INTEGER NOT NULL REFERENCES clusters (id),
+        state TEXT NOT NULL,
+        job_status INTEGER,
+        hold_reason TEXT,
+        hold_code INTEGER,
+        exit_code INTEGER,
+        exit_signal INTEGER,
+        remove_reason TEXT,
+        error TEXT,
+        iwd TEXT,
+        submitted_at REAL NOT NULL,
+        completed_at REAL,
+        retrieved_at REAL,
+        marked_at REAL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (schedd, cluster, proc)
+    );
+    CREATE INDEX jobs_state ON jobs (schedd, state);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        schedd TEXT NOT NULL,
+        cluster INTEGER NOT NULL,
+        proc INTEGER,
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX events_job ON events (schedd, cluster, proc);
+    """,
+    # 2: indexes for a ledger of 100,000 jobs. `rsub status 12` reads one cluster in the
+    # order it is shown; a poll finds its tracked jobs, retrieved-but-unmarked ones included,
+    # from the index alone. (Partial indexes on the active jobs were tried: each state change
+    # then costs twice as much to write, which a poll of 10,000 changes cannot afford.)
+    """
+    CREATE INDEX jobs_cluster ON jobs (cluster, schedd, proc);
+    DROP INDEX jobs_state;
+    CREATE INDEX jobs_state ON jobs (schedd, state, marked_at);
+    """,
+    # 3: a retrieve's intent, recorded before the schedd is asked: a repeat after a crash
+    # knows it is one, and sets aside what the first attempt (or the user since) wrote.
+    """
+    ALTER TABLE jobs ADD COLUMN retrieve_started_at REAL;
+    """,
+    # 4: retrieves that fail. A failure that may heal (a full disk, a locked file) is retried
+    # after a per-job backoff (retrieve_retry_at); one that cannot (the path cannot exist) pauses
+    # the job's retrieves (retrieve_paused) until `rsub retrieve`. `attention` says what a person
+    # must do; `retrieved_to`, where `rsub retrieve --dest` put the output.
+    """
+    ALTER TABLE jobs ADD COLUMN retrieve_failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN retrieve_failing_since REAL;
+    ALTER TABLE jobs ADD COLUMN retrieve_retry_at REAL;
+    ALTER TABLE jobs ADD COLUMN retrieve_paused INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN attention TEXT;
+    ALTER TABLE jobs ADD COLUMN retrieved_to TEXT;
+    """,
+)
+
+JOB_FIELDS = (
+    "schedd", "cluster", "proc", "state", "job_status", "hold_reason", "hold_code", "exit_code",
+    "exit_signal", "remove_reason", "error", "iwd", "submitted_at", "completed_at", "retrieved_at",
+    "marked_at", "updated_at",
+)
+# Fields a poll may change on a job row.
+MUTABLE_FIELDS = ("state", "job_status", "hold_reason", "hold_code", "exit_code", "exit_signal",
+                  "remove_reason", "error", "completed_at", "retrieved_at", "marked_at", "retrieve_started_at",
+                  "retrieve_failures", "retrieve_failing_since", "retrieve_retry_at", "retrieve_paused",
+                  "attention", "retrieved_to")
+# What a poll compares with the schedd's ads, in the order of `Ledger.tracked`'s tuples
+# (after cluster and proc).
+TRACKED_FIELDS = ("state", "job_status", "hold_reason", "hold_code", "exit_code", "exit_signal",
+                  "remove_reason", "completed_at", "marked_at", "retrieve_started_at", "retrieve_failures",
+                  "retrieve_failing_since", "retrieve_retry_at", "retrieve_paused")
+
+
+def _selector_clause(selectors: Sequence[JobSelector], args: list[Any]) -> str:
+    """A WHERE term matching any of the selectors; appends their values to `args`."""
+    terms = []
+    for sel in selectors:
+        term = "cluster = ?"
+        args.append(sel.cluster)
+        if sel.proc is not None:
+            term += " AND proc = ?"
+            args.append(sel.proc)
+        if sel.schedd is not None:
+            term += " AND schedd = ?"
+            args.append(sel.schedd)
+        terms.append(f"({term})")
+    return "(" + " OR ".join(terms) + ")"
+
+
+class LedgerError(Exception):
+    """The ledger cannot be opened or is not rsub's."""
+
+
+LEDGER_TABLES = {"meta", "clusters", "jobs", "events"}
+
+
+def _refusal(path: Path, error: sqlite3.DatabaseError) -> str:
+    """What went wrong opening the ledger, and what to do, in one line."""
+    code, text = getattr(error, "sqlite_errorcode", None), str(error)
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in text:
+        holders = _lock_holders(path)
+        by = f" ({', '.join(holders)})" if holders else ""
+        return (f"the ledger {path} is locked by another process{by}; stop it (or let it finish) and start"
+                f" rsubd again. rsubd left the file untouched")
+    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT) or "not a database" in text or "malformed" in text:
+        return (f"the ledger {path} is not a readable SQLite database ({error}); rsubd left it untouched:"
+                f" restore it from a backup, or move it out of the way to start with an empty ledger"
+                f" (rsub then forgets the jobs it recorded)")
+    return f"cannot open the ledger {path}: {error}"
+
+
+def _lock_holders(path: Path) -> list[str]:
+    """Other processes holding a lock on the ledger or its WAL index, from /proc/locks (Linux; else none)."""
+    inodes = set()
+    for name in (path.name, f"{path.name}-shm", f"{path.name}-wal"):
+        try:
+            st = os.stat(path.with_name(name))
+        except OSError:
+            continue
+        inodes.add(f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}")
+    pids: dict[int, bool] = {}  # pid -> holds a write lock
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        fields = line.split()
+        if "->" in fields:  # a waiter, not a holder
+            continue
+        if len(fields) >= 6 and fields[5] in inodes and fields[4].isdigit():
+            pid = int(fields[4])
+            if pid not in (0, os.getpid()):
+                pids[pid] = pids.get(pid, False) or fields[3] == "WRITE"
+    writers = [p for p, w in pids.items() if w] or list(pids)
+    out = []
+    for pid in sorted(writers):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            cmd = ""
+        out.append(f"pid {pid}: {cmd[:80]}" if cmd else f"pid {pid}")
+    return out
+
+
+@dataclass(frozen=True)
+class JobSelector:
+    """Which jobs a client means: a cluster, a cluster.proc, optionally on one schedd."""
+
+    cluster: int
+    proc: int | None = None
+    schedd: str | None = None
+
+
+class Ledger:
+    """The durable record of rsub's clusters and jobs; safe to use from several threads."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
+        """Open (or create) the ledger; refuse, without writing a byte, one that is not this rsubd's to use.
+
+        `busy_timeout` bounds the wait for another process's lock: rsubd refuses to start, it never hangs.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # private from the start; SQLite's sidecars follow
+        self.path = path
+        self._lock = threading.RLock()
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=busy_timeout)
+            self._conn = conn
+            version = self._check_ours()  # reads only: everything after it may write
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._migrate(version)
+            self.instance_id = self._instance_id()
+        except BaseException as e:
+            if conn is not None:
+                conn.close()  # a refused ledger must not stay open (and locked) in this process
+            if isinstance(e, sqlite3.DatabaseError):
+                raise LedgerError(_refusal(path, e)) from None
+            raise
+        self.db = sqlite_utils.Database(conn)
+        path.chmod(0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _check_ours(self) -> int:
+        """The ledger's schema version, once it is known to be an rsub ledger this rsubd can use."""
+        version: int = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in self._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+        if version > len(MIGRATIONS):
+            raise LedgerError(
+                f"the ledger {self.path} is at schema {version}, newer than this rsubd knows ({len(MIGRATIONS)}):"
+                f" it was written by a newer rsub; run that rsubd, or upgrade this one. rsubd left the file untouched"
+            )
+        if (version == 0 and tables) or (version > 0 and not LEDGER_TABLES <= tables):
+            shown = ", ".join(sorted(tables)[:5]) or "none"
+            raise LedgerError(
+                f"{self.path} is an SQLite database but not an rsub ledger (schema {version}, tables: {shown});"
+                f" rsubd left it untouched: move it out of the way, or set state_dir in the config to another directory"
+            )
+        # A damaged page is found now (about 20 ms for 100,000 jobs), not by a poll that then fails forever.
+        problem = self._conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if problem != "ok":
+            raise LedgerError(_refusal(self.path, sqlite3.DatabaseError(f"database disk image is malformed: {problem}")))
+        return version
+
+    def _migrate(self, version: int) -> None:
+        for number in range(version + 1, len(MIGRATIONS) + 1):
+            with self.transaction() as conn:
+                for statement in MIGRATIONS[number - 1].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+    def _instance_id(self) -> str:
+        with self.transaction() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'instance_id'").fetchone()
+            if row:
+                return str(row[0])
+            value = uuid.uuid4().hex
+            conn.execute("INSERT INTO meta (key, value) VALUES ('instance_id', ?)", (value,))
+            return value
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.db.query(sql, list(args)))
+
+    # -- submit --------------------------------------------------------------
+
+    def cluster_by_request(self, request_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM clusters WHERE request_id = ?", [request_id])
+        return rows[0] if rows else None
+
+    def add_submit_intent(
+        self, *, request_id: str, schedd: str, tag: str, description: str, submitted_description: str,
+        submit_dir: str, submit_file: str | None,
+    ) -> int:
+        """Record a submit before the schedd hears of it; returns the cluster row id."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO clusters (request_id, schedd, tag, state, description, submitted_description,"
+                " submit_dir, submit_file, created_at) VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?, ?)",
+                (request_id, schedd, tag, description, submitted_description, submit_dir, submit_file, time.time()),
+            )
+            return int(cur.lastrowid or 0)
+
+    def record_submitted(self, row: int, cluster: int, procs: Sequence[tuple[int, str]]) -> None:
+        """The schedd made the cluster: one job row per proc, in state spooling.
+
+        The event is one for the whole cluster (proc NULL, which `events` shows
+        with every proc's own): a 10,000-job submit writes 10,000 rows, not 20,000.
+        """
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE clusters SET cluster = ?, state = 'spooling', num_procs = ?, submitted_at = ? WHERE id = ?",
+                (cluster, len(procs), now, row),
+            )
+            schedd = conn.execute("SELECT schedd FROM clusters WHERE id = ?", (row,)).fetchone()[0]
+            conn.executemany(
+                "INSERT INTO jobs (schedd, cluster, proc, cluster_row, state, job_status, iwd, submitted_at,"
+                " updated_at) VALUES (?, ?, ?, ?, 'spooling', 5, ?, ?, ?)",
+                ((schedd, cluster, proc, row, iwd, now, now) for proc, iwd in procs),
+            )
+            conn.execute(
+                "INSERT INTO events (at, schedd, cluster, proc, from_state, to_state, detail)"
+                " VALUES (?, ?, ?, NULL, NULL, 'spooling', ?)",
+                (now, schedd, cluster, f"{len(procs)} job(s) submitted"),
+            )
+
+    def unfinished_submits(self, schedd: str) -> list[dict[str, Any]]:
+        """Submits whose outcome rsubd did not record (it stopped between intent and outcome)."""
+        return self._query("SELECT * FROM clusters WHERE schedd = ? AND state IN ('submitting', 'spooling', 'replacing')"
+                           " ORDER BY id", [schedd])
+
+    def record_interrupted(self, row: int, error: str) -> None:
+        """The submit never reached the schedd: nothing exists there; a retry may submit it again."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE clusters SET state = 'interrupted', error = ? WHERE id = ?", (error, row))
+
+    def restart_submit(self, row: int, *, tag: str, submitted_description: str) -> None:
+        """A retried request takes up its interrupted intent again."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE clusters SET state = 'submitting', error = NULL, tag = ?, submitted_description = ?"
+                         " WHERE id = ? AND state = 'interrupted'", (tag, submitted_description, row))
+
+    def replace_with_intent(self, row: int, reason: str, *, tag: str, submitted_description: str) -> int:
+        """An unspooled cluster is removed and submitted again: in one transaction, the old cluster gives up
+        its request id and its jobs are removed, and the new intent takes the request id. Returns the new row."""
+        now = time.time()
+        with self.transaction() as conn:
+            old = conn.execute("SELECT request_id, schedd, cluster, description, submit_dir, submit_file"
+                               " FROM clusters WHERE id = ?", (row,)).fetchone()
+            request_id, schedd, cluster = old[0], old[1], old[2]
+            conn.execute("UPDATE clusters SET state = 'replacing', error = ?, request_id = ? WHERE id = ?",
+                         (reason, f"{request_id}#replaced-{row}", row))
+            conn.execute("UPDATE jobs SET state = 'removed', remove_reason = ?, updated_at = ? WHERE cluster_row = ?",
+                         (reason, now, row))
+            conn.execute("INSERT INTO events (at, schedd, cluster, proc, from_state, to_state, detail)"
+                         " VALUES (?, ?, ?, NULL, 'spooling', 'removed', ?)", (now, schedd, cluster, reason))
+            cur = conn.execute(
+                "INSERT INTO clusters (request_id, schedd, tag, state, description, submitted_description,"
+                " submit_dir, submit_file, created_at) VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?, ?)",
+                (request_id, schedd, tag, old[3], submitted_description, old[4], old[5], now),
+            )
+            return int(cur.lastrowid or 0)
+
+    def descriptions(self, schedd: str, clusters: Sequence[int]) -> dict[int, tuple[str, str]]:
+        """The submitted description and submit directory of each cluster."""
+        marks = ", ".join("?" * len(clusters))
+        rows = self._query(f"SELECT cluster, submitted_description, submit_dir FROM clusters WHERE schedd = ?"
+                           f" AND cluster IN ({marks})", [schedd, *clusters])
+        return {r["cluster"]: (r["submitted_description"], r["submit_dir"]) for r in rows}
+
+    def record_replaced(self, row: int) -> None:
+        """The replaced cluster's jobs are removed from the schedd."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE clusters SET state = 'replaced' WHERE id = ? AND state = 'replacing'", (row,))
+
+    def replaced_count(self, request_id: str) -> int:
+        """How many times rsub already removed and resubmitted this request's cluster."""
+        base = request_id.split("#", 1)[0]
+        rows = self._query("SELECT COUNT(*) AS n FROM clusters WHERE request_id >= ? AND request_id < ?",
+                           [f"{base}#replaced-", f"{base}#replaced."])
+        return int(rows[0]["n"])
+
+    def record_spooled(self, row: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE clusters SET state = 'submitted' WHERE id = ?", (row,))
+
+    def record_submit_failed(self, row: int, error: str) -> None:
+        """The submit or the spool failed: the cluster and any jobs it has are failed."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute("UPDATE clusters SET state = 'failed', error = ? WHERE id = ?", (error, row))
+            jobs = conn.execute("SELECT schedd, cluster, proc, state FROM jobs WHERE cluster_row = ?", (row,)).fetchall()
+            conn.execute(
+                "UPDATE jobs SET state = 'failed', error = ?, updated_at = ? WHERE cluster_row = ?", (error, now, row)
+            )
+            conn.executemany(
+                "INSERT INTO events (at, schedd, cluster, proc, from_state, to_state, detail) VALUES (?, ?, ?, ?, ?, 'failed', ?)",
+                ((now, s, c, p, st, error) for s, c, p, st in jobs),
+            )
+
+    # -- polling -------------------------------------------------------------
+
+    def tracked_jobs(self, schedd: str) -> list[dict[str, Any]]:
+        """Jobs a poll must look at: active, or retrieved but not yet marked on the schedd."""
+        return self._query(f"SELECT * FROM jobs WHERE schedd = ? AND {TRACKED_SQL}", [schedd])
+
+    def tracked(self, schedd: str) -> list[tuple[Any, ...]]:
+        """The jobs of `tracked_jobs` as (cluster, proc, *TRACKED_FIELDS) tuples: what a poll needs, compactly."""
+        with self._lock:
+            return self._conn.execute(
+                f"SELECT cluster, proc, {', '.join(TRACKED_FIELDS)} FROM jobs WHERE schedd = ? AND {TRACKED_SQL}",
+                (schedd,),
+            ).fetchall()
+
+    def apply_changes(self, schedd: str, changes: Sequence[tuple[int, int, dict[str, Any]]]) -> int:
+        """Apply a poll's changes in one transaction; a state change also goes to events.
+
+        Only the rows named are touched. Rows changing the same fields share one
+        prepared UPDATE (executemany), so 10,000 changes are one statement per shape.
+        """
+        if not changes:
+            return 0
+        mutable = set(MUTABLE_FIELDS)
+        for _, _, fields in changes:
+            if not fields.keys() <= mutable:
+                raise ValueError(f"not a mutable job field: {sorted(set(fields) - mutable)}")
+        now = time.time()
+        with self.transaction() as conn:
+            batch: list[tuple[int, int, dict[str, Any]]] = []
+            keys: set[tuple[int, int]] = set()
+            for change in changes:
+                if (change[0], change[1]) in keys:  # a job changed twice: the first change lands first
+                    self._apply_batch(conn, schedd, batch, now)
+                    batch, keys = [], set()
+                batch.append(change)
+                keys.add((change[0], change[1]))
+            self._apply_batch(conn, schedd, batch, now)
+        return len(changes)
+
+    @staticmethod
+    def _apply_batch(
+        conn: sqlite3.Connection, schedd: str, changes: Sequence[tuple[int, int, dict[str, Any]]], now: float
+    ) -> None:
+        """Changes to distinct jobs, inside the caller's transaction.
+
+        The event of a state change is written first, by a statement that reads the
+        job's state as it is in this transaction (so from_state is exact, and a job
+        the ledger does not have gets none); then one UPDATE per shape of change.
+        """
+        shapes: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        events: list[tuple[Any, ...]] = []
+        for cluster, proc, fields in changes:
+            shapes.setdefault(tuple(fields), []).append((*fields.values(), now, schedd, cluster, proc))
+            if "state" in fields:
+                detail = fields.get("hold_reason") or fields.get("remove_reason") or fields.get("error")
+                events.append((now, fields["state"], detail, schedd, cluster, proc, fields["state"]))
+        conn.executemany(
+            "INSERT INTO events (at, schedd, cluster, proc, from_state, to_state, detail)"
+            " SELECT ?1, schedd, cluster, proc, state, ?2, ?3 FROM jobs"
+            " WHERE schedd = ?4 AND cluster = ?5 AND proc = ?6 AND state IS NOT ?7",
+            events,
+        )
+        for names, rows in shapes.items():
+            sets = "".join(f"{k} = ?, " for k in names)
+            conn.executemany(f"UPDATE jobs SET {sets}updated_at = ? WHERE schedd = ? AND cluster = ? AND proc = ?", rows)
+
+    # -- reading ---------------------------------------------------------------
+
+    def jobs(
+        self, selectors: Sequence[JobSelector] = (), *, active: bool = False, limit: int = 1000, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        if selectors:
+            where.append(_selector_clause(selectors, args))
+        if active:
+            # "+state" keeps SQLite from reading jobs_state and sorting every active job: it
+            # walks the primary key in the order shown instead and stops after `limit` rows.
+            where.append("+" + ACTIVE_SQL)
+        sql = "SELECT * FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY schedd, cluster, proc LIMIT ? OFFSET ?"
+        return self._query(sql, [*args, limit, offset])
+
+    def cluster_row(self, row: int) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM clusters WHERE id = ?", [row])
+        return rows[0] if rows else None
+
+    def counts_by_state(self, schedd: str) -> dict[str, int]:
+        return {r["state"]: r["n"] for r in self._query(
+            "SELECT state, count(*) AS n FROM jobs WHERE schedd = ? GROUP BY state", [schedd])}
+
+    def events(self, schedd: str, cluster: int, proc: int | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM events WHERE schedd = ? AND cluster = ?"
+        args: list[Any] = [schedd, cluster]
+        if proc is not None:
+            sql += " AND (proc = ? OR proc IS NULL)"
+            args.append(proc)
+        return self._query(sql + " ORDER BY id", args)
+
+    # -- the jobsub views (read-only) ----------------------------------------------
+
+    def job_page(
+        self, selectors: Sequence[JobSelector] = (), *, states: Sequence[str] = (), schedd: str | None = None,
+        clusters: Sequence[int] = (), submitted_after: float | None = None, submitted_before: float | None = None,
+        newest_first: bool = False, limit: int = 1000, offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """One page of jobs, filtered, with their run times from the events: one statement for the page.
+
+        Each row is a `jobs` row (so it has `cluster_row`) plus `run_started_at` (when a poll
+        first saw the job running), `run_left_at` (when it last left running) and `finished_at`
+        (when it first became completed, removed or failed), each None if no event says so.
+        The events are read for the page's jobs only, through `events_job`. `newest_first`
+        orders by when the job finished (retrieved, else completed, else last changed), as
+        a history does; otherwise by schedd, cluster and proc, as `jobs` does.
+        """
+        where: list[str] = []
+        args: list[Any] = []
+        if selectors:
+            where.append(_selector_clause(selectors, args))
+        if states:
+            # "+state": as in `jobs`, walk the primary key in the order shown and stop at the limit,
+            # rather than read jobs_state (whose first column is the schedd) and sort.
+            where.append(f"+state IN ({', '.join('?' * len(states))})")
+            args.extend(states)
+        if schedd is not None:
+            where.append("schedd = ?")
+            args.append(schedd)
+        if clusters:
+            where.append(f"cluster IN ({', '.join('?' * len(clusters))})")
+            args.extend(clusters)
+        if submitted_after is not None:
+            where.append("submitted_at >= ?")
+            args.append(submitted_after)
+        if submitted_before is not None:
+            where.append("submitted_at <= ?")
+            args.append(submitted_before)
+        order = ("coalesce(retrieved_at, completed_at, updated_at) DESC, schedd, cluster DESC, proc"
+                 if newest_first else "schedd, cluster, proc")
+        sql = (
+            "WITH page AS MATERIALIZED (SELECT * FROM jobs"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + f" ORDER BY {order} LIMIT ? OFFSET ?)"
+            # A LEFT JOIN reads the page first, then each job's events through events_job.
+            " SELECT page.*,"
+            " min(CASE WHEN e.to_state = 'running' THEN e.at END) AS run_started_at,"
+            " max(CASE WHEN e.from_state = 'running' THEN e.at END) AS run_left_at,"
+            " min(CASE WHEN e.to_state IN ('completed', 'removed', 'failed') THEN e.at END) AS finished_at"
+            " FROM page LEFT JOIN events e"
+            " ON e.schedd = page.schedd AND e.cluster = page.cluster AND e.proc = page.proc"
+            " GROUP BY page.schedd, page.cluster, page.proc"
+            f" ORDER BY {order}"
+        )
+        return self._query(sql, [*args, limit, offset])
+
+    def submitted_descriptions(self, cluster_rows: Sequence[int]) -> dict[int, str]:
+        """The submitted description of each cluster row (what the schedd was given)."""
+        if not cluster_rows:
+            return {}
+        marks = ", ".join("?" * len(cluster_rows))
+        rows = self._query(f"SELECT id, submitted_description FROM clusters WHERE id IN ({marks})", list(cluster_rows))
+        return {r["id"]: r["submitted_description"] for r in rows}
