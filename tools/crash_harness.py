@@ -38,7 +38,7 @@ if __package__ in (None, ""):  # run as a script: make `tools` and the repositor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rsubd.platform.crash import ENV, POINTS  # noqa: E402 - after the path set-up above
-from rsubd.backends.schedd import ACTIVE_STATES  # noqa: E402
+from rsub.wire.vocabulary import ACTIVE_STATES  # noqa: E402
 from tools.crash_verify import audit, ledger_rows, schedd_jobs  # noqa: E402
 from tools.crash_workload import Submission, write_submission  # noqa: E402
 

@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import IO, Self
 
 from rsub.wire import paths
+from rsub.wire.vocabulary import WRAPPER
 
-WRAPPER = "rsub_wrapper.sh"
 SUBMIT_FILE = "job.sub"
 INPUT_DIR = "TRANSFERRED_INPUT_FILES"  # $CONDOR_DIR_INPUT, inside the job's scratch directory
 UNWIND = ".unwind_{}"  # where tarball N is moved and unpacked, as jobsub_lite names it

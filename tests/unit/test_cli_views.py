@@ -20,7 +20,7 @@ from rsubd.handlers import (
     status_letter,
 )
 from rsubd.ledger.store import JobSelector, Ledger
-from rsubd.backends.schedd import RSUB_STATES
+from rsub.wire.vocabulary import STATES as RSUB_STATES
 
 # -- ages ----------------------------------------------------------------------------------
 

@@ -16,8 +16,8 @@ import structlog
 from rsubd.ledger.store import JobSelector, Ledger
 from rsubd.backends.local.scheduler import LocalSchedd
 from rsubd.polling.poller import Poller, PollReport
+from rsub.wire.vocabulary import FINAL_STATES
 from rsubd.backends.schedd import (
-    FINAL_STATES,
     Action,
     ActResult,
     JobAd,

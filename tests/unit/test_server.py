@@ -16,7 +16,8 @@ import pytest
 from rsub.wire import protocol
 from rsub.wire.protocol import ErrorCode, Request
 from rsubd.transport import server
-from rsubd.transport.server import RequestError, SocketServer
+from rsub.wire.vocabulary import RequestError
+from rsubd.transport.server import SocketServer
 
 Scenario = Callable[[SocketServer], Awaitable[None]]
 

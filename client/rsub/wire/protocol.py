@@ -12,6 +12,23 @@ from __future__ import annotations
 import json
 import os
 import socket
+from rsub.wire.vocabulary import (  # noqa: F401 - the names the client reads through this module
+    EXIT_ATTENTION,
+    EXIT_BAD_SUBMIT,
+    EXIT_BY_CODE,
+    EXIT_ERROR,
+    EXIT_NO_DAEMON,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_SCHEDD,
+    EXIT_TIMEOUT,
+    EXIT_TOKEN,
+    EXIT_USAGE,
+    JSON_VERSION,
+    STATES,
+    ErrorCode,
+)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the client's start-up time is a feature: typing's names only for the checker
     from typing import Any
@@ -19,16 +36,12 @@ if TYPE_CHECKING:  # the client's start-up time is a feature: typing's names onl
 VERSION = 1
 MAX_FRAME = 8 * 1024 * 1024
 
-# rsub's job states, in the order a job goes through them (`rsub q --state`).
-STATES = ("submitting", "spooling", "idle", "running", "held", "completed", "retrieved", "removed", "failed")
 # The filters of the reading requests (status, history): states, schedd, clusters, and the age of
 # the submit in seconds (`since`: submitted at most this long ago; `older_than`: at least).
 FILTERS: dict[str, tuple[type, ...]] = {
     "states": (list,), "schedd": (str, type(None)), "clusters": (list,),
     "since": (int, float, type(None)), "older_than": (int, float, type(None)),
 }
-# The version of the JSON that `rsub ... --json` prints for each reading command (see the README).
-JSON_VERSION = 1
 
 # Request kinds and the fields each takes (name -> accepted types).
 REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
@@ -59,45 +72,6 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "act": ("action", "ids"),
 }
 ACTIONS = ("hold", "release", "remove")
-
-
-class ErrorCode:
-    """Error codes in replies; each maps to a client exit code, distinct but for the generic 1.
-
-    INTERNAL and VERSION both exit 1 (EXIT_ERROR), as the client documents.
-    """
-
-    BAD_REQUEST = "bad_request"
-    NOT_FOUND = "not_found"
-    BAD_SUBMIT = "bad_submit"
-    SCHEDD = "schedd_error"
-    TIMEOUT = "timeout"
-    INTERNAL = "internal"
-    VERSION = "version_mismatch"
-    TOKEN = "token"
-
-
-# Client exit codes (documented in the README).
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_NO_DAEMON = 3
-EXIT_NOT_FOUND = 4
-EXIT_BAD_SUBMIT = 5
-EXIT_TIMEOUT = 6
-EXIT_SCHEDD = 7
-EXIT_TOKEN = 8
-EXIT_ATTENTION = 9  # rsub wait: every job is final or needs a person (its output cannot be written)
-EXIT_BY_CODE = {
-    ErrorCode.BAD_REQUEST: EXIT_USAGE,
-    ErrorCode.NOT_FOUND: EXIT_NOT_FOUND,
-    ErrorCode.BAD_SUBMIT: EXIT_BAD_SUBMIT,
-    ErrorCode.SCHEDD: EXIT_SCHEDD,
-    ErrorCode.TIMEOUT: EXIT_TIMEOUT,
-    ErrorCode.INTERNAL: EXIT_ERROR,
-    ErrorCode.VERSION: EXIT_ERROR,
-    ErrorCode.TOKEN: EXIT_TOKEN,
-}
 
 
 class ProtocolError(Exception):

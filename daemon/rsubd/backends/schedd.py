@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+
 AdValue = int | float | str | bool | None | list["AdValue"] | dict[str, "AdValue"]
 JobAd = dict[str, AdValue]
 
@@ -268,19 +269,6 @@ STATE_BY_STATUS: dict[JobStatus, str] = {
     JobStatus.SUSPENDED: "running",
 }
 
-RSUB_STATES = (
-    "submitting",
-    "spooling",
-    "idle",
-    "running",
-    "held",
-    "completed",
-    "retrieved",
-    "removed",
-    "failed",
-)
-ACTIVE_STATES = ("submitting", "spooling", "idle", "running", "held", "completed")
-FINAL_STATES = ("retrieved", "removed", "failed")
 
 
 def state_of(ad: Mapping[str, AdValue]) -> str:

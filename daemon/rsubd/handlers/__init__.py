@@ -14,25 +14,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from rsub.jobsub import WRAPPER
-from rsub.wire.protocol import ErrorCode, Request
+from rsub.wire.protocol import Request
+from rsub.wire.vocabulary import ACTIVE_STATES, FINAL_STATES, STATES, WRAPPER, ErrorCode, RequestError
 from rsubd.services import retrieval
 from rsubd.submitdesc import language as submitdesc
 from rsubd.services import submission as submitting
 from rsubd.platform.crash import crashpoint
 from rsubd.ledger.store import JobSelector
 from rsubd.backends.schedd import (
-    ACTIVE_STATES,
-    FINAL_STATES,
     MAX_ID,
-    RSUB_STATES,
     Action,
     ErrorKind,
     ScheddError,
     job_id,
     parse_job_id,
 )
-from rsubd.transport.server import RequestError
 
 if TYPE_CHECKING:
     from rsubd.app import Daemon
@@ -417,8 +413,8 @@ class Handlers:
     def _filters(self, f: dict[str, Any]) -> dict[str, Any]:
         """The filters of a status or history request, checked, as `Ledger.job_page` takes them."""
         states = f.get("states") or []
-        if not all(isinstance(s, str) and s in RSUB_STATES for s in states):
-            raise RequestError(ErrorCode.BAD_REQUEST, f"states must be among {', '.join(RSUB_STATES)}")
+        if not all(isinstance(s, str) and s in STATES for s in states):
+            raise RequestError(ErrorCode.BAD_REQUEST, f"states must be among {', '.join(STATES)}")
         schedd = f.get("schedd")
         if schedd is not None and schedd not in self.d.schedds:
             raise RequestError(ErrorCode.NOT_FOUND, f"no schedd named {schedd!r}; configured: {', '.join(self.d.schedds)}")

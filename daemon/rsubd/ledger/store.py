@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-from rsubd.backends.schedd import ACTIVE_STATES
+from rsub.wire.vocabulary import ACTIVE_STATES
 
 # The states as SQL literals (constants, never user input).
 ACTIVE_SQL = "state IN (" + ", ".join(f"'{s}'" for s in ACTIVE_STATES) + ")"

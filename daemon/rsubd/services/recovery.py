@@ -25,7 +25,7 @@ import structlog
 
 from rsubd.platform.crash import crashpoint
 from rsubd.backends.schedd import Action, HoldCode, JobStatus, job_id
-from rsubd.transport.server import RequestError
+from rsub.wire.vocabulary import RequestError
 
 if TYPE_CHECKING:
     from rsubd.app import Daemon

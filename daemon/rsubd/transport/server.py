@@ -21,7 +21,8 @@ from typing import Any
 
 import structlog
 from rsub.wire import protocol
-from rsub.wire.protocol import ErrorCode, ProtocolError, Request
+from rsub.wire.protocol import ProtocolError, Request
+from rsub.wire.vocabulary import ErrorCode, RequestError
 
 log = structlog.get_logger("rsubd.transport.server")
 Handler = Callable[[Request], Awaitable[dict[str, Any]]]
@@ -37,15 +38,6 @@ MAX_MESSAGE = 2000
 # The kernel queue of connections not yet accepted; a burst of clients waits there, not refused.
 BACKLOG = 1024
 _UCRED = struct.Struct("iII")  # struct ucred: pid_t pid; uid_t uid; gid_t gid
-
-
-class RequestError(Exception):
-    """A request that cannot be done; `code` is one of protocol.ErrorCode."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class _FrameTooLarge(Exception):

@@ -1,0 +1,95 @@
+"""The words rsubd and rsub share: job and cluster states, error and exit codes, the JSON shape version.
+
+Defined once, here; `rsub.wire` imports nothing else of the project, and rsubd
+imports nothing else of the client.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class JobState(enum.StrEnum):
+    """rsub's state of one job, in the order a job goes through them (`rsub q --state`)."""
+
+    SUBMITTING = "submitting"
+    SPOOLING = "spooling"  # held with HoldReasonCode 16 until the inputs are uploaded
+    IDLE = "idle"
+    RUNNING = "running"
+    HELD = "held"
+    COMPLETED = "completed"  # output not yet home
+    RETRIEVED = "retrieved"
+    REMOVED = "removed"
+    FAILED = "failed"
+
+
+STATES: tuple[str, ...] = tuple(JobState)
+ACTIVE_STATES: tuple[str, ...] = (JobState.SUBMITTING, JobState.SPOOLING, JobState.IDLE, JobState.RUNNING,
+                                  JobState.HELD, JobState.COMPLETED)
+FINAL_STATES: tuple[str, ...] = (JobState.RETRIEVED, JobState.REMOVED, JobState.FAILED)
+
+
+class ClusterState(enum.StrEnum):
+    """Where a submit stands in the ledger (docs/protocol.md)."""
+
+    SUBMITTING = "submitting"  # intent recorded; the schedd may not have heard of it
+    SPOOLING = "spooling"  # the schedd made the cluster; inputs being uploaded
+    SUBMITTED = "submitted"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # never reached the schedd; a retry may submit it again
+    REPLACING = "replacing"  # an unspooled cluster being removed, to be submitted again
+    REPLACED = "replaced"
+
+
+class ErrorCode(enum.StrEnum):
+    """Error codes in replies; each maps to a client exit code, distinct but for the generic 1.
+
+    INTERNAL and VERSION both exit 1 (EXIT_ERROR), as the client documents.
+    """
+
+    BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
+    BAD_SUBMIT = "bad_submit"
+    SCHEDD = "schedd_error"
+    TIMEOUT = "timeout"
+    INTERNAL = "internal"
+    VERSION = "version_mismatch"
+    TOKEN = "token"
+
+
+class RequestError(Exception):
+    """A request that cannot be done: raised by rsubd's handlers, answered by its transport as an error reply."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# The version of the JSON that `rsub ... --json` prints for each reading command (see the README).
+JSON_VERSION = 1
+
+# Client exit codes (documented in the README).
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NO_DAEMON = 3
+EXIT_NOT_FOUND = 4
+EXIT_BAD_SUBMIT = 5
+EXIT_TIMEOUT = 6
+EXIT_SCHEDD = 7
+EXIT_TOKEN = 8
+EXIT_ATTENTION = 9  # rsub wait: every job is final or needs a person (its output cannot be written)
+EXIT_BY_CODE = {
+    ErrorCode.BAD_REQUEST: EXIT_USAGE,
+    ErrorCode.NOT_FOUND: EXIT_NOT_FOUND,
+    ErrorCode.BAD_SUBMIT: EXIT_BAD_SUBMIT,
+    ErrorCode.SCHEDD: EXIT_SCHEDD,
+    ErrorCode.TIMEOUT: EXIT_TIMEOUT,
+    ErrorCode.INTERNAL: EXIT_ERROR,
+    ErrorCode.VERSION: EXIT_ERROR,
+    ErrorCode.TOKEN: EXIT_TOKEN,
+}
+
+# The executable of a job `rsub submit file://` builds: views show the user's script instead.
+WRAPPER = "rsub_wrapper.sh"
