@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from rsub import jobsub
 from rsub.jobsub import BuildError
-from rsubd.submitdesc import language as submitdesc
+from rsubd import submitdesc
 from rsubd.backends.local import jobads
 
 DIR = Path("/state/rsub/jobs/20250101T000000Z-run.sh-0123abcd")

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from rsubd.submitdesc import language as submitdesc
+from rsubd import submitdesc
 from rsubd.services.submission import Prepared, SubmitRefused, leave_in_queue, prepare
 
 INSTANCE = "0123456789abcdef0123456789abcdef"

@@ -1,11 +1,11 @@
-"""Unit tests for rsubd.submitdesc.language: parsing, macro expansion and rendering of submit files."""
+"""Unit tests for rsubd.submitdesc: parsing, macro expansion and rendering of submit files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from rsubd.submitdesc.language import (
+from rsubd.submitdesc import (
     QueueSpec,
     SubmitDescription,
     SubmitError,

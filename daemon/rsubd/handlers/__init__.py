@@ -17,7 +17,7 @@ import structlog
 from rsub.wire.protocol import Request
 from rsub.wire.vocabulary import ACTIVE_STATES, FINAL_STATES, STATES, WRAPPER, ErrorCode, RequestError
 from rsubd.services import retrieval
-from rsubd.submitdesc import language as submitdesc
+from rsubd import submitdesc
 from rsubd.services import submission as submitting
 from rsubd.platform.crash import crashpoint
 from rsubd.ledger.store import JobSelector

@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 from rsubd.services import notify
 from rsubd.services import retrieval
-from rsubd.submitdesc import language as submitdesc
+from rsubd import submitdesc
 from rsubd.platform.crash import crashpoint
 from rsubd.ledger.store import TRACKED_FIELDS, Ledger
 from rsubd.backends.schedd import (

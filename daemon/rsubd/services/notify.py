@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from rsubd.submitdesc import language as submitdesc
+from rsubd import submitdesc
 
 log = structlog.get_logger("rsubd.services.notify")
 EVENTS = ("completed", "held", "retrieved", "failed", "removed", "running")

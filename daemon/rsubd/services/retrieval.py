@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from rsubd.submitdesc import language as submitdesc
+from rsubd import submitdesc
 
 log = structlog.get_logger("rsubd.services.retrieval")
 KEPT = ".rsub-kept-"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rsubd.services import retrieval
 
-from rsubd.submitdesc import language as submitdesc
+from rsubd import submitdesc
 from rsubd.backends.schedd import SubmitRequest
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from rsubd.backends.local.ads import Ad, parse_value
 from rsubd.backends.schedd import ErrorKind, HoldCode, JobStatus, ScheddError
-from rsubd.submitdesc.language import attr_name
+from rsubd.submitdesc import attr_name
 
 SPOOL_HOLD_REASON = "Spooling input data files"
 

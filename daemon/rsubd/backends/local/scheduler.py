@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import classad2
-from rsubd.submitdesc import language as submitdesc
+from rsubd import submitdesc
 from rsubd.backends.local import fake
 from rsubd.backends.local import jobads
 from rsubd.backends.local import runner

@@ -1,0 +1,139 @@
+"""Expand a submit description's $(macros) for each proc its queue statement makes."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from rsubd.submitdesc.model import SubmitDescription, SubmitError, attr_name, identity
+
+_MAX_DEPTH = 32
+_MACRO_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_FUNC_RE = re.compile(r"\$([A-Za-z]*)\(")
+
+
+def expand(desc: SubmitDescription, *, cluster: int) -> list[dict[str, str]]:
+    """Return, per proc in proc order, every command's fully macro-expanded value."""
+    latest: dict[str, tuple[str, str]] = {}
+    for key, value in desc.commands:
+        attr = attr_name(key)
+        latest[identity(key)] = ("My." + attr if attr is not None else key.lower(), value)
+    # Custom attributes are not macros, so only plain commands can be referenced by $(name).
+    macros = {ident: raw for ident, (out, raw) in latest.items() if not out.startswith("My.")}
+    q = desc.queue
+    items: tuple[tuple[str, ...], ...] = q.items or ((),)
+    procs: list[dict[str, str]] = []
+    for row, item in enumerate(items):
+        for step in range(q.count):
+            live = {name.lower(): value for name, value in zip(q.vars, item, strict=False)}  # no item: no vars
+            predefined = {
+                "procid": str(len(procs)),
+                "process": str(len(procs)),
+                "clusterid": str(cluster),
+                "cluster": str(cluster),
+                "step": str(step),
+                "itemindex": str(row),
+                "row": str(row),
+                "node": "",
+            }
+            live.update({k: v for k, v in predefined.items() if k not in live})
+            ex = _Expander({**macros, **live})
+            procs.append({out: ex.text(raw, ()) for out, raw in latest.values()})
+    return procs
+
+
+class _Expander:
+    """Expands $(...) macros for one proc, caching each macro's expansion."""
+
+    def __init__(self, macros: dict[str, str]) -> None:
+        self._macros = macros
+        self._cache: dict[str, str] = {}
+
+    def text(self, text: str, stack: tuple[str, ...]) -> str:
+        """Expand every macro in text; stack holds the macros being expanded."""
+        out: list[str] = []
+        i = 0
+        while True:
+            j = text.find("$", i)
+            if j < 0:
+                out.append(text[i:])
+                return "".join(out)
+            out.append(text[i:j])
+            if text.startswith("$$(", j):
+                # Match-time macros belong to the negotiator, so copy them verbatim.
+                end = _close_paren(text, j + 2)
+                if end < 0:
+                    out.append(text[j:])
+                    return "".join(out)
+                out.append(text[j : end + 1])
+                i = end + 1
+                continue
+            m = _FUNC_RE.match(text, j)
+            end = _close_paren(text, m.end() - 1) if m else -1
+            if m is None or end < 0:
+                out.append("$")
+                i = j + 1
+                continue
+            out.append(self._call(m.group(1), text[m.end() : end], stack))
+            i = end + 1
+
+    def _call(self, func: str, body: str, stack: tuple[str, ...]) -> str:
+        """Evaluate $func(body); unsupported functions expand to ""."""
+        if func == "":
+            name, has_default, default = body.partition(":")
+            name = name.strip()
+            value = self._lookup(name, stack) if _MACRO_NAME_RE.fullmatch(name) else None
+            if value is None:
+                return self.text(default, stack) if has_default else ""
+            return value
+        if func.upper() == "ENV":
+            return os.environ.get(body.strip(), "")
+        if func[0] in "Ff" and len(func) > 1:
+            name = body.strip()
+            value = self._lookup(name, stack) if _MACRO_NAME_RE.fullmatch(name) else None
+            return _file_part(value or "", func[1:].lower())
+        return ""
+
+    def _lookup(self, name: str, stack: tuple[str, ...]) -> str | None:
+        """Return the expanded value of a macro, or None when it is not defined."""
+        key = name.lower()
+        if key not in self._macros:
+            return None
+        if key in self._cache:
+            return self._cache[key]
+        if key in stack:
+            chain = " -> ".join(f"$({k})" for k in (*stack[stack.index(key) :], key))
+            raise SubmitError(f"macro cycle: {chain}")
+        if len(stack) >= _MAX_DEPTH:
+            raise SubmitError(f"macro $({name}) nests more than {_MAX_DEPTH} expansions deep")
+        value = self.text(self._macros[key], (*stack, key))
+        self._cache[key] = value
+        return value
+
+
+def _close_paren(text: str, open_at: int) -> int:
+    """Return the index of the ")" matching the "(" at open_at, or -1."""
+    depth = 0
+    for k in range(open_at, len(text)):
+        if text[k] == "(":
+            depth += 1
+        elif text[k] == ")":
+            depth -= 1
+            if depth == 0:
+                return k
+    return -1
+
+
+def _file_part(path: str, mods: str) -> str:
+    """Implement $F modifiers: p directory, d last directory (both with slash), n name, x ext."""
+    directory, base = os.path.split(path)
+    if directory and not directory.endswith("/"):
+        directory += "/"
+    stem, ext = os.path.splitext(base)
+    if "p" in mods:
+        head = directory
+    elif "d" in mods and directory:
+        head = os.path.basename(directory.rstrip("/")) + "/"
+    else:
+        head = ""
+    return head + (stem if "n" in mods else "") + (ext if "x" in mods else "")
