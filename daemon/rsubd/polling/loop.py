@@ -56,6 +56,7 @@ class PollSchedule:
         self.stalls = 0
         self.stalled_now: str | None = None  # why the last check found the schedule stalled, if it did
         self._scheduled_bound = 0.0  # the bound in force when the next poll was set
+        self._late_seen_at: float | None = None  # when a check first found the next poll late
         policy.schedule_now()  # the first poll is due at once
 
     # -- what the loop does ------------------------------------------------------
@@ -77,6 +78,7 @@ class PollSchedule:
         self.started_at = self.clock()
         self.polls += 1
         self.stalled_now = None
+        self._late_seen_at = None
 
     def end(self, outcome: str) -> float:
         """A poll ended with this outcome; schedules exactly one next poll and returns its delay."""
@@ -112,6 +114,7 @@ class PollSchedule:
 
     def rearm(self) -> None:
         """Make the next poll due at once (after a stall)."""
+        self._late_seen_at = None
         self.policy.schedule_now()
 
     # -- liveness ------------------------------------------------------------------
@@ -121,7 +124,11 @@ class PollSchedule:
         return self.policy.delay_bounds()[1] + self.slack
 
     def check(self) -> str | None:
-        """Why the schedule is stalled now, or None if it is alive."""
+        """Why the schedule is stalled now, or None if it is alive.
+
+        A late poll is a stall only when a later check finds it still not started: an event loop
+        held up for a moment (a big request) wakes the check and the loop together, in either order.
+        """
         now = self.clock()
         if self.running:
             assert self.started_at is not None
@@ -129,12 +136,17 @@ class PollSchedule:
                 return f"a poll has run for {now - self.started_at:.0f} s (limit {self.max_duration:g} s)"
             return None
         bound = max(self.bound(), self._scheduled_bound)
+        why = None
         if self.ended_at is not None and now - self.ended_at > bound:
-            return f"no poll started for {now - self.ended_at:.1f} s after the last one ended (bound {bound:.1f} s)"
-        late = now - self.next_at
-        if late > self.slack:
-            return f"the poll due {late:.1f} s ago did not start"
-        return None
+            why = f"no poll started for {now - self.ended_at:.1f} s after the last one ended (bound {bound:.1f} s)"
+        elif now - self.next_at > self.slack:
+            why = f"the poll due {now - self.next_at:.1f} s ago did not start"
+        if why is None:
+            self._late_seen_at = None
+            return None
+        if self._late_seen_at is None:
+            self._late_seen_at = now
+        return why if now > self._late_seen_at else None
 
     def state(self) -> dict[str, Any]:
         """For `rsub daemon status`: what is really scheduled, and when polls last ran."""
