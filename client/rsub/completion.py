@@ -44,7 +44,7 @@ def _help(text: str | None) -> str:
     return " ".join(text.split())
 
 
-def tree(parser: argparse.ArgumentParser, name: str = "", help_text: str = "") -> Command:
+def tree(parser: argparse.ArgumentParser, name: str = "", help_text: str | None = "") -> Command:
     """The commands, options and choices of an argparse parser, recursively."""
     node = Command(name, _help(help_text))
     for action in parser._actions:

@@ -15,3 +15,15 @@ def test_client_imports_nothing_heavy() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    # `rsub q` builds only its own parser: neither the other commands nor the jobsub builder (tarfile, threads).
+    code = (
+        "import sys, rsub.cli\n"
+        "rsub.cli.build_parser('q')\n"
+        "loaded = (m for m in sys.modules if m.startswith(('rsub.commands.', 'rsub.jobsub', 'tarfile')))\n"
+        "print(','.join(sorted(loaded)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "rsub.commands.status"

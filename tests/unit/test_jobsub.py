@@ -12,8 +12,9 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from rsub import jobsub
-from rsub.jobsub import BuildError
+from rsub.jobsub import BuildError, submitdir
 from rsubd import submitdesc
 from rsubd.backends.local import jobads
 
@@ -142,13 +143,13 @@ def test_inputs_are_checked(tmp_path: Path) -> None:
     script(tmp_path)
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "run.sh").write_text("x")
-    with pytest.raises(BuildError, match="-f nope: .* does not exist"):
+    with pytest.raises(BuildError, match=r"-f nope: .* does not exist"):
         build(tmp_path, input_files=["nope"])
     with pytest.raises(BuildError, match="use --tar d"):
         build(tmp_path, input_files=["d"])
     with pytest.raises(BuildError, match="already taken by the script"):
         build(tmp_path, input_files=["d/run.sh"])
-    with pytest.raises(BuildError, match="--tar nope: .* does not exist"):
+    with pytest.raises(BuildError, match=r"--tar nope: .* does not exist"):
         build(tmp_path, tars=["nope"])
     (tmp_path / "fake.tar.gz").write_text("not a tarball")
     with pytest.raises(BuildError, match="is not a tar archive"):
@@ -308,8 +309,8 @@ def test_materialize_cleans_up_when_tarring_fails(tmp_path: Path, monkeypatch: p
     def broken(source: Path, dest: Path) -> None:
         raise PermissionError(13, "Permission denied", str(source / "secret"))
 
-    monkeypatch.setattr(jobsub, "_tar_directory", broken)
-    with pytest.raises(BuildError, match="cannot tar it up: .*Permission denied"):
+    monkeypatch.setattr(submitdir, "_tar_directory", broken)
+    with pytest.raises(BuildError, match=r"cannot tar it up: .*Permission denied"):
         jobsub.materialize(plan, tmp_path / "jobs" / "x", "queue\n")
     assert list((tmp_path / "jobs").iterdir()) == []
 

@@ -1,0 +1,57 @@
+"""`rsub hold`, `rsub release` and `rsub rm`: by job id, or rsub's own jobs that match a constraint."""
+
+from __future__ import annotations
+
+import argparse
+
+from rsub.connection import Failure, call
+from rsub.views import emit_json
+from rsub.wire.vocabulary import EXIT_USAGE, JSON_VERSION
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing only for the checker: the client's start-up time is a feature
+    from rsub.commands import AddParser
+
+
+def act_summary(action: str, name: str, counts: dict[str, int]) -> str:
+    """One line per schedd from the schedd's own tally: how many jobs matched and what became of them."""
+    parts = [f"{counts[k]} {k.replace('_', ' ')}" for k in
+             ("success", "already_done", "bad_status", "not_found", "error", "permission_denied") if counts.get(k)]
+    matched = counts.get("job_ads", 0)
+    return f"{name}: {action}: {matched} job(s) matched; " + (", ".join(parts) or "nothing to do")
+
+
+def cmd_act(args: argparse.Namespace) -> int:
+    constraint = args.constraint
+    if constraint is not None:
+        if args.ids:
+            raise Failure(EXIT_USAGE, "give job ids or --constraint, not both")
+        if not constraint.strip():
+            raise Failure(EXIT_USAGE, "--constraint needs a ClassAd expression, e.g. 'JobStatus == 5'")
+    elif not args.ids:
+        raise Failure(EXIT_USAGE, f"{args.command} needs job ids (12, 12.0, 12.0@local) or --constraint EXPR")
+    result = call(args, "act", action=args.action, ids=args.ids, reason=args.reason, constraint=constraint,
+                  schedd=args.schedd)
+    if args.json:
+        emit_json({"version": JSON_VERSION, **result})
+        return 0
+    for name, counts in result["schedds"].items():
+        print(act_summary(args.action, name, counts))
+    return 0
+
+
+ACTIONS = {"hold": "hold", "release": "release", "rm": "remove"}  # the command, and the action it asks for
+
+
+def add_parser(name: str, add: AddParser) -> None:
+    action = ACTIONS[name]
+    s = add(name, f"{action} jobs: by id, or rsub's own that match a constraint",
+            f"rsub {name} --reason 'fixing input' 12.0\nrsub {name} 12\n"
+            f"rsub {name} --constraint 'JobStatus == 5 && HoldReasonCode == 26'")
+    s.add_argument("ids", nargs="*", metavar="ID", help="CLUSTER, CLUSTER.PROC, optionally @SCHEDD")
+    s.add_argument("--constraint", metavar="EXPR",
+                   help="a ClassAd expression: the jobs of this rsubd that match it on the schedd")
+    s.add_argument("--schedd", help="the schedd for --constraint, or of ids without @SCHEDD (default: the first)")
+    s.add_argument("--reason", help="recorded by the schedd with the action")
+    s.add_argument("--json", action="store_true", help=f"print JSON (shape version {JSON_VERSION})")
+    s.set_defaults(func=cmd_act, action=action)

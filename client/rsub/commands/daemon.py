@@ -1,0 +1,95 @@
+"""`rsub daemon status|stop|install`: rsubd itself, and the systemd user units that run it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rsub.connection import Failure, call, socket_for
+from rsub.views import emit_json
+from rsub.wire.vocabulary import EXIT_ERROR, JSON_VERSION
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing only for the checker: the client's start-up time is a feature
+    from rsub.commands import AddParser
+
+
+def cmd_daemon_install(args: argparse.Namespace) -> int:
+    import shutil
+
+    from rsub import units
+
+    exe = shutil.which("rsubd") or str(Path(sys.argv[0]).resolve().parent / "rsubd")
+    if not os.access(exe, os.X_OK):
+        raise Failure(EXIT_ERROR, f"cannot find the rsubd program (looked for {exe}); is rsub installed?")
+    config_dir = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    target = Path(args.dir) if args.dir else config_dir / "systemd" / "user"
+    target.mkdir(parents=True, exist_ok=True)
+    sock = socket_for(args)
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    listen = "%t" + sock[len(runtime):] if runtime and sock.startswith(runtime.rstrip("/") + "/") else sock
+    for name, text in units.render(exe, listen).items():
+        path = target / name
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+        print(f"wrote {path}")
+    print("\nto start rsubd now and at every login:")
+    print("  systemctl --user daemon-reload")
+    print("  systemctl --user enable --now rsubd.service     # or rsubd.socket, to start it on first use")
+    print("to keep it running after you log out (your jobs keep being tracked):")
+    print(f"  loginctl enable-linger {os.environ.get('USER') or '$USER'}")
+    return 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    if args.daemon_command == "install":
+        return cmd_daemon_install(args)
+    if args.daemon_command == "stop":
+        call(args, "daemon_stop")
+        print("rsubd is stopping")
+        return 0
+    result = call(args, "daemon_status")
+    if args.json:
+        emit_json({"version": 1, **result})
+        return 0
+    print(f"rsubd {result['rsubd_version']}, pid {result['pid']}, up {result['uptime']:.0f} s, "
+          f"socket {result['socket']}")
+    for name, s in result["schedds"].items():
+        jobs = ", ".join(f"{n} {k}" for k, n in sorted(s["jobs"].items())) or "no jobs"
+        every = s.get("interval_in_force", s["poll_interval"])
+        print(f"  schedd {name} ({s['backend']}): poll every {every:g} s, last {s['last_poll_at']} "
+              f"{s['last_outcome'] or ''}; {s['polls']} polls, {s['queries']} queries, "
+              f"{s['retrieve_calls']} retrieves, "
+              f"{s['edit_calls']} edits, {s['history_calls']} history, {s['errors']} errors; jobs: {jobs}")
+        if "polling" in s:
+            since = s.get("seconds_since_poll_ended")
+            ended = f" ({since:g} s since the last ended)" if since is not None else ""
+            now = "polling now" if s["polling"] else f"next poll in {s['next_poll_in']:g} s" + ended
+            alive = "alive" if s.get("schedule_alive", True) else "STALLED"
+            print(f"    {now}; schedule {alive}, stalls {s.get('stalls', 0)}")
+        if s.get("last_error"):
+            print(f"    last error: {s['last_error']}")
+        if s.get("backing_off"):
+            print(f"    backing off after {s['consecutive_errors']} errors in a row "
+                  f"(normal interval {s['poll_interval']:g} s, at most {s['backoff_max']:g} s)")
+        if s.get("token"):
+            t = s["token"]
+            print(f"    token {t['profile']}: {t['state']}, expires {t['expires_at'] or 'never'}")
+            if t.get("action_needed"):
+                print(f"    ACTION NEEDED: {t['action_needed']}")
+    return 0
+
+
+def add_parser(name: str, add: AddParser) -> None:
+    s = add("daemon", "rsubd itself: status, stop, install", "rsub daemon status --json\nrsub daemon stop")
+    dsub = s.add_subparsers(dest="daemon_command", required=True, metavar="ACTION")
+    ds = dsub.add_parser("status", help="what rsubd is doing, per schedd", epilog="example: rsub daemon status --json")
+    ds.add_argument("--json", action="store_true", help=f"print JSON (shape version {JSON_VERSION})")
+    dsub.add_parser("stop", help="stop rsubd (jobs keep running on their schedd)", epilog="example: rsub daemon stop")
+    ds = dsub.add_parser("install", help="write the systemd user units and print how to enable them",
+                         epilog="example: rsub daemon install && systemctl --user enable --now rsubd")
+    ds.add_argument("--dir", help="where to write the units (default: ~/.config/systemd/user)")
+    s.set_defaults(func=cmd_daemon)

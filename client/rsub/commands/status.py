@@ -1,0 +1,96 @@
+"""`rsub q`, `rsub status` and `rsub history`: the views of the ledger, and their filters."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rsub.connection import call
+from rsub.views import emit_json, show_jobs, show_jobsub
+from rsub.wire.vocabulary import JSON_VERSION, STATES
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing only for the checker: the client's start-up time is a feature
+    from typing import Any
+
+    from rsub.commands import AddParser
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> float:
+    """An age such as 90s, 45m, 2h, 3d, 1w or 1d12h, in seconds (argparse's type for --since and --older-than)."""
+    import re
+
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smhdw])", text.strip().lower())
+    if not parts or re.sub(r"\s+", "", text.lower()) != "".join(n + u for n, u in parts):
+        raise argparse.ArgumentTypeError(f"not an age: {text!r} (use a number and a unit: 90s, 45m, 2h, 3d, 1w, 1d12h)")
+    return sum(float(n) * _AGE_UNITS[u] for n, u in parts)
+
+
+def cluster_number(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"not a cluster id: {text!r}")
+    return int(text)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def filter_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The filters of q, status and history, as the request's fields."""
+    return {"states": args.state or [], "schedd": args.schedd, "clusters": args.cluster or [],
+            "since": args.since, "older_than": args.older_than}
+
+
+def cmd_status(args: argparse.Namespace, *, view: str = "status") -> int:
+    """`rsub status` (rsub's own columns), `rsub q` (active jobs) and `rsub history` (final ones), jobsub's columns."""
+    fields = {"ids": args.ids, "limit": args.limit, **filter_fields(args)}
+    if view == "history":
+        result = call(args, "history", **fields)
+    else:
+        result = call(args, "status", active=view == "q", **fields)
+    if args.json:
+        emit_json({"version": JSON_VERSION, **result})
+        return 0
+    if view == "status":
+        show_jobs(result["jobs"])
+    else:
+        show_jobsub(result["jobs"])
+    for name, info in result.get("schedds", {}).items():
+        if info.get("last_error"):
+            print(f"warning: schedd {name} is not answering ({info['last_error']}); "
+                  f"this view is {info['stale_seconds']} s old", file=sys.stderr)
+    return 0
+
+
+VIEWS = {
+    "q": ("jobs still active, in jobsub_q's columns",
+          "rsub q\nrsub q --state held --schedd fnal\nrsub q --since 2h --json"),
+    "status": ("jobs, all or by id, with their exit codes and what to do about them",
+               "rsub status 12\nrsub status --state failed --older-than 3d\nrsub status 12.0@local --json"),
+    "history": ("jobs that are done (retrieved, removed or failed), newest first, in jobsub's columns",
+                "rsub history\nrsub history --state removed --since 1d\nrsub history --cluster 12 --json"),
+}
+
+
+def add_parser(name: str, add: AddParser) -> None:
+    text, examples = VIEWS[name]
+    s = add(name, text, examples)
+    s.add_argument("ids", nargs="*", metavar="ID", help="CLUSTER, CLUSTER.PROC, optionally @SCHEDD")
+    s.add_argument("--json", action="store_true", help=f"print JSON (shape version {JSON_VERSION})")
+    s.add_argument("--limit", type=positive_int, default=1000, help="at most this many jobs (default 1000)")
+    s.add_argument("--state", action="append", choices=STATES, metavar="STATE",
+                   help=f"only jobs in this state (repeatable): {', '.join(STATES)}")
+    s.add_argument("--schedd", help="only jobs on this schedd")
+    s.add_argument("--cluster", action="append", type=cluster_number, metavar="CLUSTER",
+                   help="only jobs of this cluster (repeatable)")
+    s.add_argument("--since", type=parse_age, metavar="AGE",
+                   help="only jobs submitted at most AGE ago (90s, 45m, 2h, 3d, 1w)")
+    s.add_argument("--older-than", type=parse_age, metavar="AGE", help="only jobs submitted at least AGE ago")
+    s.set_defaults(func=lambda a, view=name: cmd_status(a, view=view))

@@ -1,0 +1,124 @@
+"""`rsub submit`: a submit description file, or a script given as file:///path as jobsub_submit takes it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rsub.connection import Failure, submit_call
+from rsub.views import emit_json
+from rsub.wire.vocabulary import EXIT_BAD_SUBMIT, EXIT_TOKEN, EXIT_USAGE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing only for the checker: the client's start-up time is a feature
+    from typing import Any
+
+    from rsub.commands import AddParser
+
+
+def add_submit_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `rsub submit`, shared by its parser and by `submit_options_parser`."""
+    from rsub import jobsub
+
+    parser.add_argument("--schedd", help="schedd name from the config (default: the first)")
+    parser.add_argument("-G", "--group", help="the group (experiment) whose token profile to use, as jobsub's -G")
+    parser.add_argument("--role", help="the role within the group, as jobsub's --role")
+    parser.add_argument("--token", help="the token profile to use, by name (default: the schedd's)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    jobsub.add_options(parser)
+
+
+def submit_options_parser() -> argparse.ArgumentParser:
+    """Reads options given after a plain submit file ("rsub submit job.sub --json")."""
+    parser = argparse.ArgumentParser(prog="rsub submit", add_help=False)
+    add_submit_options(parser)
+    return parser
+
+
+def show_submitted(result: dict[str, Any], source: str) -> None:
+    print(f"Submitted {len(result['jobs'])} job(s) to cluster {result['cluster']} on schedd {result['schedd']}.")
+    for job in result["jobs"]:
+        print(job)
+    for key in result.get("replaced", []):
+        print(f"note: rsub set its own {key}; the value in {source} was replaced", file=sys.stderr)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    # The submit file (or file:// script) and what follows it arrive as one list: after a
+    # file:// script everything is the job's arguments, as with jobsub_submit.
+    target = list(args.target)
+    if target[:1] == ["--"]:
+        target = target[1:]
+    if not target:
+        raise Failure(EXIT_USAGE, "submit needs a submit description file, or a script as file:///path/to/script")
+    if target[0].startswith("file://"):
+        return submit_script(args, target[0], target[1:])
+    if target[1:]:
+        submit_options_parser().parse_args(target[1:], namespace=args)
+    from rsub import jobsub
+
+    if used := jobsub.options_used(args):
+        raise Failure(EXIT_USAGE, f"{', '.join(used)}: only for a script given as file:///path/to/script, "
+                                           "not with a submit description file")
+    path = Path(target[0])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise Failure(EXIT_BAD_SUBMIT, f"cannot read submit file {path}: {getattr(e, 'strerror', e)}") from None
+    result = submit_call(args, description=text, cwd=os.getcwd(), submit_file=str(path.resolve()),
+                         schedd=args.schedd, token=args.token, group=args.group, role=args.role)
+    if args.json:
+        emit_json(result)
+        return 0
+    show_submitted(result, path.name)
+    return 0
+
+
+def submit_script(args: argparse.Namespace, url: str, job_args: list[str]) -> int:
+    """`rsub submit [options] file:///path/to/script [ARG ...]`: build the job as jobsub_submit does, then submit it."""
+    from rsub import jobsub
+
+    try:
+        plan = jobsub.build(url, job_args, count=args.count, input_files=args.input_files, tars=args.tars,
+                            memory=args.memory, disk=args.disk, cpus=args.cpus, lifetime=args.lifetime,
+                            environment=args.environment, lines=args.lines, cwd=os.getcwd(), environ=os.environ)
+        directory = jobsub.submit_dir(plan.script.name)
+        text = jobsub.describe(plan, directory)
+        if args.dry_run:
+            print(text, end="")
+            print("rsub: dry run: nothing was written or submitted", file=sys.stderr)
+            return 0
+        jobsub.materialize(plan, directory, text)
+    except jobsub.BuildError as e:
+        raise Failure(EXIT_BAD_SUBMIT, str(e)) from None
+    try:
+        with jobsub.Progress(jobsub.input_bytes(plan, directory), sys.stderr):
+            result = submit_call(args, description=text, cwd=str(directory),
+                                 submit_file=str(directory / jobsub.SUBMIT_FILE), schedd=args.schedd,
+                                 token=args.token, group=args.group, role=args.role)
+    except Failure as e:
+        # rsubd refused before sending anything to a schedd: no job will ever use the directory.
+        if e.exit_code in (EXIT_BAD_SUBMIT, EXIT_USAGE, EXIT_TOKEN):
+            import shutil
+
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    if args.json:
+        emit_json({**result, "output_dir": str(directory)})
+        return 0
+    show_submitted(result, jobsub.SUBMIT_FILE)
+    print(f"output will be in {directory}")
+    return 0
+
+
+def add_parser(name: str, add: AddParser) -> None:
+    s = add("submit", "submit a submit description file, or a script as jobsub_submit does",
+            "rsub submit examples/hello.sub\n"
+            "rsub submit -N 10 -f data.txt --tar code/ file://$PWD/run.sh --seed 7",
+            usage="rsub submit [options] FILE.sub\n       rsub submit [options] file:///path/to/script [ARG ...]")
+    add_submit_options(s)
+    s.add_argument("target", nargs=argparse.REMAINDER, metavar="FILE | file:///SCRIPT [ARG ...]",
+                   help="the submit description file; or the script, options first, then the job's arguments")
+    s.set_defaults(func=cmd_submit)
