@@ -18,67 +18,39 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from rsub.wire import paths
-from rsubd import __version__
-from rsubd.platform import logs
-from rsubd.services import recovery
-from rsubd.platform import systemd
-from rsubd.config import Config, ConfigError, ScheddConfig, load
-from rsubd.handlers import Handlers, iso
-from rsubd.ledger.store import Ledger, LedgerError
+from rsub.wire.protocol import Request
+from rsubd import __version__, handlers
 from rsubd.backends.local.auth import TokenCheckedSchedd
-from rsubd.backends.local.faults import FaultySchedd
-from rsubd.backends.local.scheduler import LocalSchedd
-from rsubd.services.notify import Notifier, cluster_setting
-from rsubd.polling.poller import Poller
-from rsubd.polling.loop import PollLoop, PollSchedule
-from rsubd.polling.schedule import EarlyDecision, EarlyPolls, PollPolicy, TokenBucket
+from rsubd.backends.registry import make_schedd
 from rsubd.backends.schedd import ErrorKind, Schedd, ScheddError
-from rsubd.transport.server import SocketServer
+from rsubd.config import Config, ConfigError, load
+from rsubd.handlers import Services
+from rsubd.ledger.store import Ledger, LedgerError
+from rsubd.platform import logs, systemd
+from rsubd.polling.loop import PollLoop, PollSchedule
+from rsubd.polling.poller import Poller
+from rsubd.polling.schedule import EarlyDecision, EarlyPolls, PollPolicy, TokenBucket
+from rsubd.services import recovery
+from rsubd.services.notify import Notifier, cluster_setting
+from rsubd.services.submission import Submissions
+from rsubd.services.views import ClusterFacts, freshness, iso, token_brief
 from rsubd.tokens.manager import Credential, TokenManager
+from rsubd.transport.server import SocketServer
 
 log = structlog.get_logger("rsubd")
-TOKEN_SCAN_INTERVAL = 1.0  # seconds between two looks at the token files (a stat each)
-LIVENESS_INTERVAL = 5.0  # seconds between two checks that every schedd's poll schedule is alive
 
 
 class StartupError(Exception):
     """rsubd cannot start; the message says why and what to do."""
 
 
-def make_schedd(cfg: ScheddConfig, state_dir: Path, credential: Callable[[], Credential] | None = None,
-                local: Schedd | None = None) -> Schedd:
-    """The one place that builds a schedd backend from its config.
-
-    `credential` gives the token profile's current token; `local` reuses an existing
-    embedded scheduler (a second token profile on the same local schedd).
-    """
-    if cfg.backend == "local":
-        inner = local or LocalSchedd(cfg.name, state_dir / "local" / cfg.name, slots=cfg.slots)
-        if local is None and cfg.faults_file:
-            inner = FaultySchedd(inner, Path(cfg.faults_file))
-        if credential is None:
-            return inner
-        return TokenCheckedSchedd(inner, credential, owns_inner=local is None)
-    if cfg.backend == "htcondor":
-        from rsubd.backends.condor.client import CondorSchedd, CondorSettings
-
-        return CondorSchedd(CondorSettings(
-            name=cfg.name, pool=cfg.pool, address=cfg.address, condor_config=cfg.condor_config,
-            params=dict(cfg.params), call_timeout=cfg.call_timeout, transfer_timeout=cfg.transfer_timeout,
-        ), credential)
-    raise StartupError(f"backend {cfg.backend!r} is not available")
-
-
 class Daemon:
-    version = __version__
-
     def __init__(self, config: Config) -> None:
         self.config = config
         self.ledger: Ledger
@@ -96,8 +68,10 @@ class Daemon:
         self._poll_done = asyncio.Condition()
         self._lock_file: Any = None
         self.scheduler = AsyncIOScheduler()
-        self.handlers = Handlers(self)
-        self.server = SocketServer(config.socket, self.handlers.dispatch)
+        self.submissions: Submissions  # these two are built in startup, once the ledger and the tokens are open
+        self.services: Services
+        self.server = SocketServer(config.socket, self._dispatch, idle_timeout=config.idle_timeout,
+                                   send_timeout=config.send_timeout, max_clients=config.max_clients)
         self._unrecovered: set[str] = {s.name for s in config.schedds}  # settle unfinished submits first
 
     # -- lifecycle -------------------------------------------------------------
@@ -109,13 +83,14 @@ class Daemon:
             paths.ensure_private_dir(cfg.socket.parent)
         except (OSError, PermissionError) as e:
             raise StartupError(str(e)) from None
-        self._lock_file = open(cfg.state_dir / "rsubd.lock", "a+")
+        # Open for rsubd's whole life: the flock on it is what keeps a second rsubd out.
+        self._lock_file = open(cfg.state_dir / "rsubd.lock", "a+")  # noqa: SIM115 - closed only by exiting
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StartupError(f"another rsubd is already running with state in {cfg.state_dir}") from None
         try:
-            self.ledger = Ledger(cfg.ledger_path)
+            self.ledger = Ledger(cfg.ledger_path, busy_timeout=cfg.ledger_busy_timeout)
         except LedgerError as e:
             raise StartupError(str(e)) from None
         self.tokens = TokenManager(cfg.tokens, private_dir=cfg.state_dir / "tokens")
@@ -132,6 +107,11 @@ class Daemon:
                                     max_duration=s.poll_max_duration)
             self.loops[s.name] = PollLoop(s.name, schedule, functools.partial(self._poll, s.name),
                                           on_done=self._polled)
+        self.submissions = Submissions(self.ledger, self.tokens, self, schedds={s.name: s.token for s in cfg.schedds},
+                                       max_age_seconds=int(cfg.leave_in_queue_days * 86400))
+        self.services = Services(config=cfg, ledger=self.ledger, schedds=self.schedds, pollers=self.pollers,
+                                 tokens=self.tokens, submissions=self.submissions, polls=self, control=self,
+                                 facts=ClusterFacts(self.ledger.submitted_descriptions, size=cfg.facts_cache_size))
         try:
             passed = systemd.listen_socket()
         except ValueError as e:
@@ -142,10 +122,10 @@ class Daemon:
         # The loops cannot lose their next poll, and this check proves it: a schedule found
         # stalled is logged, counted and re-armed, and the watchdog is not fed meanwhile.
         self.scheduler.add_job(self.check_liveness, "interval", id="liveness",
-                               seconds=min([LIVENESS_INTERVAL, *(s.poll_interval for s in cfg.schedds)]),
+                               seconds=min([cfg.liveness_interval, *(s.poll_interval for s in cfg.schedds)]),
                                max_instances=1, coalesce=True)
         if cfg.tokens:
-            self.scheduler.add_job(self.refresh_due_tokens, "interval", id="tokens", seconds=TOKEN_SCAN_INTERVAL,
+            self.scheduler.add_job(self.refresh_due_tokens, "interval", id="tokens", seconds=cfg.token_scan_interval,
                                    max_instances=1, coalesce=True, next_run_time=_now())
         watchdog = systemd.watchdog_interval()
         if watchdog:
@@ -180,6 +160,9 @@ class Daemon:
         if hasattr(self, "ledger"):
             self.ledger.close()
         log.info("rsubd.stopped")
+
+    async def _dispatch(self, request: Request) -> dict[str, Any]:
+        return await handlers.dispatch(self.services, request)
 
     def request_stop(self) -> None:
         asyncio.get_running_loop().call_soon(self._stop.set)
@@ -278,7 +261,9 @@ class Daemon:
 
     async def _recover(self, name: str) -> None:
         try:
-            settled = await recovery.recover_submits(self, name)
+            settled = await recovery.recover_submits(self.submissions, self.schedds[name], name,
+                                                     unspooled=self.config.unspooled,
+                                                     max_resubmits=self.config.max_resubmits)
         except ScheddError as e:
             log.warning("recovery.deferred", schedd=name, error=str(e))  # the poll meets the same error
             return
@@ -308,6 +293,11 @@ class Daemon:
         return {n: self.loops[n].poke(force=force) for n in ([name] if name else list(self.loops))
                 if n in self.loops}
 
+    def poll_state(self, name: str) -> dict[str, Any]:
+        """What a poke reply says of one schedd besides the decision."""
+        return {"backing_off": self.policies[name].backing_off,
+                "next_poll_in": self.loops[name].schedule.state()["next_poll_in"], **self.early[name].state()}
+
     def schedd_answered(self, name: str) -> None:
         """A submit or an action succeeded: the schedd is up, so any backoff ends."""
         self.policies[name].on_success()
@@ -321,13 +311,7 @@ class Daemon:
 
     def freshness(self) -> dict[str, Any]:
         """How current the ledger's view of each schedd is."""
-        now = time.time()
-        out = {}
-        for name, poller in self.pollers.items():
-            ok = poller.stats.last_ok_at
-            out[name] = {"last_ok_poll": iso(ok), "stale_seconds": None if ok is None else round(now - ok, 1),
-                         "last_error": poller.stats.last_error}
-        return out
+        return freshness({name: poller.stats for name, poller in self.pollers.items()}, time.time())
 
     def status(self) -> dict[str, Any]:
         now = time.time()
@@ -347,24 +331,15 @@ class Daemon:
                 **{k: iso(v) if k.endswith("_at") else v for k, v in self.loops[s.name].schedule.state().items()},
                 **self.early[s.name].state(),
                 "jobs": self.ledger.counts_by_state(s.name),
-                "token": self._token_brief(s.token, now),
+                "token": None if s.token is None else token_brief(self.tokens, s.token, now),
             }
         return {"pid": os.getpid(), "rsubd_version": __version__, "uptime": round(now - self.started_at, 1),
                 "socket": str(self.config.socket), "state_dir": str(self.config.state_dir), "schedds": schedds,
                 "tokens": self.tokens.status()}
 
-    def _token_brief(self, profile: str | None, now: float) -> dict[str, Any] | None:
-        if profile is None:
-            return None
-        st = self.tokens.states[profile]
-        claims = st.found.claims if st.found else None
-        return {"profile": profile, "state": self.tokens.state_label(profile, now),
-                "expires_at": iso(claims.exp) if claims else None,
-                "action_needed": self.tokens.action(profile, now)}
-
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 async def run(config: Config) -> None:

@@ -64,6 +64,18 @@ class Config:
     unspooled: str = "resubmit"
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: Path | None = None
+    # The daemon's own knobs: defaults only, no TOML key (a test or a wrapper sets them on Config).
+    token_scan_interval: float = 1.0  # seconds between two looks at the token files (a stat each)
+    liveness_interval: float = 5.0  # seconds between two checks that every schedd's poll schedule is alive
+    max_wait: float = 60.0  # seconds a wait or a token refresh request may hold its client, at most
+    page_default: int = 1000  # jobs in one status or history reply when the client names no limit
+    page_max: int = 100_000  # jobs in one reply, at most
+    facts_cache_size: int = 10_000  # clusters whose description facts are kept; past it the cache starts again
+    max_resubmits: int = 3  # an unspooled cluster is submitted again at most this often, then removed and reported
+    ledger_busy_timeout: float = 5.0  # seconds a ledger write waits on a lock held by another connection
+    idle_timeout: float | None = None  # seconds a client may take to send one request; None: the server's default
+    send_timeout: float = 30.0  # seconds a reply may wait on a client that does not read
+    max_clients: int | None = None  # connections served at once; None: from the descriptor limit
 
     @property
     def ledger_path(self) -> Path:
@@ -217,7 +229,8 @@ def _token(name: str, table: Any) -> TokenProfile:
     margin = table.get("refresh_margin")
     return TokenProfile(
         name=name, kind=kind, file=file, directory=directory,
-        refresh_command=_argv(table["refresh_command"], f"{where}refresh_command") if "refresh_command" in table else None,
+        refresh_command=(_argv(table["refresh_command"], f"{where}refresh_command")
+                         if "refresh_command" in table else None),
         refresh_margin=None if margin is None else _number(margin, f"{where}refresh_margin", minimum=0.0),
         refresh_floor=_number(table.get("refresh_floor", 10.0), f"{where}refresh_floor", minimum=0.0),
         refresh_timeout=_number(table.get("refresh_timeout", 300.0), f"{where}refresh_timeout", minimum=0.1),

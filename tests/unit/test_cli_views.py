@@ -8,19 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from rsub import cli
-from rsub import completion
-from rsub.wire import protocol
-from rsubd.handlers import (
-    STATUS_LETTERS,
-    description_facts,
-    fetchlog_files,
-    guarded_constraint,
-    run_seconds,
-    status_letter,
-)
-from rsubd.ledger.store import JobSelector, Ledger
+
+from rsub import cli, completion, views
+from rsub.commands import act, fetchlog, status
 from rsub.wire.vocabulary import STATES as RSUB_STATES
+from rsubd.handlers.act import guarded_constraint
+from rsubd.ledger.store import JobSelector, Ledger
+from rsubd.services.views import STATUS_LETTERS, description_facts, fetchlog_files, run_seconds, status_letter
 
 # -- ages ----------------------------------------------------------------------------------
 
@@ -30,20 +24,20 @@ from rsub.wire.vocabulary import STATES as RSUB_STATES
     ("1.5h", 5400), (" 2H ", 7200), ("1d 2h", 93600), ("0s", 0),
 ])
 def test_parse_age(text: str, seconds: float) -> None:
-    assert cli.parse_age(text) == seconds
+    assert status.parse_age(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["", "2", "h", "2x", "-1h", "2h3", "two hours", "1e3s", "2h-1m"])
 def test_parse_age_refuses(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="not an age"):
-        cli.parse_age(text)
+        status.parse_age(text)
 
 
 # -- status letters and what the daemon reads from a description -----------------------------
 
 
 def test_every_state_has_a_distinct_meaningful_letter() -> None:
-    assert set(STATUS_LETTERS) == set(RSUB_STATES) == set(protocol.STATES)
+    assert set(STATUS_LETTERS) == set(RSUB_STATES) == set(RSUB_STATES)
     assert [status_letter(s) for s in ("idle", "running", "held", "completed", "removed", "failed")] == list("IRHCXF")
     assert status_letter("spooling") == status_letter("submitting") == "S"
     assert status_letter("retrieved") == "D"
@@ -104,25 +98,25 @@ def test_guarded_constraint_refuses(expr: str, why: str) -> None:
 
 
 def test_run_time_and_submitted_text() -> None:
-    assert cli.run_time_text(None) == "-"
-    assert cli.run_time_text(0) == "0+00:00:00"
-    assert cli.run_time_text(93784.9) == "1+02:03:04"
+    assert views.run_time_text(None) == "-"
+    assert views.run_time_text(0) == "0+00:00:00"
+    assert views.run_time_text(93784.9) == "1+02:03:04"
     stamp = datetime.datetime(2026, 5, 6, 10, 1, tzinfo=datetime.UTC)
-    assert cli.submitted_text(stamp.isoformat()) == stamp.astimezone().strftime("%m/%d %H:%M")
-    assert cli.submitted_text(None) == "-"
+    assert views.submitted_text(stamp.isoformat()) == stamp.astimezone().strftime("%m/%d %H:%M")
+    assert views.submitted_text(None) == "-"
 
 
 def test_table_is_tab_separated_and_plain_off_a_terminal() -> None:
-    lines = cli.render_table([["1.0@local", "R"], ["10.0@local", "H"]], ["JOBID", "ST"], tty=False, colour=True,
+    lines = views.render_table([["1.0@local", "R"], ["10.0@local", "H"]], ["JOBID", "ST"], tty=False, colour=True,
                              colour_column=1, row_states=["running", "held"])
     assert lines == ["JOBID\tST", "1.0@local\tR", "10.0@local\tH"]
 
 
 def test_table_is_aligned_on_a_terminal_and_coloured_only_when_asked() -> None:
     rows, header = [["1.0@local", "R"], ["10.0@local", "H"]], ["JOBID", "ST"]
-    plain = cli.render_table(rows, header, tty=True, colour=False, colour_column=1, row_states=["running", "held"])
+    plain = views.render_table(rows, header, tty=True, colour=False, colour_column=1, row_states=["running", "held"])
     assert plain == ["JOBID       ST", "1.0@local   R", "10.0@local  H"]
-    coloured = cli.render_table(rows, header, tty=True, colour=True, colour_column=1, row_states=["running", "held"])
+    coloured = views.render_table(rows, header, tty=True, colour=True, colour_column=1, row_states=["running", "held"])
     assert "\033[32mR\033[0m" in coloured[1] and "\033[33mH\033[0m" in coloured[2]
     assert [cli_strip(line) for line in coloured] == plain
 
@@ -134,32 +128,32 @@ def cli_strip(line: str) -> str:
 
 
 def test_colour_respects_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "on_terminal", lambda: True)
+    monkeypatch.setattr(views, "on_terminal", lambda: True)
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setenv("TERM", "xterm")
-    assert cli.use_colour()
+    assert views.use_colour()
     monkeypatch.setenv("NO_COLOR", "1")
-    assert not cli.use_colour()
+    assert not views.use_colour()
 
 
 def test_jobsub_row() -> None:
     job = {"id": "12.0@local", "state": "running", "submitted_at": None,
            "jobsub": {"owner": "alice", "status": "R", "run_time": 61, "priority": 0, "size": None, "command": "a.sh"}}
-    assert cli.jobsub_row(job) == ["12.0@local", "alice", "-", "0+00:01:01", "R", "0", "-", "a.sh"]
-    assert len(cli.JOBSUB_HEADER) == len(cli.jobsub_row(job))
+    assert views.jobsub_row(job) == ["12.0@local", "alice", "-", "0+00:01:01", "R", "0", "-", "a.sh"]
+    assert len(views.JOBSUB_HEADER) == len(views.jobsub_row(job))
 
 
 def test_act_summary_counts() -> None:
     counts = {"success": 2, "not_found": 0, "already_done": 1, "bad_status": 0, "error": 0,
               "permission_denied": 0, "job_ads": 3}
-    assert cli.act_summary("hold", "local", counts) == "local: hold: 3 job(s) matched; 2 success, 1 already done"
-    assert cli.act_summary("remove", "x", dict.fromkeys(counts, 0)) == "x: remove: 0 job(s) matched; nothing to do"
+    assert act.act_summary("hold", "local", counts) == "local: hold: 3 job(s) matched; 2 success, 1 already done"
+    assert act.act_summary("remove", "x", dict.fromkeys(counts, 0)) == "x: remove: 0 job(s) matched; nothing to do"
 
 
 def test_member_names_stay_inside_the_archive() -> None:
-    assert cli.member_name("/w/logs/1.log", "/w") == "logs/1.log"
-    assert cli.member_name("/elsewhere/1.out", "/w") == "1.out"
-    assert cli.member_name("/w/1.out", None) == "1.out"
+    assert fetchlog.member_name("/w/logs/1.log", "/w") == "logs/1.log"
+    assert fetchlog.member_name("/elsewhere/1.out", "/w") == "1.out"
+    assert fetchlog.member_name("/w/1.out", None) == "1.out"
 
 
 # -- help and commands -------------------------------------------------------------------------
@@ -193,7 +187,7 @@ def test_only_the_running_commands_parser_is_built(command: str) -> None:
 def test_filters_reach_the_request() -> None:
     args = cli.build_parser("q").parse_args(["q", "--state", "held", "--state", "idle", "--schedd", "x",
                                              "--cluster", "12", "--since", "2h", "--older-than", "30m"])
-    assert cli.filter_fields(args) == {"states": ["held", "idle"], "schedd": "x", "clusters": [12],
+    assert status.filter_fields(args) == {"states": ["held", "idle"], "schedd": "x", "clusters": [12],
                                        "since": 7200.0, "older_than": 1800.0}
 
 
@@ -204,7 +198,7 @@ def test_completion_tree_follows_the_parser() -> None:
     assert root.children["completion"].words == ("bash", "zsh")
     assert root.children["submit"].files
     state = next(o for o in root.children["q"].options if "--state" in o.names)
-    assert state.choices == protocol.STATES
+    assert state.choices == RSUB_STATES
     dest = next(o for o in root.children["fetchlog"].options if "--dest" in o.names)
     assert dest.kind == "dir"
 
@@ -246,5 +240,5 @@ def test_job_page_filters_and_run_times(tmp_path: Path) -> None:
 
 
 def test_table_cells_never_break_a_line_or_a_column() -> None:
-    lines = cli.render_table([["1.0@local", "held:\tsee\nlog"]], ["JOB", "NOTE"], tty=False)
+    lines = views.render_table([["1.0@local", "held:\tsee\nlog"]], ["JOB", "NOTE"], tty=False)
     assert lines == ["JOB\tNOTE", "1.0@local\theld: see log"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rsubd.backends.condor.client import classify
+from rsubd.backends.condor.errors import classify
 from rsubd.backends.schedd import ErrorKind
 
 

@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from rsubd.ledger.store import MIGRATIONS, JobSelector, Ledger, LedgerError
+
+from rsubd.ledger.schema import MIGRATIONS
+from rsubd.ledger.store import JobSelector, Ledger, LedgerError
 
 
 @pytest.fixture

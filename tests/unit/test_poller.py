@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -11,10 +12,11 @@ from typing import Any
 
 import pytest
 import structlog
-from rsubd.ledger.store import JobSelector, Ledger
+
 from rsubd.backends.local.scheduler import LocalSchedd
-from rsubd.polling.poller import Poller, PollReport
 from rsubd.backends.schedd import Action, ErrorKind, JobStatus, ScheddError, SubmitResult
+from rsubd.ledger.store import JobSelector, Ledger
+from rsubd.polling.poller import Poller, PollReport
 from rsubd.services.submission import Prepared, prepare
 
 DEADLINE = 20.0
@@ -50,7 +52,7 @@ class Env:
             submitted_description=prepared.request.text, submit_dir=str(cwd), submit_file=None,
         )
         result = self.schedd.submit(prepared.request)
-        self.ledger.record_submitted(row, result.cluster, list(zip(result.procs, prepared.iwds)))
+        self.ledger.record_submitted(row, result.cluster, list(zip(result.procs, prepared.iwds, strict=True)))
         self.schedd.spool(result)
         self.ledger.record_spooled(row)
         return result, prepared
@@ -284,7 +286,8 @@ def test_a_retrieve_that_may_heal_is_retried_with_a_doubling_backoff_then_asks_f
     def retrieve(jobs: Any) -> None:
         if failing[0]:
             raise ScheddError(ErrorKind.TRANSFER, f"DCSchedd::receiveJobSandbox:7003:File transfer failed for target"
-                              f" job {result.cluster}.0: writing to file {d}/out_h.txt: (errno 28) No space left on device")
+                              f" job {result.cluster}.0: writing to file {d}/out_h.txt:"
+                              f" (errno 28) No space left on device")
         real_retrieve(jobs)
 
     env.schedd.retrieve = retrieve  # type: ignore[method-assign]
@@ -297,7 +300,7 @@ def test_a_retrieve_that_may_heal_is_retried_with_a_doubling_backoff_then_asks_f
         clock.now += 1.0
     # Tries at 0, then 2, 4 and 8 s apart, capped at 8 s: never every poll.
     assert tried_at[:5] == [0.0, 2.0, 6.0, 14.0, 22.0], tried_at
-    assert all(b - a == 8.0 for a, b in zip(tried_at[3:], tried_at[4:])), tried_at
+    assert all(b - a == 8.0 for a, b in itertools.pairwise(tried_at[3:])), tried_at
     row = env.job(result.cluster)
     assert row["state"] == "completed" and row["retrieve_paused"] == 0
     assert "(errno 28) No space left on device" in row["error"] and "retrying in 8 s" in row["error"]
@@ -449,7 +452,7 @@ def test_spooling_job_is_reported_as_spooling(env: Env) -> None:
         submit_dir=str(d), submit_file=None,
     )
     result = env.schedd.submit(prepared.request)
-    env.ledger.record_submitted(row, result.cluster, list(zip(result.procs, prepared.iwds)))
+    env.ledger.record_submitted(row, result.cluster, list(zip(result.procs, prepared.iwds, strict=True)))
     env.poll()
     assert env.job(result.cluster)["state"] == "spooling"
     assert len(env.ledger.events("local", result.cluster)) == 1

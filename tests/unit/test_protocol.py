@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rsub.wire import protocol
-from rsub.wire.protocol import ErrorCode, ProtocolError, Request, decode_request
+
+from rsub.wire import protocol, vocabulary
+from rsub.wire.protocol import ProtocolError, Request, decode_request
+from rsub.wire.vocabulary import ErrorCode
 
 
 def frame(**obj: Any) -> bytes:
@@ -213,25 +215,25 @@ SPECIFIC = [ErrorCode.BAD_REQUEST, ErrorCode.NOT_FOUND, ErrorCode.BAD_SUBMIT, Er
 
 def test_every_error_code_has_an_exit_code() -> None:
     assert len(ALL_CODES) == 8
-    assert set(protocol.EXIT_BY_CODE) == set(ALL_CODES)
-    assert all(protocol.EXIT_BY_CODE[c] != protocol.EXIT_OK for c in ALL_CODES)
+    assert set(vocabulary.EXIT_BY_CODE) == set(ALL_CODES)
+    assert all(vocabulary.EXIT_BY_CODE[c] != vocabulary.EXIT_OK for c in ALL_CODES)
 
 
 def test_specific_error_codes_have_distinct_exit_codes() -> None:
-    exits = [protocol.EXIT_BY_CODE[c] for c in SPECIFIC]
+    exits = [vocabulary.EXIT_BY_CODE[c] for c in SPECIFIC]
     assert len(set(exits)) == len(exits)
-    assert protocol.EXIT_ERROR not in exits
-    assert protocol.EXIT_NO_DAEMON not in exits
+    assert vocabulary.EXIT_ERROR not in exits
+    assert vocabulary.EXIT_NO_DAEMON not in exits
 
 
 def test_generic_errors_exit_1() -> None:
-    assert protocol.EXIT_BY_CODE[ErrorCode.INTERNAL] == protocol.EXIT_ERROR == 1
-    assert protocol.EXIT_BY_CODE[ErrorCode.VERSION] == protocol.EXIT_ERROR
+    assert vocabulary.EXIT_BY_CODE[ErrorCode.INTERNAL] == vocabulary.EXIT_ERROR == 1
+    assert vocabulary.EXIT_BY_CODE[ErrorCode.VERSION] == vocabulary.EXIT_ERROR
 
 
 def test_exit_code_constants_are_distinct() -> None:
-    names = [n for n in vars(protocol) if n.startswith("EXIT_") and n != "EXIT_BY_CODE"]
-    values = [getattr(protocol, n) for n in names]
+    names = [n for n in vars(vocabulary) if n.startswith("EXIT_") and n != "EXIT_BY_CODE"]
+    values = [getattr(vocabulary, n) for n in names]
     assert len(set(values)) == len(values) == 10
     assert all(0 <= v < 126 for v in values)  # above 125 means something else to a shell
 

@@ -15,16 +15,14 @@ import pytest
 import structlog
 from rsubd.ledger.store import JobSelector, Ledger
 from rsubd.backends.local.scheduler import LocalSchedd
+from rsubd.backends.wrappers import DelegatingSchedd
 from rsubd.polling.poller import Poller, PollReport
 from rsub.wire.vocabulary import FINAL_STATES
 from rsubd.backends.schedd import (
     Action,
-    ActResult,
     JobAd,
     JobSpec,
     JobStatus,
-    SubmitRequest,
-    SubmitResult,
     state_of,
 )
 from rsubd.services.submission import prepare
@@ -33,50 +31,27 @@ Key = tuple[int, int]
 CALLS = ("query", "history", "retrieve", "edit")
 
 
-class Counting:
+class Counting(DelegatingSchedd[LocalSchedd]):
     """The schedd boundary with every call counted and noted in order."""
 
     def __init__(self, inner: LocalSchedd) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.calls: Counter[str] = Counter()
         self.timeline: list[str] = []
         self.on_retrieve: list[Any] = []  # callbacks run after a retrieve, as a newer schedd would act
+
+    def before_call(self, op: str) -> None:
+        if op in CALLS:
+            self._note(op)
 
     def _note(self, op: str) -> None:
         self.calls[op] += 1
         self.timeline.append(op)
 
-    def submit(self, request: SubmitRequest) -> SubmitResult:
-        return self.inner.submit(request)
-
-    def spool(self, result: SubmitResult) -> None:
-        self.inner.spool(result)
-
-    def query(self, constraint: str, projection: Sequence[str]) -> list[JobAd]:
-        self._note("query")
-        return self.inner.query(constraint, projection)
-
     def retrieve(self, jobs: JobSpec) -> None:
-        self._note("retrieve")
-        self.inner.retrieve(jobs)
+        super().retrieve(jobs)
         for hook in self.on_retrieve:
             hook(jobs)
-
-    def edit(self, jobs: JobSpec, attr: str, value: str) -> int:
-        self._note("edit")
-        return self.inner.edit(jobs, attr, value)
-
-    def act(self, action: Action, jobs: JobSpec, reason: str | None = None) -> ActResult:
-        return self.inner.act(action, jobs, reason)
-
-    def history(self, constraint: str, projection: Sequence[str], match: int | None = None,
-                since: int | str | None = None) -> list[JobAd]:
-        self._note("history")
-        return self.inner.history(constraint, projection, match, since)
-
-    def close(self) -> None:
-        self.inner.close()
 
     def take(self) -> dict[str, int]:
         out = {op: self.calls[op] for op in CALLS}

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from rsub.wire import protocol
-from rsub.wire.protocol import ErrorCode, Request
+from rsub.wire.protocol import Request
+from rsub.wire.vocabulary import ErrorCode, RequestError
 from rsubd.transport import server
-from rsub.wire.vocabulary import RequestError
 from rsubd.transport.server import SocketServer
 
 Scenario = Callable[[SocketServer], Awaitable[None]]
@@ -311,9 +312,9 @@ def test_idle_timeout_from_the_environment(monkeypatch: pytest.MonkeyPatch, valu
 
 
 def test_max_clients_stays_under_the_descriptor_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(server.resource, "getrlimit", lambda _which: (256, 4096))
+    monkeypatch.setattr("resource.getrlimit", lambda _which: (256, 4096))
     assert server.default_max_clients() == 128
-    monkeypatch.setattr(server.resource, "getrlimit", lambda _which: (65536, 65536))
+    monkeypatch.setattr("resource.getrlimit", lambda _which: (65536, 65536))
     assert server.default_max_clients() == server.MAX_CLIENTS
 
 
@@ -346,3 +347,12 @@ def test_a_decoder_bug_is_answered_as_internal(sock_path: Path, monkeypatch: pyt
         await c.close()
 
     run(sock_path, scenario)
+
+
+def test_every_request_kind_has_a_handler() -> None:
+    # The dispatch's `match` is checked exhaustive over RequestKind; this keeps RequestKind the protocol's kinds.
+    from typing import get_args
+
+    from rsubd.handlers import RequestKind
+
+    assert sorted(get_args(RequestKind)) == sorted(protocol.REQUESTS)

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from rsubd import submitdesc
 from rsubd.services.submission import Prepared, SubmitRefused, leave_in_queue, prepare
 
@@ -77,7 +78,10 @@ def test_input_files_are_relative_to_initialdir(cwd: Path) -> None:
 
 
 def test_url_inputs_are_not_checked(cwd: Path) -> None:
-    run("executable = job.sh\ntransfer_input_files = https://example.org/a, in.txt\nqueue\n", cwd)
+    prepared = run("executable = job.sh\ntransfer_input_files = https://example.org/a, in.txt\nqueue\n", cwd)
+    # Passed through for the execute machine to fetch, next to the local file that was checked.
+    assert [f.strip() for f in commands(prepared)["transfer_input_files"].split(",")] == [
+        "https://example.org/a", "in.txt"]
 
 
 def test_nonexistent_initialdir(cwd: Path) -> None:
@@ -217,7 +221,9 @@ def test_executable_from_a_macro_is_relative_to_cwd(
     cwd: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    run("exe = job.sh\nexecutable = $(exe)\nqueue\n", cwd)
+    assert run("exe = job.sh\nexecutable = $(exe)\nqueue\n", cwd).num_procs == 1
+    (tmp_path / "other.sh").write_text("#!/bin/sh\n")  # exists relative to the daemon, not to the submitter
+    assert f"executable {cwd}/other.sh does not exist" in refusal("exe = other.sh\nexecutable = $(exe)\nqueue\n", cwd)
 
 
 # -- self-contained --------------------------------------------------------

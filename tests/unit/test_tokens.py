@@ -13,12 +13,10 @@ from pathlib import Path
 import pytest
 
 from rsubd import config
-
 from rsubd.platform import logs
-
 from rsubd.tokens import claims as tokens
-from rsubd.tokens.manager import TokenManager
 from rsubd.tokens.claims import Claims, TokenError, TokenProfile
+from rsubd.tokens.manager import TokenManager
 from tests import tokenkit
 
 KIT = str(Path(tokenkit.__file__))

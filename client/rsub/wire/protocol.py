@@ -12,22 +12,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-from rsub.wire.vocabulary import (  # noqa: F401 - the names the client reads through this module
-    EXIT_ATTENTION,
-    EXIT_BAD_SUBMIT,
-    EXIT_BY_CODE,
-    EXIT_ERROR,
-    EXIT_NO_DAEMON,
-    EXIT_NOT_FOUND,
-    EXIT_OK,
-    EXIT_SCHEDD,
-    EXIT_TIMEOUT,
-    EXIT_TOKEN,
-    EXIT_USAGE,
-    JSON_VERSION,
-    STATES,
-    ErrorCode,
-)
+
+from rsub.wire.vocabulary import ErrorCode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the client's start-up time is a feature: typing's names only for the checker
@@ -86,7 +72,7 @@ class ProtocolError(Exception):
 class Request:
     """A validated request: its kind, id and fields."""
 
-    __slots__ = ("kind", "id", "fields")
+    __slots__ = ("fields", "id", "kind")
 
     def __init__(self, kind: str, id: str, fields: dict[str, Any]) -> None:  # noqa: A002 - the protocol's name
         self.kind = kind
@@ -125,7 +111,8 @@ def decode_request(line: bytes) -> Request:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "a request must be a JSON object")
     # `true == 1` and `1.0 == 1` in Python; the version is the JSON integer 1 and nothing else.
     if type(obj.get("v")) is not int or obj["v"] != VERSION:
-        raise ProtocolError(ErrorCode.VERSION, f"protocol version {obj.get('v')!r} is not {VERSION}; upgrade rsub or rsubd")
+        raise ProtocolError(ErrorCode.VERSION,
+                            f"protocol version {obj.get('v')!r} is not {VERSION}; upgrade rsub or rsubd")
     rid = obj.get("id")
     if not isinstance(rid, str) or not rid or len(rid) > 64:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "'id' must be a non-empty string of at most 64 characters")

@@ -1,11 +1,12 @@
 """The ledger: every cluster and job rsubd submitted, in SQLite. All of rsub's SQL is here.
 
-Numbered migrations run at start inside a transaction each; `PRAGMA user_version`
-records the last one applied. WAL mode lets `rsub status` read while a poll writes.
+Numbered migrations (ledger.schema) run at start inside a transaction each; `PRAGMA
+user_version` records the last one applied. WAL mode lets `rsub status` read while a poll writes.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import threading
@@ -13,115 +14,14 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-from rsub.wire.vocabulary import ACTIVE_STATES
+from rsubd.ledger import schema
+from rsubd.ledger.diagnosis import LedgerError, check_ours, refusal
+from rsubd.ledger.schema import JobSelector, Row, TrackedJob
 
-# The states as SQL literals (constants, never user input).
-ACTIVE_SQL = "state IN (" + ", ".join(f"'{s}'" for s in ACTIVE_STATES) + ")"
-TRACKED_SQL = f"({ACTIVE_SQL} OR (state = 'retrieved' AND marked_at IS NULL))"
-
-MIGRATIONS: tuple[str, ...] = (
-    # 1: the first schema.
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE clusters (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        request_id TEXT NOT NULL UNIQUE,
-        schedd TEXT NOT NULL,
-        cluster INTEGER,
-        tag TEXT NOT NULL,
-        state TEXT NOT NULL,
-        description TEXT NOT NULL,
-        submitted_description TEXT NOT NULL,
-        submit_dir TEXT NOT NULL,
-        submit_file TEXT,
-        num_procs INTEGER,
-        error TEXT,
-        created_at REAL NOT NULL,
-        submitted_at REAL
-    );
-    CREATE UNIQUE INDEX clusters_schedd_cluster ON clusters (schedd, cluster);
-    CREATE TABLE jobs (
-        schedd TEXT NOT NULL,
-        cluster INTEGER NOT NULL,
-        proc INTEGER NOT NULL,
-        cluster_row INTEGER NOT NULL REFERENCES clusters (id),
-        state TEXT NOT NULL,
-        job_status INTEGER,
-        hold_reason TEXT,
-        hold_code INTEGER,
-        exit_code INTEGER,
-        exit_signal INTEGER,
-        remove_reason TEXT,
-        error TEXT,
-        iwd TEXT,
-        submitted_at REAL NOT NULL,
-        completed_at REAL,
-        retrieved_at REAL,
-        marked_at REAL,
-        updated_at REAL NOT NULL,
-        PRIMARY KEY (schedd, cluster, proc)
-    );
-    CREATE INDEX jobs_state ON jobs (schedd, state);
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        at REAL NOT NULL,
-        schedd TEXT NOT NULL,
-        cluster INTEGER NOT NULL,
-        proc INTEGER,
-        from_state TEXT,
-        to_state TEXT NOT NULL,
-        detail TEXT
-    );
-    CREATE INDEX events_job ON events (schedd, cluster, proc);
-    """,
-    # 2: indexes for a ledger of 100,000 jobs. `rsub status 12` reads one cluster in the
-    # order it is shown; a poll finds its tracked jobs, retrieved-but-unmarked ones included,
-    # from the index alone. (Partial indexes on the active jobs were tried: each state change
-    # then costs twice as much to write, which a poll of 10,000 changes cannot afford.)
-    """
-    CREATE INDEX jobs_cluster ON jobs (cluster, schedd, proc);
-    DROP INDEX jobs_state;
-    CREATE INDEX jobs_state ON jobs (schedd, state, marked_at);
-    """,
-    # 3: a retrieve's intent, recorded before the schedd is asked: a repeat after a crash
-    # knows it is one, and sets aside what the first attempt (or the user since) wrote.
-    """
-    ALTER TABLE jobs ADD COLUMN retrieve_started_at REAL;
-    """,
-    # 4: retrieves that fail. A failure that may heal (a full disk, a locked file) is retried
-    # after a per-job backoff (retrieve_retry_at); one that cannot (the path cannot exist) pauses
-    # the job's retrieves (retrieve_paused) until `rsub retrieve`. `attention` says what a person
-    # must do; `retrieved_to`, where `rsub retrieve --dest` put the output.
-    """
-    ALTER TABLE jobs ADD COLUMN retrieve_failures INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE jobs ADD COLUMN retrieve_failing_since REAL;
-    ALTER TABLE jobs ADD COLUMN retrieve_retry_at REAL;
-    ALTER TABLE jobs ADD COLUMN retrieve_paused INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE jobs ADD COLUMN attention TEXT;
-    ALTER TABLE jobs ADD COLUMN retrieved_to TEXT;
-    """,
-)
-
-JOB_FIELDS = (
-    "schedd", "cluster", "proc", "state", "job_status", "hold_reason", "hold_code", "exit_code",
-    "exit_signal", "remove_reason", "error", "iwd", "submitted_at", "completed_at", "retrieved_at",
-    "marked_at", "updated_at",
-)
-# Fields a poll may change on a job row.
-MUTABLE_FIELDS = ("state", "job_status", "hold_reason", "hold_code", "exit_code", "exit_signal",
-                  "remove_reason", "error", "completed_at", "retrieved_at", "marked_at", "retrieve_started_at",
-                  "retrieve_failures", "retrieve_failing_since", "retrieve_retry_at", "retrieve_paused",
-                  "attention", "retrieved_to")
-# What a poll compares with the schedd's ads, in the order of `Ledger.tracked`'s tuples
-# (after cluster and proc).
-TRACKED_FIELDS = ("state", "job_status", "hold_reason", "hold_code", "exit_code", "exit_signal",
-                  "remove_reason", "completed_at", "marked_at", "retrieve_started_at", "retrieve_failures",
-                  "retrieve_failing_since", "retrieve_retry_at", "retrieve_paused")
+__all__ = ["JobSelector", "Ledger", "LedgerError", "Row", "TrackedJob"]
 
 
 def _selector_clause(selectors: Sequence[JobSelector], args: list[Any]) -> str:
@@ -138,70 +38,6 @@ def _selector_clause(selectors: Sequence[JobSelector], args: list[Any]) -> str:
             args.append(sel.schedd)
         terms.append(f"({term})")
     return "(" + " OR ".join(terms) + ")"
-
-
-class LedgerError(Exception):
-    """The ledger cannot be opened or is not rsub's."""
-
-
-LEDGER_TABLES = {"meta", "clusters", "jobs", "events"}
-
-
-def _refusal(path: Path, error: sqlite3.DatabaseError) -> str:
-    """What went wrong opening the ledger, and what to do, in one line."""
-    code, text = getattr(error, "sqlite_errorcode", None), str(error)
-    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in text:
-        holders = _lock_holders(path)
-        by = f" ({', '.join(holders)})" if holders else ""
-        return (f"the ledger {path} is locked by another process{by}; stop it (or let it finish) and start"
-                f" rsubd again. rsubd left the file untouched")
-    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT) or "not a database" in text or "malformed" in text:
-        return (f"the ledger {path} is not a readable SQLite database ({error}); rsubd left it untouched:"
-                f" restore it from a backup, or move it out of the way to start with an empty ledger"
-                f" (rsub then forgets the jobs it recorded)")
-    return f"cannot open the ledger {path}: {error}"
-
-
-def _lock_holders(path: Path) -> list[str]:
-    """Other processes holding a lock on the ledger or its WAL index, from /proc/locks (Linux; else none)."""
-    inodes = set()
-    for name in (path.name, f"{path.name}-shm", f"{path.name}-wal"):
-        try:
-            st = os.stat(path.with_name(name))
-        except OSError:
-            continue
-        inodes.add(f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}")
-    pids: dict[int, bool] = {}  # pid -> holds a write lock
-    try:
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        fields = line.split()
-        if "->" in fields:  # a waiter, not a holder
-            continue
-        if len(fields) >= 6 and fields[5] in inodes and fields[4].isdigit():
-            pid = int(fields[4])
-            if pid not in (0, os.getpid()):
-                pids[pid] = pids.get(pid, False) or fields[3] == "WRITE"
-    writers = [p for p, w in pids.items() if w] or list(pids)
-    out = []
-    for pid in sorted(writers):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            cmd = ""
-        out.append(f"pid {pid}: {cmd[:80]}" if cmd else f"pid {pid}")
-    return out
-
-
-@dataclass(frozen=True)
-class JobSelector:
-    """Which jobs a client means: a cluster, a cluster.proc, optionally on one schedd."""
-
-    cluster: int
-    proc: int | None = None
-    schedd: str | None = None
 
 
 class Ledger:
@@ -221,7 +57,7 @@ class Ledger:
         try:
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=busy_timeout)
             self._conn = conn
-            version = self._check_ours()  # reads only: everything after it may write
+            version = check_ours(conn, path)  # reads only: everything after it may write
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -231,9 +67,8 @@ class Ledger:
             if conn is not None:
                 conn.close()  # a refused ledger must not stay open (and locked) in this process
             if isinstance(e, sqlite3.DatabaseError):
-                raise LedgerError(_refusal(path, e)) from None
+                raise LedgerError(refusal(path, e)) from None
             raise
-        self.db = sqlite_utils.Database(conn)
         path.chmod(0o600)
 
     def close(self) -> None:
@@ -251,32 +86,10 @@ class Ledger:
                 raise
             self._conn.execute("COMMIT")
 
-    def _check_ours(self) -> int:
-        """The ledger's schema version, once it is known to be an rsub ledger this rsubd can use."""
-        version: int = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in self._conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
-        if version > len(MIGRATIONS):
-            raise LedgerError(
-                f"the ledger {self.path} is at schema {version}, newer than this rsubd knows ({len(MIGRATIONS)}):"
-                f" it was written by a newer rsub; run that rsubd, or upgrade this one. rsubd left the file untouched"
-            )
-        if (version == 0 and tables) or (version > 0 and not LEDGER_TABLES <= tables):
-            shown = ", ".join(sorted(tables)[:5]) or "none"
-            raise LedgerError(
-                f"{self.path} is an SQLite database but not an rsub ledger (schema {version}, tables: {shown});"
-                f" rsubd left it untouched: move it out of the way, or set state_dir in the config to another directory"
-            )
-        # A damaged page is found now (about 20 ms for 100,000 jobs), not by a poll that then fails forever.
-        problem = self._conn.execute("PRAGMA quick_check(1)").fetchone()[0]
-        if problem != "ok":
-            raise LedgerError(_refusal(self.path, sqlite3.DatabaseError(f"database disk image is malformed: {problem}")))
-        return version
-
     def _migrate(self, version: int) -> None:
-        for number in range(version + 1, len(MIGRATIONS) + 1):
+        for number in range(version + 1, len(schema.MIGRATIONS) + 1):
             with self.transaction() as conn:
-                for statement in MIGRATIONS[number - 1].split(";"):
+                for statement in schema.MIGRATIONS[number - 1].split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number}")
@@ -290,13 +103,15 @@ class Ledger:
             conn.execute("INSERT INTO meta (key, value) VALUES ('instance_id', ?)", (value,))
             return value
 
-    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         with self._lock:
-            return list(self.db.query(sql, list(args)))
+            cur = self._conn.execute(sql, args)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur]
 
     # -- submit --------------------------------------------------------------
 
-    def cluster_by_request(self, request_id: str) -> dict[str, Any] | None:
+    def cluster_by_request(self, request_id: str) -> Row | None:
         rows = self._query("SELECT * FROM clusters WHERE request_id = ?", [request_id])
         return rows[0] if rows else None
 
@@ -337,10 +152,10 @@ class Ledger:
                 (now, schedd, cluster, f"{len(procs)} job(s) submitted"),
             )
 
-    def unfinished_submits(self, schedd: str) -> list[dict[str, Any]]:
+    def unfinished_submits(self, schedd: str) -> list[Row]:
         """Submits whose outcome rsubd did not record (it stopped between intent and outcome)."""
-        return self._query("SELECT * FROM clusters WHERE schedd = ? AND state IN ('submitting', 'spooling', 'replacing')"
-                           " ORDER BY id", [schedd])
+        return self._query("SELECT * FROM clusters WHERE schedd = ?"
+                           " AND state IN ('submitting', 'spooling', 'replacing') ORDER BY id", [schedd])
 
     def record_interrupted(self, row: int, error: str) -> None:
         """The submit never reached the schedd: nothing exists there; a retry may submit it again."""
@@ -402,28 +217,33 @@ class Ledger:
         now = time.time()
         with self.transaction() as conn:
             conn.execute("UPDATE clusters SET state = 'failed', error = ? WHERE id = ?", (error, row))
-            jobs = conn.execute("SELECT schedd, cluster, proc, state FROM jobs WHERE cluster_row = ?", (row,)).fetchall()
+            jobs = conn.execute("SELECT schedd, cluster, proc, state FROM jobs WHERE cluster_row = ?",
+                                (row,)).fetchall()
             conn.execute(
                 "UPDATE jobs SET state = 'failed', error = ?, updated_at = ? WHERE cluster_row = ?", (error, now, row)
             )
             conn.executemany(
-                "INSERT INTO events (at, schedd, cluster, proc, from_state, to_state, detail) VALUES (?, ?, ?, ?, ?, 'failed', ?)",
+                "INSERT INTO events (at, schedd, cluster, proc, from_state, to_state, detail)"
+                " VALUES (?, ?, ?, ?, ?, 'failed', ?)",
                 ((now, s, c, p, st, error) for s, c, p, st in jobs),
             )
 
     # -- polling -------------------------------------------------------------
 
-    def tracked_jobs(self, schedd: str) -> list[dict[str, Any]]:
+    def tracked_jobs(self, schedd: str) -> list[Row]:
         """Jobs a poll must look at: active, or retrieved but not yet marked on the schedd."""
-        return self._query(f"SELECT * FROM jobs WHERE schedd = ? AND {TRACKED_SQL}", [schedd])
+        return self._query(f"SELECT * FROM jobs WHERE schedd = ? AND {schema.TRACKED_SQL}", [schedd])
 
-    def tracked(self, schedd: str) -> list[tuple[Any, ...]]:
-        """The jobs of `tracked_jobs` as (cluster, proc, *TRACKED_FIELDS) tuples: what a poll needs, compactly."""
+    def tracked(self, schedd: str) -> list[TrackedJob]:
+        """The jobs of `tracked_jobs` as `TrackedJob`s: what a poll needs, compactly."""
         with self._lock:
-            return self._conn.execute(
-                f"SELECT cluster, proc, {', '.join(TRACKED_FIELDS)} FROM jobs WHERE schedd = ? AND {TRACKED_SQL}",
+            cur = self._conn.execute(
+                f"SELECT {', '.join(TrackedJob._fields)} FROM jobs WHERE schedd = ? AND {schema.TRACKED_SQL}",
                 (schedd,),
-            ).fetchall()
+            )
+            # tuple.__new__ straight from the cursor: a third of what TrackedJob._make (Python code) costs
+            # for 100,000 rows, and no second list of plain tuples beside the NamedTuples.
+            return list(map(tuple.__new__, itertools.repeat(TrackedJob), cur))
 
     def apply_changes(self, schedd: str, changes: Sequence[tuple[int, int, dict[str, Any]]]) -> int:
         """Apply a poll's changes in one transaction; a state change also goes to events.
@@ -433,7 +253,7 @@ class Ledger:
         """
         if not changes:
             return 0
-        mutable = set(MUTABLE_FIELDS)
+        mutable = set(schema.MUTABLE_FIELDS)
         for _, _, fields in changes:
             if not fields.keys() <= mutable:
                 raise ValueError(f"not a mutable job field: {sorted(set(fields) - mutable)}")
@@ -475,13 +295,14 @@ class Ledger:
         )
         for names, rows in shapes.items():
             sets = "".join(f"{k} = ?, " for k in names)
-            conn.executemany(f"UPDATE jobs SET {sets}updated_at = ? WHERE schedd = ? AND cluster = ? AND proc = ?", rows)
+            conn.executemany(f"UPDATE jobs SET {sets}updated_at = ? WHERE schedd = ? AND cluster = ? AND proc = ?",
+                             rows)
 
     # -- reading ---------------------------------------------------------------
 
     def jobs(
         self, selectors: Sequence[JobSelector] = (), *, active: bool = False, limit: int = 1000, offset: int = 0
-    ) -> list[dict[str, Any]]:
+    ) -> list[Row]:
         where: list[str] = []
         args: list[Any] = []
         if selectors:
@@ -489,14 +310,14 @@ class Ledger:
         if active:
             # "+state" keeps SQLite from reading jobs_state and sorting every active job: it
             # walks the primary key in the order shown instead and stops after `limit` rows.
-            where.append("+" + ACTIVE_SQL)
+            where.append("+" + schema.ACTIVE_SQL)
         sql = "SELECT * FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY schedd, cluster, proc LIMIT ? OFFSET ?"
         return self._query(sql, [*args, limit, offset])
 
-    def cluster_row(self, row: int) -> dict[str, Any] | None:
+    def cluster_row(self, row: int) -> Row | None:
         rows = self._query("SELECT * FROM clusters WHERE id = ?", [row])
         return rows[0] if rows else None
 
@@ -504,7 +325,7 @@ class Ledger:
         return {r["state"]: r["n"] for r in self._query(
             "SELECT state, count(*) AS n FROM jobs WHERE schedd = ? GROUP BY state", [schedd])}
 
-    def events(self, schedd: str, cluster: int, proc: int | None = None) -> list[dict[str, Any]]:
+    def events(self, schedd: str, cluster: int, proc: int | None = None) -> list[Row]:
         sql = "SELECT * FROM events WHERE schedd = ? AND cluster = ?"
         args: list[Any] = [schedd, cluster]
         if proc is not None:
@@ -518,7 +339,7 @@ class Ledger:
         self, selectors: Sequence[JobSelector] = (), *, states: Sequence[str] = (), schedd: str | None = None,
         clusters: Sequence[int] = (), submitted_after: float | None = None, submitted_before: float | None = None,
         newest_first: bool = False, limit: int = 1000, offset: int = 0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Row]:
         """One page of jobs, filtered, with their run times from the events: one statement for the page.
 
         Each row is a `jobs` row (so it has `cluster_row`) plus `run_started_at` (when a poll

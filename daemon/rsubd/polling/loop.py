@@ -216,7 +216,7 @@ class PollLoop:
             return
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError):
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
@@ -239,7 +239,7 @@ class PollLoop:
             except asyncio.CancelledError:
                 schedule.abort()
                 raise
-            except Exception:  # noqa: BLE001 - one poll's crash must never end the loop
+            except Exception:
                 log.exception("poll.crashed", schedd=self.name)
             delay = schedule.end(outcome)
             if schedule.policy.backing_off:
@@ -248,5 +248,5 @@ class PollLoop:
             if self._on_done is not None:
                 try:
                     await self._on_done()
-                except Exception:  # noqa: BLE001 - a listener must never end the loop
+                except Exception:
                     log.exception("poll.listener_crashed", schedd=self.name)

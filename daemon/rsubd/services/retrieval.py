@@ -48,7 +48,9 @@ def parse_remaps(text: str) -> dict[str, str]:
     return pairs
 
 
-def output_targets(submitted_description: str, submit_dir: str, cluster: int, procs: Iterable[int]) -> dict[int, list[Path]]:
+def output_targets(
+    submitted_description: str, submit_dir: str, cluster: int, procs: Iterable[int]
+) -> dict[int, list[Path]]:
     """Where each proc's output lands, as the schedd's retrieve writes it."""
     desc = submitdesc.parse(submitted_description, cwd=submit_dir)
     expanded = submitdesc.expand(desc, cluster=cluster)

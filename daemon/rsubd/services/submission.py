@@ -7,15 +7,29 @@ does not exist.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
-from rsubd.services import retrieval
+import structlog
 
+from rsub.wire.vocabulary import ErrorCode, RequestError
 from rsubd import submitdesc
-from rsubd.backends.schedd import SubmitRequest
+from rsubd.backends.schedd import Action, ErrorKind, Schedd, ScheddError, SubmitRequest, job_id
+from rsubd.ledger.store import Ledger
+from rsubd.platform.crash import crashpoint
+from rsubd.services import retrieval
+from rsubd.services.views import submitted_view
+from rsubd.tokens.manager import TokenManager
+
+log = structlog.get_logger("rsubd.services.submission")
+# Failures after which the schedd may or may not have done what was asked.
+UNKNOWN_OUTCOME = (ErrorKind.TIMEOUT, ErrorKind.OTHER)
 
 
 class SubmitRefused(Exception):
@@ -150,3 +164,148 @@ def prepare(
         request=SubmitRequest(text=rendered, cwd=cwd), tag=tag, num_procs=len(procs), iwds=tuple(iwds),
         replaced=replaced,
     )
+
+
+# -- the submit workflow: intent, submit, record, spool, record (docs/protocol.md) -----------------
+
+
+@dataclass(frozen=True)
+class SubmitOrder:
+    """A submit request's fields, as the protocol checked them."""
+
+    request_id: str
+    description: str
+    cwd: str
+    submit_file: str | None = None
+    schedd: str | None = None
+    token: str | None = None
+    group: str | None = None
+    role: str | None = None
+
+    @classmethod
+    def from_fields(cls, f: Mapping[str, Any]) -> SubmitOrder:
+        return cls(request_id=f["request_id"], description=f["description"], cwd=f["cwd"],
+                   submit_file=f.get("submit_file"), schedd=f.get("schedd"), token=f.get("token"),
+                   group=f.get("group"), role=f.get("role"))
+
+
+class ScheddHooks(Protocol):
+    """What a submit needs from the daemon's schedds: the backend to submit through, and whom to tell."""
+
+    def submitter(self, schedd: str, profile: str | None) -> Schedd: ...
+
+    def note_schedd_error(self, schedd: str, profile: str | None, kind: ErrorKind, message: str) -> None: ...
+
+    def needs_recovery(self, name: str) -> None: ...
+
+    def schedd_answered(self, name: str) -> None: ...
+
+    def poke(self, name: str | None = None, *, force: bool = False) -> Mapping[str, object]: ...
+
+
+class Submissions:
+    """Submits once per request id, for the submit handler and for recovery alike."""
+
+    def __init__(self, ledger: Ledger, tokens: TokenManager, hooks: ScheddHooks, *,
+                 schedds: Mapping[str, str | None], max_age_seconds: int) -> None:
+        self.ledger = ledger
+        self.tokens = tokens
+        self.hooks = hooks
+        self.schedds = schedds  # name -> the schedd's own token profile; the first is the default schedd
+        self.max_age_seconds = max_age_seconds
+        self.inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
+
+    async def submit(self, order: SubmitOrder) -> dict[str, Any]:
+        """Submit once per request id: a retry joins the submit in flight or gets its cluster."""
+        rid = order.request_id
+        task = self.inflight.get(rid)
+        if task is None:
+            task = asyncio.ensure_future(self._submit(order))
+            self.inflight[rid] = task
+            task.add_done_callback(lambda _t: self.inflight.pop(rid, None))
+        # Shielded: a client that hangs up must not cut a submit between the schedd's submit and spool.
+        return await asyncio.shield(task)
+
+    async def _submit(self, order: SubmitOrder) -> dict[str, Any]:
+        name = order.schedd or next(iter(self.schedds))
+        if name not in self.schedds:
+            raise RequestError(ErrorCode.NOT_FOUND, f"no schedd named {name!r}; configured: {', '.join(self.schedds)}")
+        existing = self.ledger.cluster_by_request(order.request_id)
+        if existing is not None:
+            if existing["state"] == "failed":
+                raise RequestError(ErrorCode.SCHEDD, existing["error"] or "submit failed")
+            if existing["state"] in ("submitting", "spooling"):
+                raise RequestError(ErrorCode.SCHEDD, "rsubd is finishing this submit (it was interrupted); the schedd "
+                                   "must answer first: try again shortly, or see `rsub daemon status`")
+            if existing["state"] != "interrupted":
+                return submitted_view(existing, replaced=())
+        try:
+            profile = self.tokens.choose(token=order.token, group=order.group, role=order.role,
+                                         default=self.schedds[name])
+        except KeyError as e:
+            raise RequestError(ErrorCode.BAD_REQUEST, str(e.args[0])) from None
+        if profile is not None and (blocker := self.tokens.blocker(profile)):
+            raise RequestError(ErrorCode.TOKEN, f"nothing was submitted: {blocker}")
+        prepared = await self.prepare(order.description, order.cwd, order.submit_file)
+        if existing is not None:  # interrupted before the schedd heard of it: this retry submits it
+            row = int(existing["id"])
+            self.ledger.restart_submit(row, tag=prepared.tag, submitted_description=prepared.request.text)
+        else:
+            crashpoint("submit.before_intent")
+            row = self.ledger.add_submit_intent(
+                request_id=order.request_id, schedd=name, tag=prepared.tag, description=order.description,
+                submitted_description=prepared.request.text, submit_dir=order.cwd, submit_file=order.submit_file,
+            )
+        crashpoint("submit.after_intent")
+        return await self.run_submit(row, name, profile, prepared)
+
+    async def prepare(self, description: str, cwd: str, submit_file: str | None) -> Prepared:
+        """`prepare` in a thread; a refusal becomes the request error the client sees."""
+        try:
+            return await asyncio.to_thread(
+                prepare, description, cwd=cwd, instance_id=self.ledger.instance_id,
+                max_age_seconds=self.max_age_seconds, submit_file=submit_file,
+            )
+        except SubmitRefused as e:
+            raise RequestError(ErrorCode.BAD_SUBMIT, str(e)) from None
+
+    async def run_submit(self, row: int, name: str, profile: str | None, prepared: Prepared) -> dict[str, Any]:
+        """Submit and spool a cluster whose intent is recorded; each outcome is recorded before the next step."""
+        hooks = self.hooks
+        schedd = hooks.submitter(name, profile)
+        try:
+            result = await asyncio.to_thread(schedd.submit, prepared.request)
+        except ScheddError as e:
+            hooks.note_schedd_error(name, profile, e.kind, str(e))
+            log.warning("submit.failed", schedd=name, error=str(e))
+            if e.kind in UNKNOWN_OUTCOME:
+                # The schedd may have made the cluster before the call was cut off: the recovery asks it by tag.
+                hooks.needs_recovery(name)
+                raise RequestError(ErrorCode.SCHEDD, f"schedd {name} did not answer the submit ({e}); rsubd will "
+                                   "find out whether the cluster was made: see `rsub status` shortly") from None
+            self.ledger.record_submit_failed(row, str(e))
+            raise RequestError(ErrorCode.SCHEDD, f"schedd {name} refused the submit: {e}") from None
+        crashpoint("submit.after_schedd")
+        # Not strict: a backend that reports fewer procs than were prepared records those it made.
+        self.ledger.record_submitted(row, result.cluster, list(zip(result.procs, prepared.iwds, strict=False)))
+        crashpoint("submit.after_record")
+        try:
+            await asyncio.to_thread(schedd.spool, result)
+        except ScheddError as e:
+            self.ledger.record_submit_failed(row, f"spool failed: {e}")
+            log.warning("spool.failed", schedd=name, cluster=result.cluster, error=str(e))
+            # Unspooled jobs would sit held (code 16) for ever; remove them, best effort.
+            with contextlib.suppress(ScheddError):
+                await asyncio.to_thread(schedd.act, Action.REMOVE, [job_id(result.cluster, p) for p in result.procs],
+                                        "rsub: spooling the input files failed")
+            raise RequestError(ErrorCode.SCHEDD,
+                               f"cluster {result.cluster}: spooling the input files failed: {e}") from None
+        crashpoint("submit.after_spool")
+        self.ledger.record_spooled(row)
+        crashpoint("submit.after_spooled")
+        hooks.schedd_answered(name)
+        log.info("cluster.submitted", schedd=name, cluster=result.cluster, procs=result.num_procs)
+        hooks.poke(name)
+        cluster_row = self.ledger.cluster_row(row)
+        assert cluster_row is not None
+        return submitted_view(cluster_row, replaced=prepared.replaced)

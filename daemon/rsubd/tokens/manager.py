@@ -10,10 +10,6 @@ refused token) says so in `status()` instead of retrying hot.
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -22,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
 from rsubd.platform import logs
 from rsubd.tokens.claims import (
     Found,
@@ -34,85 +31,12 @@ from rsubd.tokens.claims import (
     validate_new,
     write_private,
 )
+from rsubd.tokens.refresher import LOGIN_PROMPT, URL, Runner, command_env, produced, run_command
 
 log = structlog.get_logger("rsubd.tokens.claims")
-URL = re.compile(r"https?://[^\s'\"<>]+")
-# htgettoken names its vault's URL first; the login URL follows "Complete the authentication at:".
-LOGIN_PROMPT = re.compile(r"complete the authentication|web browser|log ?in|authenticate at", re.IGNORECASE)
 FAILURES_BEFORE_ACTION = 3
 MAX_BACKOFF = 1800.0
 LOGIN_RETRY = 900.0  # a refresh that waited for a browser login is not started again sooner than this
-KEEP_OUTPUT_LINES = 50
-
-
-@dataclass(frozen=True)
-class RunResult:
-    returncode: int | None
-    timed_out: bool = False
-    output: tuple[str, ...] = ()
-    url: str | None = None
-    error: str | None = None  # the command could not be started
-
-
-Runner = Callable[[tuple[str, ...], Mapping[str, str], float, Callable[[str], None], threading.Event], RunResult]
-
-
-def run_command(argv: tuple[str, ...], env: Mapping[str, str], timeout: float,
-                on_line: Callable[[str], None], cancel: threading.Event) -> RunResult:
-    """Run a refresh command: no shell, no terminal, its own session, killed at the time limit or on cancel."""
-    try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=dict(env), start_new_session=True, close_fds=True)
-    except FileNotFoundError:
-        hint = " (install htgettoken or set refresh_command)" if argv[0] == "htgettoken" else ""
-        return RunResult(None, error=f"refresh command {argv[0]!r} not found{hint}")
-    except OSError as e:
-        return RunResult(None, error=f"cannot run refresh command {argv[0]!r}: {e.strerror}")
-    lines: list[str] = []
-    url: list[str] = []
-    prompted = [False]
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace").rstrip()
-            lines.append(line)
-            del lines[:-KEEP_OUTPUT_LINES]
-            prompted[0] = prompted[0] or bool(LOGIN_PROMPT.search(line))
-            found = URL.search(line)
-            if found and not url and (prompted[0] or "user_code" in found.group(0) or "/device" in found.group(0)):
-                url.append(found.group(0))
-            on_line(line)
-
-    reader = threading.Thread(target=read, name="token-refresh-output", daemon=True)
-    reader.start()
-    deadline = time.monotonic() + timeout
-    code: int | None = None
-    while code is None and not cancel.is_set() and time.monotonic() < deadline:
-        try:
-            code = proc.wait(min(0.2, max(0.0, deadline - time.monotonic())))
-        except subprocess.TimeoutExpired:
-            continue
-    timed_out = code is None
-    if timed_out:
-        _kill_group(proc)
-    reader.join(5)
-    assert proc.stdout is not None
-    proc.stdout.close()
-    return RunResult(code, timed_out=timed_out, output=tuple(lines), url=url[0] if url else None)
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(2)
-            break
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @dataclass(frozen=True)
@@ -206,7 +130,7 @@ class TokenManager:
         floor = st.profile.refresh_floor
         if not st.failures:
             return floor
-        gap = min(max(floor, 1.0) * 2 ** (st.failures - 1), MAX_BACKOFF)  # never a hot loop, even at floor 0
+        gap = min(max(floor, 1.0) * 2.0 ** (st.failures - 1), MAX_BACKOFF)  # never a hot loop, even at floor 0
         return max(gap, LOGIN_RETRY) if st.needs_login else max(gap, floor)
 
     def _warn_expiry(self, name: str, st: ProfileState, now: float) -> None:
@@ -268,11 +192,7 @@ class TokenManager:
         claims = st.found.claims if st.found else None
         argv = p.command(new, p.margin(claims))
         assert argv is not None
-        env = {k: v for k, v in os.environ.items() if k not in ("BEARER_TOKEN", "NOTIFY_SOCKET", "LISTEN_FDS")}
-        # The command writes beside the token, not over it, so that a bad token never replaces a good one.
-        env.update(BEARER_TOKEN_FILE=str(new), RSUB_TOKEN_FILE=str(target), RSUB_TOKEN_PROFILE=name)
-        if p.htgettoken_options:
-            env["HTGETTOKENOPTS"] = f"{p.htgettoken_options} {env.get('HTGETTOKENOPTS', '')}".strip()
+        env = command_env(name, new, target, p.htgettoken_options)
         before = stamp(target)
         st.needs_login = False
 
@@ -305,10 +225,11 @@ class TokenManager:
                 return f"the refresh command did not finish within {p.refresh_timeout:g} s and was stopped"
             if result.returncode != 0:
                 last = next((line for line in reversed(result.output) if line.strip()), "")
-                usage = " (bad usage: check the profile's options)" if result.returncode == 2 and argv[0] == "htgettoken" else ""
+                bad_usage = result.returncode == 2 and argv[0] == "htgettoken"
+                usage = " (bad usage: check the profile's options)" if bad_usage else ""
                 return (f"the refresh command exited with status {result.returncode}{usage}"
                         + (f": {logs.scrub(last)[:300]}" if last else ""))
-            lines = self._produced(new, target, before, result.output)
+            lines = produced(new, target, before, result.output)
             if lines is None:
                 return "the refresh command succeeded but wrote no token (to $BEARER_TOKEN_FILE or its output)"
             for line in lines:
@@ -323,18 +244,6 @@ class TokenManager:
         st.last_refresh_at = self.clock()
         self.reload(name)
         log.info("token.refreshed", profile=name, expires_at=iso(claims.exp), generation=st.generation)
-        return None
-
-    def _produced(self, new: Path, target: Path, before: Any, output: tuple[str, ...]) -> list[str] | None:
-        """The token lines a successful refresh produced, wherever the command put them."""
-        if new.exists():
-            return [s for s in (line.strip() for line in new.read_text("utf-8", "replace").splitlines()) if s]
-        printed = [line.strip() for line in output if line.strip().startswith("eyJ") and line.count(".") == 2]
-        if printed:
-            return printed  # condor_token_fetch and friends print the token
-        if target.exists() and stamp(target) != before:
-            # The command wrote the real file itself (it ignored $BEARER_TOKEN_FILE).
-            return [s for s in (line.strip() for line in target.read_text("utf-8", "replace").splitlines()) if s]
         return None
 
     def close(self) -> None:

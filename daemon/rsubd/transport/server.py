@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
 from rsub.wire import protocol
 from rsub.wire.protocol import ProtocolError, Request
 from rsub.wire.vocabulary import ErrorCode, RequestError

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import classad2
+
+from rsubd.backends.classads import plain
 from rsubd.backends.local.fastpath import MISSING, compile_conjunction
 from rsubd.backends.schedd import AdValue, ErrorKind, ScheddError
 
@@ -55,19 +57,6 @@ def to_classad(ad: Mapping[str, Any]) -> classad2.ClassAd:
     return classad2.ClassAd(text)
 
 
-def plain(value: Any) -> AdValue:
-    """A classad2 value as plain data: Undefined and Error become None, expressions their text."""
-    if isinstance(value, classad2.Value):
-        return None  # Undefined and Error both read as "no value" across the boundary
-    if isinstance(value, classad2.ClassAd):
-        return {k: plain(value.eval(k)) for k in value}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    if isinstance(value, classad2.ExprTree):
-        return str(value)
-    return value  # type: ignore[no-any-return]
-
-
 @functools.lru_cache(maxsize=4096)
 def parse_value(text: str) -> LocalValue:
     """Parse a ClassAd expression as `edit` receives it: a literal, or an Expr.
@@ -86,7 +75,7 @@ def parse_value(text: str) -> LocalValue:
         return None
     if isinstance(value, (classad2.ClassAd, list)):
         return Expr(text.strip())
-    return value  # type: ignore[no-any-return]
+    return value  # type: ignore[no-any-return]  # a literal now
 
 
 class Constraint:

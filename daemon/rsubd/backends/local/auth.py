@@ -11,30 +11,24 @@ the fresh token, calls would start failing when the old one expires.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from rsubd.backends.schedd import (
-    Action,
-    ActResult,
     ErrorKind,
-    JobAd,
-    JobSpec,
     Schedd,
     ScheddError,
-    SubmitRequest,
-    SubmitResult,
 )
-from rsubd.tokens.manager import Credential
+from rsubd.backends.wrappers import DelegatingSchedd
 from rsubd.tokens.claims import TokenError, decode, iso
+from rsubd.tokens.manager import Credential
 
 
-class TokenCheckedSchedd:
+class TokenCheckedSchedd(DelegatingSchedd[Schedd]):
     """Implements `rsubd.backends.schedd.Schedd` by delegation, after checking the presented token."""
 
     def __init__(self, inner: Schedd, credential: Callable[[], Credential], *, owns_inner: bool = True,
                  clock: Callable[[], float] = time.time) -> None:
-        self.name = inner.name
-        self.inner = inner
+        super().__init__(inner)
         self._credential = credential
         self._owns = owns_inner
         self._clock = clock
@@ -64,34 +58,10 @@ class TokenCheckedSchedd:
             raise ScheddError(ErrorKind.AUTHENTICATION,
                               f"the schedd refused the token: it expired at {iso(claims.exp)}")
 
-    def submit(self, request: SubmitRequest) -> SubmitResult:
-        self._authenticate()
-        return self.inner.submit(request)
-
-    def spool(self, result: SubmitResult) -> None:
+    def before_call(self, op: str) -> None:
         # Spooling continues the submit's session, as the bindings do with the SubmitResult.
-        self.inner.spool(result)
-
-    def query(self, constraint: str, projection: Sequence[str]) -> list[JobAd]:
-        self._authenticate()
-        return self.inner.query(constraint, projection)
-
-    def retrieve(self, jobs: JobSpec) -> None:
-        self._authenticate()
-        self.inner.retrieve(jobs)
-
-    def edit(self, jobs: JobSpec, attr: str, value: str) -> int:
-        self._authenticate()
-        return self.inner.edit(jobs, attr, value)
-
-    def act(self, action: Action, jobs: JobSpec, reason: str | None = None) -> ActResult:
-        self._authenticate()
-        return self.inner.act(action, jobs, reason)
-
-    def history(self, constraint: str, projection: Sequence[str], match: int | None = None,
-                since: int | str | None = None) -> list[JobAd]:
-        self._authenticate()
-        return self.inner.history(constraint, projection, match, since)
+        if op != "spool":
+            self._authenticate()
 
     def close(self) -> None:
         if self._owns:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,16 +27,11 @@ from typing import Any
 import structlog
 
 from rsubd.backends.schedd import (
-    Action,
-    ActResult,
     ErrorKind,
-    JobAd,
-    JobSpec,
     Schedd,
     ScheddError,
-    SubmitRequest,
-    SubmitResult,
 )
+from rsubd.backends.wrappers import DelegatingSchedd
 
 log = structlog.get_logger("rsubd.faults")
 MODES = ("none", "refuse", "hang", "slow", "fail", "random")
@@ -70,13 +64,12 @@ class FaultPlan:
         return self.mode != "none" and (not self.ops or op in self.ops)
 
 
-class FaultySchedd:
+class FaultySchedd(DelegatingSchedd[Schedd]):
     """Implements `rsubd.backends.schedd.Schedd` by delegation, injecting the faults its control file asks for."""
 
     def __init__(self, inner: Schedd, control: Path, *, call_timeout: float = 60.0,
                  rng: random.Random | None = None) -> None:
-        self.name = inner.name
-        self.inner = inner
+        super().__init__(inner)
         self.control = control
         self.call_timeout = call_timeout
         self.rng = rng or random.Random()
@@ -99,7 +92,7 @@ class FaultySchedd:
             log.info("faults.plan", schedd=self.name, mode=self._plan.mode, ops=sorted(self._plan.ops))
         return self._plan
 
-    def _inject(self, op: str) -> None:
+    def before_call(self, op: str) -> None:
         plan = self.plan()
         if not plan.applies(op):
             return
@@ -115,35 +108,3 @@ class FaultySchedd:
                 time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
             if plan.mode == "hang" and self.plan().mode == "hang":
                 raise ScheddError(ErrorKind.TIMEOUT, f"{op} took longer than {self.call_timeout:g} s (injected hang)")
-
-    def submit(self, request: SubmitRequest) -> SubmitResult:
-        self._inject("submit")
-        return self.inner.submit(request)
-
-    def spool(self, result: SubmitResult) -> None:
-        self._inject("spool")
-        self.inner.spool(result)
-
-    def query(self, constraint: str, projection: Sequence[str]) -> list[JobAd]:
-        self._inject("query")
-        return self.inner.query(constraint, projection)
-
-    def retrieve(self, jobs: JobSpec) -> None:
-        self._inject("retrieve")
-        self.inner.retrieve(jobs)
-
-    def edit(self, jobs: JobSpec, attr: str, value: str) -> int:
-        self._inject("edit")
-        return self.inner.edit(jobs, attr, value)
-
-    def act(self, action: Action, jobs: JobSpec, reason: str | None = None) -> ActResult:
-        self._inject("act")
-        return self.inner.act(action, jobs, reason)
-
-    def history(self, constraint: str, projection: Sequence[str], match: int | None = None,
-                since: int | str | None = None) -> list[JobAd]:
-        self._inject("history")
-        return self.inner.history(constraint, projection, match, since)
-
-    def close(self) -> None:
-        self.inner.close()

@@ -51,12 +51,6 @@ EXPR_COMMANDS = {
     "preserve_relative_paths": "PreserveRelativePaths",
     "transfer_executable": "TransferExecutable",
 }
-# Commands rsub accepts and the embedded scheduler has no use for.
-IGNORED = {
-    "notification", "notify_user", "getenv", "stream_output", "stream_error", "+jobflavour",
-    "request_gpus", "max_retries", "job_max_vacate_time", "universe", "executable", "arguments",
-    "environment", "input", "output", "error", "initialdir", "transfer_output_remaps",
-}
 
 
 def split_arguments(ad: Mapping[str, Any]) -> list[str]:
@@ -64,7 +58,8 @@ def split_arguments(ad: Mapping[str, Any]) -> list[str]:
     if isinstance(ad.get("Arguments"), str):
         return split_v2(ad["Arguments"])
     if isinstance(ad.get("Args"), str):
-        return ad["Args"].split()
+        args: str = ad["Args"]
+        return args.split()
     return []
 
 
@@ -138,7 +133,8 @@ def proc_ad(
         )
     executable = commands.get("executable", "").strip()
     if not executable:
-        raise ScheddError(ErrorKind.REJECTED, "Failed to create job ad, errmsg=Submit:-1:No 'executable' parameter was provided")
+        raise ScheddError(ErrorKind.REJECTED,
+                          "Failed to create job ad, errmsg=Submit:-1:No 'executable' parameter was provided")
     iwd = _resolve(cwd, commands.get("initialdir", "").strip() or ".")
     host = socket.gethostname()
     ad: Ad = {
@@ -222,7 +218,8 @@ def split_cluster(ads: list[Ad]) -> tuple[Ad, list[Ad]]:
     """Split full proc ads into the shared cluster ad and per-proc differences."""
     first = ads[0]
     shared = {
-        k: v for k, v in first.items() if k not in ("ProcId", "GlobalJobId", "Iwd") and all(k in a and a[k] == v for a in ads[1:])
+        k: v for k, v in first.items()
+        if k not in ("ProcId", "GlobalJobId", "Iwd") and all(k in a and a[k] == v for a in ads[1:])
     }
     procs = [{k: v for k, v in a.items() if k not in shared or shared[k] != v} for a in ads]
     return shared, procs

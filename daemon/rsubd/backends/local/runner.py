@@ -16,9 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rsubd.backends.local import jobads
-
-from rsubd.backends.local import transfer
+from rsubd.backends.local import jobads, transfer
 from rsubd.backends.local.ads import Ad
 from rsubd.backends.schedd import HoldCode, JobStatus
 

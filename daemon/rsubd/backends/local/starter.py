@@ -59,10 +59,7 @@ def run(jobdir: Path) -> int:
             )
             write_atomic(jobdir / "starter.json", {"pid": os.getpid(), "job_pid": child.pid})
             code = child.wait()
-        if code < 0:
-            result = {"signal": -code}
-        else:
-            result = {"exit_code": code}
+        result = {"signal": -code} if code < 0 else {"exit_code": code}
     except OSError as e:
         # The executable could not be started: report it as HTCondor does, as a failure to execute.
         result = {"error": f"Error from starter: Failed to execute '{spec['executable']}': {e.strerror}"}

@@ -133,7 +133,8 @@ def _inputs(job: str, ad: Mapping[str, Any], spool_iwd: Path) -> list[tuple[Path
         sources.append((exe, spool_iwd / ad["Cmd"]))
     for entry in split_list(ad.get("TransferInput")):
         if "://" in entry:
-            raise TransferError(f"File transfer failed for target job {job}: URL inputs are not supported by the embedded scheduler: {entry}")
+            raise TransferError(f"File transfer failed for target job {job}: "
+                                f"URL inputs are not supported by the embedded scheduler: {entry}")
         src = submit_iwd / entry
         if entry.endswith("/"):
             sources.append((src, spool_iwd))  # a trailing slash ships the directory's contents

@@ -1,0 +1,109 @@
+"""The embedded scheduler's own work: start idle jobs under starters, reap finished ones, and fake execution."""
+
+from __future__ import annotations
+
+import heapq
+import shutil
+
+from rsubd.backends.local import fake, runner
+from rsubd.backends.local.queue import JobQueue, Key
+from rsubd.backends.schedd import JobSpec, JobStatus
+
+LEAVE_SWEEP_SECONDS = 30.0
+
+
+class Execution(JobQueue):
+    """The queue, with its jobs run (or, in fake mode, moved by `fake_advance`)."""
+
+    def tick(self) -> None:
+        """One pass of the schedd: reap finished jobs, start idle ones, let finished ones leave."""
+        with self._lock:
+            self._refresh()
+            self._save()
+            for sandbox in self._collected:
+                shutil.rmtree(sandbox, ignore_errors=True)
+            self._collected.clear()
+
+    def _refresh(self) -> None:
+        if self.execute == "real":
+            was_running = list(self._index.running)
+            for key in was_running:
+                self._check_running(key)
+            # A job whose starter vanished waits for the next tick, as a schedd's would.
+            restarted = {k for k in was_running if k in self._index.idle}
+            free = self.slots - len(self._index.running)
+            if free > 0 and self._index.idle:
+                for key in heapq.nsmallest(free, (k for k in self._index.idle if k not in restarted)):
+                    self._start(key)
+        now = self._clock()
+        if now - self._last_sweep >= LEAVE_SWEEP_SECONDS:
+            self._last_sweep = now
+            self._leave_check.update(self._procs)
+        if self._leave_check:
+            check, self._leave_check = self._leave_check, set()
+            self._leave_queue([k for k in check if k in self._procs])
+
+    def _start(self, key: Key) -> None:
+        ad = self.ad(key)
+        if runner.alive(runner.starter_pid(self._jobdir(key))):
+            # Started before a crash that came before the queue said so: never two starters for one job.
+            runner.kill(None, self._jobdir(key), self._sandbox(key))
+        self._starters[key] = runner.launch(ad, self._jobdir(key), self._sandbox(key))
+        now = int(self._clock())
+        self._set(
+            key, JobStatus=int(JobStatus.RUNNING), LastJobStatus=int(JobStatus.IDLE), EnteredCurrentStatus=now,
+            JobCurrentStartDate=now, JobStartDate=ad.get("JobStartDate") or now,
+            NumJobStarts=int(ad.get("NumJobStarts") or 0) + 1, JobRunCount=int(ad.get("JobRunCount") or 0) + 1,
+            NumShadowStarts=int(ad.get("NumShadowStarts") or 0) + 1, RemoteHost="slot1@localhost",
+        )
+
+    def _check_running(self, key: Key) -> None:
+        jobdir = self._jobdir(key)
+        result = runner.result(jobdir)
+        if result is not None:
+            popen = self._starters.pop(key, None)
+            if popen is not None:
+                popen.wait()
+            attrs, completed = runner.outcome(f"{key[0]}.{key[1]}", self.ad(key), result, jobdir,
+                                              self._sandbox(key), int(self._clock()))
+            self._set(key, **attrs)
+            # Removed once the queue is saved: killed before that, the scheduler collects it again from here.
+            self._collected.append(self._sandbox(key))
+            if completed:
+                self._leave_check.add(key)
+            return
+        popen = self._starters.get(key)
+        alive = popen.poll() is None if popen is not None else runner.alive(runner.starter_pid(jobdir))
+        if not alive:
+            # The starter died without a word (machine reboot, kill): run the job again, as a schedd does.
+            self._starters.pop(key, None)
+            self._set(key, JobStatus=int(JobStatus.IDLE), LastJobStatus=int(JobStatus.RUNNING),
+                      EnteredCurrentStatus=int(self._clock()), RemoteHost=None)
+
+    def _kill(self, key: Key) -> None:
+        """Stop a running job and its starter (the whole session)."""
+        if self._status(key) != JobStatus.RUNNING:
+            return
+        if self.execute == "real":
+            runner.kill(self._starters.pop(key, None), self._jobdir(key), self._sandbox(key))
+        self._set(key, RemoteHost=None)
+
+    # -- fake execution ----------------------------------------------------
+
+    def fake_advance(self, jobs: JobSpec, status: JobStatus, *, exit_code: int = 0,
+                     hold_reason: str = "held by the fake executor") -> int:
+        """Fake mode only: move queued jobs to running, completed, held or idle at once; returns how many."""
+        if self.execute != "fake":
+            raise RuntimeError("fake_advance needs a LocalSchedd with execute='fake'")
+        with self._lock:
+            keys = [k for k in self._select(jobs) if k in self._procs]
+            now = int(self._clock())
+            for key in keys:
+                proc, cluster = self._procs[key], self._clusters.get(key[0], {})
+                starts = int(proc.get("NumJobStarts", cluster.get("NumJobStarts")) or 0)
+                self._set(key, **fake.advance(status, now=now, last=self._status(key), starts=starts,
+                                              exit_code=exit_code, hold_reason=hold_reason))
+                if status is JobStatus.COMPLETED:
+                    self._leave_check.add(key)
+            self._save()
+            return len(keys)

@@ -1,0 +1,113 @@
+"""act: hold, release or remove jobs by id, or rsub's own jobs matching a guarded constraint."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+
+from rsub.wire.vocabulary import ErrorCode, RequestError
+from rsubd.backends.schedd import Action, ErrorKind, ScheddError, job_id
+from rsubd.handlers.context import Services, check_schedd, rows
+
+log = structlog.get_logger("rsubd.handlers")
+ACTIONS = {"hold": Action.HOLD, "release": Action.RELEASE, "remove": Action.REMOVE}
+MAX_CONSTRAINT = 10_000
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+
+
+def guarded_constraint(instance_id: str, expr: str) -> str:
+    """`(RsubInstance == "<id>") && (EXPR)`: only this ledger's jobs, whatever EXPR says.
+
+    EXPR must be one balanced expression, so that it cannot close the parenthesis around
+    it and escape the guard: brackets nest, strings and quoted names end, and there are
+    no comments (which could hide a bracket from this check, not from the schedd's parser).
+    ValueError says what is wrong.
+    """
+    expr = expr.strip()
+    if not expr:
+        raise ValueError("the constraint is empty")
+    if len(expr) > MAX_CONSTRAINT:
+        raise ValueError(f"the constraint is longer than {MAX_CONSTRAINT} characters")
+    if not expr.isprintable():
+        raise ValueError("the constraint has control characters")
+    try:
+        expr.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("the constraint is not valid UTF-8") from None
+    stack: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(expr):
+        c = expr[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "\"'":
+            quote = c
+        elif expr.startswith(("/*", "//"), i):
+            raise ValueError("comments are not allowed in a constraint")
+        elif c in _OPEN:
+            stack.append(_OPEN[c])
+        elif c in ")]}" and (not stack or stack.pop() != c):
+            raise ValueError(f"unbalanced {c!r} at character {i + 1} of the constraint")
+        i += 1
+    if quote:
+        raise ValueError("a string in the constraint is not closed")
+    if stack:
+        raise ValueError(f"the constraint lacks a closing {stack[-1]!r}")
+    return f'(RsubInstance == "{instance_id}") && ({expr})'
+
+
+async def act(services: Services, action: str, ids: list[Any], reason: str | None, *, constraint: str | None = None,
+              schedd: str | None = None) -> dict[str, Any]:
+    """Hold, release or remove jobs by id, or rsub's own jobs matching a constraint on one schedd."""
+    if action not in ACTIONS:
+        raise RequestError(ErrorCode.BAD_REQUEST, f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+    check_schedd(services, schedd)
+    if constraint is not None:
+        if ids:
+            raise RequestError(ErrorCode.BAD_REQUEST, "give job ids or a constraint, not both")
+        return await _act_constraint(services, action, constraint, reason, schedd or next(iter(services.schedds)))
+    if not ids:
+        raise RequestError(ErrorCode.BAD_REQUEST, "name the jobs: ids like 12, 12.0 or 12.0@local, or a constraint")
+    if schedd is not None:  # the schedd of ids that name none
+        ids = [i if not isinstance(i, str) or "@" in i else f"{i}@{schedd}" for i in ids]
+    by_schedd: dict[str, list[str]] = {}
+    for r in rows(services, ids):
+        by_schedd.setdefault(r["schedd"], []).append(job_id(r["cluster"], r["proc"]))
+    summary: dict[str, Any] = {}
+    for name, jobs in by_schedd.items():
+        try:
+            result = await asyncio.to_thread(services.schedds[name].act, ACTIONS[action], jobs, reason)
+        except ScheddError as e:
+            raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: {e}") from None
+        summary[name] = result.as_dict()
+        services.polls.schedd_answered(name)
+        log.info("jobs.acted", schedd=name, action=action, jobs=len(jobs), **result.as_dict())
+        services.polls.poke(name, force=True)
+    return {"action": action, "schedds": summary}
+
+
+async def _act_constraint(services: Services, action: str, constraint: str, reason: str | None,
+                          name: str) -> dict[str, Any]:
+    try:
+        spec = guarded_constraint(services.ledger.instance_id, constraint)
+    except ValueError as e:
+        raise RequestError(ErrorCode.BAD_REQUEST, f"invalid constraint: {e}") from None
+    try:
+        result = await asyncio.to_thread(services.schedds[name].act, ACTIONS[action], spec, reason)
+    except ScheddError as e:
+        if e.kind is ErrorKind.INVALID:
+            raise RequestError(ErrorCode.BAD_REQUEST, f"invalid constraint {constraint.strip()!r}: the schedd "
+                               f"says {e.message}") from None
+        raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: {e}") from None
+    except ValueError as e:  # text the ClassAd parser refuses before parsing (it passed the checks above)
+        raise RequestError(ErrorCode.BAD_REQUEST, f"invalid constraint: {e}") from None
+    services.polls.schedd_answered(name)
+    log.info("jobs.acted", schedd=name, action=action, constraint=True, **result.as_dict())
+    services.polls.poke(name, force=True)
+    return {"action": action, "constraint": spec, "schedds": {name: result.as_dict()}}

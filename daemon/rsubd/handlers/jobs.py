@@ -1,0 +1,139 @@
+"""The reading requests and retrieve: status, history, fetchlog, wait, retrieve."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from rsub.wire.vocabulary import ACTIVE_STATES, FINAL_STATES, STATES, ErrorCode, RequestError
+from rsubd.backends.schedd import MAX_ID, ScheddError, job_id
+from rsubd.handlers.context import Services, check_schedd, parse_selector, rows, seconds_field, selectors, shows
+from rsubd.services import retrieval
+from rsubd.services.views import fetchlog_files, job_view, jobsub_view, owner
+
+log = structlog.get_logger("rsubd.handlers")
+
+
+def _filters(services: Services, f: dict[str, Any]) -> dict[str, Any]:
+    """The filters of a status or history request, checked, as `Ledger.job_page` takes them."""
+    states = f.get("states") or []
+    if not all(isinstance(s, str) and s in STATES for s in states):
+        raise RequestError(ErrorCode.BAD_REQUEST, f"states must be among {', '.join(STATES)}")
+    schedd = f.get("schedd")
+    check_schedd(services, schedd)
+    clusters = f.get("clusters") or []
+    if not all(type(c) is int and 0 <= c <= MAX_ID for c in clusters):
+        raise RequestError(ErrorCode.BAD_REQUEST, f"clusters must be integers from 0 to {MAX_ID}")
+    now = time.time()
+    since, older = seconds_field(f.get("since"), "since"), seconds_field(f.get("older_than"), "older_than")
+    return {
+        "states": list(dict.fromkeys(states)), "schedd": schedd, "clusters": list(dict.fromkeys(clusters)),
+        "submitted_after": None if since is None else now - since,
+        "submitted_before": None if older is None else now - older,
+    }
+
+
+def status(services: Services, f: dict[str, Any], *, active: bool = False, history: bool = False) -> dict[str, Any]:
+    """Jobs by id and filters, one page, with their jobsub view; history: final states only, newest first."""
+    cfg, ledger = services.config, services.ledger
+    ids = f.get("ids") or []
+    limit = max(1, min(f.get("limit", cfg.page_default), cfg.page_max))
+    offset = min(max(0, f.get("offset", 0)), 2**62)
+    sels = selectors(services, ids)
+    filters = _filters(services, f)
+    # `rsub q 12` shows cluster 12 whatever its state, as it always has; history is final states only.
+    scope = FINAL_STATES if history else ACTIVE_STATES if active and not ids else None
+    if scope is not None:
+        filters["states"] = [s for s in filters["states"] or scope if s in scope]
+        if not filters["states"]:  # asked only for states this view never shows
+            return {"jobs": [], "schedds": services.polls.freshness()}
+    found = ledger.job_page(sels, **filters, newest_first=history, limit=limit, offset=offset)
+    for sel, text in zip(sels, ids, strict=True):
+        # Filters or the page may leave a job out; only a job the ledger lacks is an error.
+        if not shows(found, sel) and not ledger.jobs([sel], limit=1):
+            raise RequestError(ErrorCode.NOT_FOUND, f"no job {text} in rsub's ledger")
+    facts = services.facts.get(r["cluster_row"] for r in found)
+    now = time.time()
+    jobs = [{**job_view(r), "jobsub": jobsub_view(r, facts.get(r["cluster_row"], {}), owner(), now)} for r in found]
+    return {"jobs": jobs, "schedds": services.polls.freshness()}
+
+
+async def fetchlog(services: Services, text: str) -> dict[str, Any]:
+    """What `rsub fetchlog` packs: each job's iwd and files, and the cluster's submitted description."""
+    found = rows(services, [text])
+    schedds = sorted({r["schedd"] for r in found})
+    if len(schedds) > 1:
+        raise RequestError(ErrorCode.BAD_REQUEST, f"{text} is on several schedds ({', '.join(schedds)}); "
+                           f"say which, as {text}@{schedds[0]}")
+    schedd, cluster = schedds[0], found[0]["cluster"]
+    described = services.ledger.descriptions(schedd, [cluster]).get(cluster)
+    if described is None:
+        raise RequestError(ErrorCode.NOT_FOUND, f"no submit description for cluster {cluster} in rsub's ledger")
+    description, submit_dir = described
+    files = await asyncio.to_thread(fetchlog_files, description, submit_dir, cluster, [r["proc"] for r in found])
+    whole = parse_selector(text, list(services.schedds)).proc is None
+    return {
+        "id": f"{cluster}@{schedd}" if whole else f"{job_id(cluster, found[0]['proc'])}@{schedd}",
+        "cluster": cluster, "schedd": schedd, "submitted_description": description,
+        "jobs": [{"id": f"{job_id(r['cluster'], r['proc'])}@{schedd}", "proc": r["proc"], "state": r["state"],
+                  "iwd": r["iwd"], "files": files[r["proc"]]} for r in found],
+    }
+
+
+async def wait(services: Services, ids: list[Any], timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + max(0.0, min(timeout, services.config.max_wait))
+    for name in {r["schedd"] for r in rows(services, ids)}:
+        services.polls.poke(name)
+    while True:
+        found = rows(services, ids)
+        # A job that needs a person is as far as rsubd can take it alone: the wait ends.
+        if all(r["state"] in FINAL_STATES or r.get("attention") is not None for r in found):
+            return {"done": True, "attention": sum(r.get("attention") is not None for r in found),
+                    "jobs": [job_view(r) for r in found]}
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return {"done": False, "jobs": [job_view(r) for r in found]}
+        await services.polls.wait_for_poll(remaining)
+
+
+async def retrieve(services: Services, ids: list[Any], dest: str | None) -> dict[str, Any]:
+    """`rsub retrieve`: fetch completed jobs' output now, into each job's own directory or into `dest`."""
+    if not ids:
+        raise RequestError(ErrorCode.BAD_REQUEST, "name the jobs to retrieve: ids like 12, 12.0 or 12.0@local")
+    if dest is not None:
+        if not os.path.isabs(dest):
+            raise RequestError(ErrorCode.BAD_REQUEST, f"--dest must be an absolute path, not {dest!r}")
+        problem = retrieval.probe(Path(dest) / ".rsub-dest")
+        if problem is not None:
+            raise RequestError(ErrorCode.BAD_REQUEST, f"--dest {dest}: {problem}")
+    found = rows(services, ids)
+    not_ready = [r for r in found if r["state"] != "completed"]
+    if not_ready and len(not_ready) == len(found):
+        r = not_ready[0]
+        where = f" (in {r['retrieved_to'] or r['iwd']})" if r["state"] == "retrieved" else ""
+        raise RequestError(ErrorCode.BAD_REQUEST, f"{len(not_ready)} job(s) have no output waiting on the"
+                           f" schedd: {job_id(r['cluster'], r['proc'])}@{r['schedd']} is {r['state']}{where}")
+    by_schedd: dict[str, list[tuple[int, int]]] = {}
+    for r in found:
+        if r["state"] == "completed":
+            by_schedd.setdefault(r["schedd"], []).append((r["cluster"], r["proc"]))
+    if dest is not None:
+        await asyncio.to_thread(os.makedirs, dest, 0o700, True)
+    summary: dict[str, Any] = {}
+    for name, keys in by_schedd.items():
+        try:
+            result = await asyncio.to_thread(services.pollers[name].retrieve_now, keys, dest=dest)
+        except ScheddError as e:
+            raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: {e}") from None
+        summary[name] = {k: [f"{job_id(*key)}@{name}" for key in v] for k, v in result.items()}
+        log.info("jobs.retrieve_requested", schedd=name, jobs=len(keys), dest=dest,
+                 retrieved=len(result["retrieved"]), failed=len(result["failed"]))
+        services.polls.poke(name, force=True)
+    jobs = [job_view(r) for r in rows(services, ids)]
+    return {"schedds": summary, "skipped": [f"{job_id(r['cluster'], r['proc'])}@{r['schedd']}" for r in not_ready],
+            "dest": dest, "jobs": jobs}

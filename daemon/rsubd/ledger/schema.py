@@ -1,0 +1,149 @@
+"""The ledger's schema: the numbered migrations, and the tables and columns the rest of the ledger names.
+
+Migration N is `MIGRATIONS[N - 1]`; `PRAGMA user_version` records the last one applied.
+A migration is only ever appended: a ledger written by an older rsubd must always open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from rsub.wire.vocabulary import ACTIVE_STATES
+
+# The states as SQL literals (constants, never user input).
+ACTIVE_SQL = "state IN (" + ", ".join(f"'{s}'" for s in ACTIVE_STATES) + ")"
+TRACKED_SQL = f"({ACTIVE_SQL} OR (state = 'retrieved' AND marked_at IS NULL))"
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema.
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE clusters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL UNIQUE,
+        schedd TEXT NOT NULL,
+        cluster INTEGER,
+        tag TEXT NOT NULL,
+        state TEXT NOT NULL,
+        description TEXT NOT NULL,
+        submitted_description TEXT NOT NULL,
+        submit_dir TEXT NOT NULL,
+        submit_file TEXT,
+        num_procs INTEGER,
+        error TEXT,
+        created_at REAL NOT NULL,
+        submitted_at REAL
+    );
+    CREATE UNIQUE INDEX clusters_schedd_cluster ON clusters (schedd, cluster);
+    CREATE TABLE jobs (
+        schedd TEXT NOT NULL,
+        cluster INTEGER NOT NULL,
+        proc INTEGER NOT NULL,
+        cluster_row INTEGER NOT NULL REFERENCES clusters (id),
+        state TEXT NOT NULL,
+        job_status INTEGER,
+        hold_reason TEXT,
+        hold_code INTEGER,
+        exit_code INTEGER,
+        exit_signal INTEGER,
+        remove_reason TEXT,
+        error TEXT,
+        iwd TEXT,
+        submitted_at REAL NOT NULL,
+        completed_at REAL,
+        retrieved_at REAL,
+        marked_at REAL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (schedd, cluster, proc)
+    );
+    CREATE INDEX jobs_state ON jobs (schedd, state);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        schedd TEXT NOT NULL,
+        cluster INTEGER NOT NULL,
+        proc INTEGER,
+        from_state TEXT,
+        to_state TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX events_job ON events (schedd, cluster, proc);
+    """,
+    # 2: indexes for a ledger of 100,000 jobs. `rsub status 12` reads one cluster in the
+    # order it is shown; a poll finds its tracked jobs, retrieved-but-unmarked ones included,
+    # from the index alone. (Partial indexes on the active jobs were tried: each state change
+    # then costs twice as much to write, which a poll of 10,000 changes cannot afford.)
+    """
+    CREATE INDEX jobs_cluster ON jobs (cluster, schedd, proc);
+    DROP INDEX jobs_state;
+    CREATE INDEX jobs_state ON jobs (schedd, state, marked_at);
+    """,
+    # 3: a retrieve's intent, recorded before the schedd is asked: a repeat after a crash
+    # knows it is one, and sets aside what the first attempt (or the user since) wrote.
+    """
+    ALTER TABLE jobs ADD COLUMN retrieve_started_at REAL;
+    """,
+    # 4: retrieves that fail. A failure that may heal (a full disk, a locked file) is retried
+    # after a per-job backoff (retrieve_retry_at); one that cannot (the path cannot exist) pauses
+    # the job's retrieves (retrieve_paused) until `rsub retrieve`. `attention` says what a person
+    # must do; `retrieved_to`, where `rsub retrieve --dest` put the output.
+    """
+    ALTER TABLE jobs ADD COLUMN retrieve_failures INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN retrieve_failing_since REAL;
+    ALTER TABLE jobs ADD COLUMN retrieve_retry_at REAL;
+    ALTER TABLE jobs ADD COLUMN retrieve_paused INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN attention TEXT;
+    ALTER TABLE jobs ADD COLUMN retrieved_to TEXT;
+    """,
+)
+
+# Fields a poll may change on a job row.
+MUTABLE_FIELDS = ("state", "job_status", "hold_reason", "hold_code", "exit_code", "exit_signal",
+                  "remove_reason", "error", "completed_at", "retrieved_at", "marked_at", "retrieve_started_at",
+                  "retrieve_failures", "retrieve_failing_since", "retrieve_retry_at", "retrieve_paused",
+                  "attention", "retrieved_to")
+
+LEDGER_TABLES = {"meta", "clusters", "jobs", "events"}
+
+# A row as the ledger's reading methods return it: column name to value (handlers read `row["state"]`).
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class JobSelector:
+    """Which jobs a client means: a cluster, a cluster.proc, optionally on one schedd."""
+
+    cluster: int
+    proc: int | None = None
+    schedd: str | None = None
+
+
+class TrackedJob(NamedTuple):
+    """A job a poll looks at: (cluster, proc, *TRACKED_FIELDS), read straight from the ledger.
+
+    A tuple, not a dataclass: a poll of 100,000 jobs compares slices of them with
+    what each ad says, and a NamedTuple is as fast and as small as a plain tuple.
+    """
+
+    cluster: int
+    proc: int
+    state: str
+    job_status: int | None
+    hold_reason: str | None
+    hold_code: int | None
+    exit_code: int | None
+    exit_signal: int | None
+    remove_reason: str | None
+    completed_at: float | None
+    marked_at: float | None
+    retrieve_started_at: float | None
+    retrieve_failures: int
+    retrieve_failing_since: float | None
+    retrieve_retry_at: float | None
+    retrieve_paused: int
+
+
+
+# What a poll compares with the schedd's ads, in the order `Ledger.tracked` selects them.
+TRACKED_FIELDS: tuple[str, ...] = TrackedJob._fields[2:]

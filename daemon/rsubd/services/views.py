@@ -1,0 +1,206 @@
+"""The JSON shapes rsubd answers with: a job, its jobsub view, and the one way to print a time."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from rsub.wire.vocabulary import WRAPPER
+from rsubd import submitdesc
+from rsubd.backends.schedd import job_id
+from rsubd.polling.poller import PollStats
+from rsubd.tokens.manager import TokenManager
+
+
+def iso(ts: float | None) -> str | None:
+    """A time as every reply prints it: UTC, seconds precision, with `Z` (2026-12-01T09:00:00Z)."""
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+# One-line hints for the hold codes users meet most (HTCondor's HoldReasonCode numbering).
+HOLD_HINTS = {
+    1: "held by a user or an administrator; 'rsub release' lets it run again",
+    3: "held by a policy expression (periodic_hold or the pool's policy); fix the cause, then release",
+    6: "the executable could not be started: check its #! line and that it is executable",
+    12: "an output file named in transfer_output_files was not created by the job",
+    13: "an input file could not be transferred to the execute machine",
+    16: "spooling never finished: the input files were not uploaded (rsub resubmits or reports these)",
+    21: "held by a periodic_hold expression of the job",
+    26: "the job used more memory than request_memory; raise it and resubmit",
+    34: "the job used more resources than it requested (memory or disk); raise the request and resubmit",
+}
+
+
+def freshness(stats: Mapping[str, PollStats], now: float) -> dict[str, Any]:
+    """How current the ledger's view of each schedd is, from each one's poll stats."""
+    out = {}
+    for name, st in stats.items():
+        ok = st.last_ok_at
+        out[name] = {"last_ok_poll": iso(ok), "stale_seconds": None if ok is None else round(now - ok, 1),
+                     "last_error": st.last_error}
+    return out
+
+
+def token_brief(tokens: TokenManager, profile: str, now: float) -> dict[str, Any]:
+    """A schedd's token profile as `rsub daemon status` shows it."""
+    st = tokens.states[profile]
+    claims = st.found.claims if st.found else None
+    return {"profile": profile, "state": tokens.state_label(profile, now),
+            "expires_at": iso(claims.exp) if claims else None, "action_needed": tokens.action(profile, now)}
+
+
+def job_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A job as `rsub status --json` shows it (shape version 1)."""
+    return {
+        "id": f"{job_id(row['cluster'], row['proc'])}@{row['schedd']}",
+        "cluster": row["cluster"],
+        "proc": row["proc"],
+        "schedd": row["schedd"],
+        "state": row["state"],
+        "job_status": row["job_status"],
+        "exit_code": row["exit_code"],
+        "exit_signal": row["exit_signal"],
+        "hold_reason": row["hold_reason"],
+        "hold_code": row["hold_code"],
+        "hold_hint": HOLD_HINTS.get(row["hold_code"]) if row["state"] == "held" else None,
+        "remove_reason": row["remove_reason"],
+        "error": row["error"],
+        "iwd": row["iwd"],
+        "submitted_at": iso(row["submitted_at"]),
+        "completed_at": iso(row["completed_at"]),
+        "retrieved_at": iso(row["retrieved_at"]),
+        # A completed job whose output rsubd cannot write where it goes: a person must act (`attention`
+        # says what), the output stays on the schedd; `rsub retrieve` fetches it again.
+        "needs_attention": row.get("attention") is not None,
+        "attention": row.get("attention"),
+        "retrieve_failures": row.get("retrieve_failures") or 0,
+        "retrieve_retry_at": None if row.get("retrieve_paused") else iso(row.get("retrieve_retry_at")),
+        "retrieved_to": row.get("retrieved_to"),
+    }
+
+
+def submitted_view(row: dict[str, Any], replaced: tuple[str, ...]) -> dict[str, Any]:
+    """The reply to a submit: the cluster, its job ids, and rsub's commands that replaced the user's."""
+    ids = [f"{row['cluster']}.{p}@{row['schedd']}" for p in range(row["num_procs"] or 0)]
+    return {"cluster": row["cluster"], "schedd": row["schedd"], "jobs": ids, "replaced": list(replaced)}
+
+
+# -- the jobsub views: what `rsub q` and `rsub history` show beside the ledger's fields ---------------
+
+# jobsub_q's ST column. HTCondor's letters where it has one; S for rsub's spooling (and submitting),
+# F for failed, and D ("done") for retrieved: completed with its output home, distinct from C,
+# completed and its output not yet retrieved.
+STATUS_LETTERS = {
+    "submitting": "S", "spooling": "S", "idle": "I", "running": "R", "held": "H", "completed": "C",
+    "retrieved": "D", "removed": "X", "failed": "F",
+}
+_QUEUE_LINE = re.compile(r"\s*queue\b(?!\s*=(?!=))", re.IGNORECASE)
+
+
+def status_letter(state: str) -> str:
+    return STATUS_LETTERS.get(state, "?")
+
+
+def description_facts(text: str) -> dict[str, Any]:
+    """What jobsub_q shows of a cluster, read cheaply from its submitted description (no macro expansion).
+
+    The command is the executable's name; for a job `rsub submit file://` built, whose
+    executable is rsub's wrapper, the script's (the first input file). The priority is
+    `priority` when it is an integer (its text when it is a macro), else 0; the size is
+    `request_memory` as written (MB unless it names a unit), else None.
+    """
+    values: dict[str, str] = {}
+    for line in text.splitlines():  # a submitted description is rendered: one command per line, queue last
+        if _QUEUE_LINE.match(line):
+            break
+        key, eq, value = line.partition("=")
+        if eq:
+            values[key.strip().lower()] = value.strip()
+    command = os.path.basename(values.get("executable", "")) or "-"
+    if command == WRAPPER:
+        first = values.get("transfer_input_files", "").split(",")[0].strip()
+        command = os.path.basename(first) or command
+    priority: int | str = 0
+    if text_priority := values.get("priority"):
+        try:
+            priority = int(text_priority)
+        except ValueError:
+            priority = text_priority
+    return {"command": command, "priority": priority, "size": values.get("request_memory") or None}
+
+
+def run_seconds(row: dict[str, Any], now: float) -> float | None:
+    """Seconds from when a poll first saw the job running until it finished (or now, or it left running)."""
+    start = row.get("run_started_at")
+    if start is None:
+        return None
+    end: float
+    if row["state"] == "running":
+        end = now
+    elif row.get("finished_at") is not None and row["finished_at"] >= start:
+        end = row["finished_at"]
+    elif row.get("run_left_at") is not None:
+        end = row["run_left_at"]
+    else:
+        return None
+    seconds: float = round(max(0.0, end - start), 3)
+    return seconds
+
+
+def jobsub_view(row: dict[str, Any], facts: dict[str, Any], owner: str, now: float) -> dict[str, Any]:
+    """The "jobsub" object of a job in `rsub q|status|history --json` (shape version 1)."""
+    return {"owner": owner, "status": status_letter(row["state"]), "run_time": run_seconds(row, now), **facts}
+
+
+class ClusterFacts:
+    """description_facts of each cluster, read once per cluster (one read for all the missing ones).
+
+    `read` gives the submitted descriptions of cluster rows; a submitted description never changes.
+    """
+
+    def __init__(self, read: Callable[[list[int]], dict[int, str]], *, size: int = 10_000) -> None:
+        self._read = read
+        self._size = size  # clusters kept; past it the cache starts again
+        self._facts: dict[int, dict[str, Any]] = {}
+
+    def get(self, cluster_rows: Iterable[int]) -> dict[int, dict[str, Any]]:
+        wanted = set(cluster_rows)
+        missing = [r for r in wanted if r not in self._facts]
+        if missing:
+            if len(self._facts) + len(missing) > self._size:
+                self._facts.clear()
+            for row, text in self._read(missing).items():
+                self._facts[row] = description_facts(text)
+        return {r: self._facts[r] for r in wanted if r in self._facts}
+
+
+@functools.cache
+def owner() -> str:
+    """The local user: every job rsubd submits is this user's."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (a bare container)
+        return str(os.getuid())
+
+
+def fetchlog_files(text: str, submit_dir: str, cluster: int, procs: list[int]) -> dict[int, dict[str, str | None]]:
+    """Each proc's output, error and log file names, expanded for that cluster and proc (relative to its iwd)."""
+    try:
+        expanded = submitdesc.expand(submitdesc.parse(text, cwd=submit_dir), cluster=cluster)
+    except submitdesc.SubmitError:
+        expanded = []
+    out: dict[int, dict[str, str | None]] = {}
+    for proc in procs:
+        commands = expanded[proc] if proc < len(expanded) else {}
+        out[proc] = {}
+        for kind in ("output", "error", "log"):
+            value = (commands.get(kind) or "").strip()
+            out[proc][kind] = value if value and value != "/dev/null" else None
+    return out
