@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import copy, dataset, emit
-from bench.daemon import BIN, Rsubd, summary, system_python, wall
+from bench.daemon import Rsubd, summary, system_python, wall
+from tests.support.daemon import BIN
 
 TARGET = 2.0
 

@@ -21,21 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from rsubd.ledger.store import Ledger
-from rsubd.backends.local.scheduler import LocalSchedd
-from rsubd.polling.poller import Poller
+
 from rsub.wire.vocabulary import FINAL_STATES
-from rsubd.backends.schedd import (
-    Action,
-    ActResult,
-    JobAd,
-    JobSpec,
-    JobStatus,
-    Schedd,
-    SubmitRequest,
-    SubmitResult,
-    state_of,
-)
+from rsubd.backends.local.scheduler import LocalSchedd
+from rsubd.backends.schedd import Action, JobStatus, Schedd, state_of
+from rsubd.backends.wrappers import DelegatingSchedd
+from rsubd.ledger.store import Ledger
+from rsubd.polling.poller import Poller
 from rsubd.services.submission import prepare
 
 SCHEDD = "local"
@@ -105,7 +97,7 @@ def build(state: Path, jobs: int, clusters: int) -> dict[str, Any]:
                 submitted_description=p.request.text, submit_dir=str(work), submit_file=None,
             )
             result = schedd.submit(p.request)
-            ledger.record_submitted(row, result.cluster, list(zip(result.procs, p.iwds)))
+            ledger.record_submitted(row, result.cluster, list(zip(result.procs, p.iwds, strict=False)))
             schedd.spool(result)
             ledger.record_spooled(row)
         Poller(ledger, schedd).poll_once()  # spooling -> idle, so the ledger agrees with the queue
@@ -113,7 +105,8 @@ def build(state: Path, jobs: int, clusters: int) -> dict[str, Any]:
     finally:
         schedd.close()
         ledger.close()
-    return {"jobs": jobs, "clusters": len(split(jobs, clusters)), "build_seconds": round(time.perf_counter() - started, 2)}
+    return {"jobs": jobs, "clusters": len(split(jobs, clusters)),
+            "build_seconds": round(time.perf_counter() - started, 2)}
 
 
 def copy(src: Path, dest: Path) -> None:
@@ -144,7 +137,8 @@ def change_some(schedd: LocalSchedd, keys: Sequence[Key], fraction: float, seed:
     chosen = random.Random(seed).sample(list(keys), round(len(keys) * fraction))
     n = len(chosen)
     cuts = [0, n // 2, n // 2 + n // 5, n // 2 + n // 5 + n // 10, n]
-    groups = {name: chosen[a:b] for name, a, b in zip(("completed", "running", "held", "removed"), cuts, cuts[1:])}
+    names = ("completed", "running", "held", "removed")
+    groups = {name: chosen[a:b] for name, a, b in zip(names, cuts, cuts[1:], strict=False)}
     if groups["completed"]:
         schedd.fake_advance(ids(groups["completed"]), JobStatus.COMPLETED)
     if groups["running"]:
@@ -156,45 +150,15 @@ def change_some(schedd: LocalSchedd, keys: Sequence[Key], fraction: float, seed:
     return {name: len(group) for name, group in groups.items()}
 
 
-class CountingSchedd:
+class CountingSchedd(DelegatingSchedd[Schedd]):
     """A Schedd that counts the calls made to it, by operation."""
 
     def __init__(self, inner: Schedd) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.calls: Counter[str] = Counter()
 
-    def submit(self, request: SubmitRequest) -> SubmitResult:
-        self.calls["submit"] += 1
-        return self.inner.submit(request)
-
-    def spool(self, result: SubmitResult) -> None:
-        self.calls["spool"] += 1
-        self.inner.spool(result)
-
-    def query(self, constraint: str, projection: Sequence[str]) -> list[JobAd]:
-        self.calls["query"] += 1
-        return self.inner.query(constraint, projection)
-
-    def retrieve(self, jobs: JobSpec) -> None:
-        self.calls["retrieve"] += 1
-        self.inner.retrieve(jobs)
-
-    def edit(self, jobs: JobSpec, attr: str, value: str) -> int:
-        self.calls["edit"] += 1
-        return self.inner.edit(jobs, attr, value)
-
-    def act(self, action: Action, jobs: JobSpec, reason: str | None = None) -> ActResult:
-        self.calls["act"] += 1
-        return self.inner.act(action, jobs, reason)
-
-    def history(self, constraint: str, projection: Sequence[str], match: int | None = None,
-                since: int | str | None = None) -> list[JobAd]:
-        self.calls["history"] += 1
-        return self.inner.history(constraint, projection, match, since)
-
-    def close(self) -> None:
-        self.inner.close()
+    def before_call(self, op: str) -> None:
+        self.calls[op] += 1
 
     def take(self) -> dict[str, int]:
         """The counts since the last take, every operation named."""
@@ -207,7 +171,7 @@ def disagreements(ledger: Ledger, schedd: LocalSchedd, instance: str) -> list[st
     """Where the ledger and the schedd disagree about rsub's jobs; empty after every poll."""
     queue = {(ad["ClusterId"], ad["ProcId"]): ad for ad in schedd.query(
         f'RsubInstance == "{instance}"', ["ClusterId", "ProcId", "JobStatus", "HoldReasonCode", "RETRIEVED"])}
-    out = []
+    out: list[str] = []
     offset = 0
     while True:
         rows = ledger.jobs(limit=10000, offset=offset)

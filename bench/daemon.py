@@ -3,39 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-BIN = Path(sys.executable).parent  # the venv's bin: rsubd and rsub are console scripts beside python
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {what} within {timeout} s")
-        time.sleep(0.05)
+from tests.support import daemon as support
+from tests.support.deadlines import wait_until
 
 
-class Rsubd:
+class Rsubd(support.Rsubd):
     """rsubd over `state` (a bench dataset or an empty directory), polling only at start."""
 
+    start_timeout = stop_timeout = 60.0  # it opens, and at the end closes, a ledger of 100,000 jobs
+    rsub_timeout = 600.0  # a submit of 10,000 procs
+
     def __init__(self, root: Path, state: Path, *, execute: str = "fake", poll_interval: float = 3600) -> None:
-        self.root = root
         self.socket = root / "run" / "rsubd.sock"
-        config = root / "rsubd.toml"
-        config.write_text(textwrap.dedent(f"""\
+        super().__init__(root, f"""\
             socket = "{self.socket}"
             state_dir = "{state}"
             log_level = "info"
@@ -44,23 +32,9 @@ class Rsubd:
             name = "local"
             backend = "local"
             poll_interval = {poll_interval}
-            """))
-        self.env = {**os.environ, "RSUB_CONFIG": str(config), "RSUB_SOCKET": str(self.socket),
-                    "RSUB_LOCAL_EXECUTE": execute}
-        self.log = root / "rsubd.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([str(BIN / "rsubd")], env=self.env, stdout=log, stderr=log)
-        wait_until(lambda: self.rsub("ping").returncode == 0 or self.proc.poll() is not None,  # type: ignore[union-attr]
-                   60, "answer from rsubd")
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"rsubd exited: {self.log.read_text()[-2000:]}")
-
-    def rsub(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "rsub"), *args], env=self.env, cwd=cwd, capture_output=True, text=True,
-                              timeout=600, check=False)
+            """)
+        # With RSUB_SOCKET set, rsub does not read the config: the client figures are measured that way.
+        self.env |= {"RSUB_SOCKET": str(self.socket), "RSUB_LOCAL_EXECUTE": execute}
 
     def polls(self) -> int:
         out = self.rsub("daemon", "status", "--json")
@@ -71,16 +45,6 @@ class Rsubd:
 
     def wait_for_poll(self, timeout: float = 120) -> None:
         wait_until(lambda: self.polls() >= 1, timeout, "first poll")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.rsub("daemon", "stop")
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def wall(argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> float:

@@ -69,29 +69,35 @@ class RemoteSchedd:
         return value
 
     def submit(self, request: SubmitRequest) -> SubmitResult:
-        return self._call("submit", request)  # type: ignore[no-any-return]
+        result: SubmitResult = self._call("submit", request)
+        return result
 
     def spool(self, result: SubmitResult) -> None:
         self._call("spool", result)
 
     def query(self, constraint: str, projection: Sequence[str]) -> list[JobAd]:
-        return self._call("query", constraint, list(projection))  # type: ignore[no-any-return]
+        ads: list[JobAd] = self._call("query", constraint, list(projection))
+        return ads
 
     def retrieve(self, jobs: JobSpec) -> None:
         self._call("retrieve", jobs)
 
     def edit(self, jobs: JobSpec, attr: str, value: str) -> int:
-        return self._call("edit", jobs, attr, value)  # type: ignore[no-any-return]
+        count: int = self._call("edit", jobs, attr, value)
+        return count
 
     def act(self, action: Action, jobs: JobSpec, reason: str | None = None) -> ActResult:
-        return self._call("act", action, jobs, reason)  # type: ignore[no-any-return]
+        tally: ActResult = self._call("act", action, jobs, reason)
+        return tally
 
     def history(self, constraint: str, projection: Sequence[str], match: int | None = None,
                 since: int | str | None = None) -> list[JobAd]:
-        return self._call("history", constraint, list(projection), match, since)  # type: ignore[no-any-return]
+        ads: list[JobAd] = self._call("history", constraint, list(projection), match, since)
+        return ads
 
     def change_some(self, fraction: float) -> dict[str, int]:
-        return self._call("change_some", fraction)  # type: ignore[no-any-return]
+        counts: dict[str, int] = self._call("change_some", fraction)
+        return counts
 
     def reset(self) -> None:
         self.schedd_cpu = self.wait = 0.0

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import shutil
@@ -27,22 +26,21 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make `tools` and the repository importable
+if __package__ in (None, ""):  # run as a script: make `tools` and `tests` (the repository) importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rsubd.platform.crash import ENV, POINTS  # noqa: E402 - after the path set-up above
-from rsub.wire.vocabulary import ACTIVE_STATES  # noqa: E402
-from tools.crash_verify import audit, ledger_rows, schedd_jobs  # noqa: E402
-from tools.crash_workload import Submission, write_submission  # noqa: E402
+from rsub.wire.vocabulary import ACTIVE_STATES
+from rsubd.platform.crash import ENV, POINTS
+from tests.support.daemon import BIN, Rsubd, StartFailure, short_root
+from tools.crash_verify import audit, ledger_rows, schedd_jobs
+from tools.crash_workload import Submission, write_submission
 
-BIN = Path(sys.executable).parent
 CONFIG = """\
 [[schedd]]
 name = "local"
@@ -94,16 +92,11 @@ class Harness:
         self.rng = random.Random(seed + 1)
         self.max_active = max_active
         self.quiet = quiet
-        self.env = {**os.environ, "XDG_STATE_HOME": str(root / "state"), "XDG_RUNTIME_DIR": str(root / "run"),
-                    "XDG_CONFIG_HOME": str(root / "config")}
-        for name in ("RSUB_CONFIG", "RSUB_SOCKET", ENV, "RSUB_LOCAL_EXECUTE"):
-            self.env.pop(name, None)
-        config = root / "config" / "rsub" / "config.toml"
-        config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(CONFIG)
-        self.state = root / "state" / "rsub"
+        self.rsubd = Rsubd(root, CONFIG)
+        self.env = self.rsubd.env
+        self.state = self.rsubd.state_dir
         self.ledger = self.state / "ledger.db"
-        self.log = root / "rsubd.log"
+        self.log = self.rsubd.log
         self.submissions: list[Submission] = []
         self.to_release: dict[tuple[int, int], float] = {}  # job -> when to release it
         self.runs = 0
@@ -113,11 +106,11 @@ class Harness:
         self.kills_fallback = 0
         self.unexpected: list[str] = []
         self.actions: Counter[str] = Counter()
-        self.current: subprocess.Popen[bytes] | None = None
 
     @property
     def kills(self) -> int:
-        return sum(self.kills_by_point.values()) + sum(self.kills_random.values()) + self.kills_external + self.kills_fallback
+        return (sum(self.kills_by_point.values()) + sum(self.kills_random.values()) + self.kills_external
+                + self.kills_fallback)
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -125,26 +118,16 @@ class Harness:
 
     # -- rsubd ---------------------------------------------------------------
 
-    def start(self, plan: Plan) -> subprocess.Popen[bytes]:
-        env = dict(self.env)
-        if plan.crash_at:
-            env[ENV] = plan.crash_at
+    def start(self, plan: Plan, wait: bool = False) -> subprocess.Popen[bytes]:
         self.runs += 1
-        with open(self.log, "ab") as log:
-            log.write(f"--- harness run {self.runs}: {plan.label()}\n".encode())
-            log.flush()
-            self.current = subprocess.Popen([str(BIN / "rsubd")], env=env, stdout=log, stderr=log)
-        return self.current
+        return self.rsubd.start(wait, extra_env={ENV: plan.crash_at} if plan.crash_at else None,
+                                note=f"harness run {self.runs}: {plan.label()}")
 
     def rsub(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         try:
-            return subprocess.run([str(BIN / "rsub"), *args], env=self.env, capture_output=True, text=True,
-                                  timeout=timeout)
+            return self.rsubd.rsub(*args, timeout=timeout)
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(args, 124, "", "timed out")
-
-    def ready(self) -> bool:
-        return self.rsub("ping", timeout=5).returncode == 0
 
     # -- the ledger, read-only, while rsubd runs ------------------------------
 
@@ -181,8 +164,8 @@ class Harness:
         """One round of work against a live rsubd."""
         self.reap()
         active = self.active_jobs()
-        if force_submit and first or (len(self.pending()) < MAX_PENDING_CLIENTS and len(active) < self.max_active
-                                      and self.rng.random() < (0.9 if first else 0.35)):
+        if (force_submit and first) or (len(self.pending()) < MAX_PENDING_CLIENTS and len(active) < self.max_active
+                                        and self.rng.random() < (0.9 if first else 0.35)):
             self.launch_submit()
         ours = {s.cluster: s for s in self.submissions if s.outcome == "ok" and not s.rm_attempted}
         if self.rng.random() < 0.2:
@@ -204,10 +187,9 @@ class Harness:
     def release_due(self, everything: bool = False) -> None:
         now = time.monotonic()
         for key, due in list(self.to_release.items()):
-            if everything or due <= now:
-                if self.rsub("release", f"{key[0]}.{key[1]}").returncode == 0:
-                    del self.to_release[key]
-                    self.actions["release"] += 1
+            if (everything or due <= now) and self.rsub("release", f"{key[0]}.{key[1]}").returncode == 0:
+                del self.to_release[key]
+                self.actions["release"] += 1
 
     # -- one run ---------------------------------------------------------------
 
@@ -227,7 +209,7 @@ class Harness:
                 killed = True
                 break
             if not up:
-                up = self.ready()
+                up = self.rsubd.ping()
                 if not up:
                     time.sleep(0.03)
                 continue
@@ -286,13 +268,11 @@ class Harness:
 
     def final_phase(self) -> list[dict[str, Any]]:
         """rsubd without crashes until every job is final; returns `rsub status --json`'s jobs."""
-        proc = self.start(Plan("clean"))
-        deadline = time.monotonic() + 15
-        while not self.ready():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                self.unexpected.append(f"the final rsubd did not start: {self.log.read_text()[-2000:]}")
-                return []
-            time.sleep(0.05)
+        try:
+            self.start(Plan("clean"), wait=True)
+        except StartFailure as e:
+            self.unexpected.append(f"the final rsubd did not start: {e}")
+            return []
         t0 = time.monotonic()
         deadline = t0 + 180
         while self.pending() and time.monotonic() < deadline:
@@ -327,12 +307,7 @@ class Harness:
         self.say(f"final: marks landed after {time.monotonic() - t0:.1f} s")
         status = self.rsub("status", "--json", "--limit", "100000")
         jobs: list[dict[str, Any]] = json.loads(status.stdout)["jobs"] if status.returncode == 0 else []
-        self.rsub("daemon", "stop")
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        self.rsubd.stop(timeout=30)
         return jobs
 
     def leaving(self) -> int:
@@ -342,14 +317,6 @@ class Harness:
                        if where == "queue" and ad.get("RETRIEVED") is True)
         except sqlite3.Error:
             return 0
-
-    def kill_leftover_jobs(self) -> None:
-        """Starters run in sessions of their own and outlive rsubd by design (as tests/e2e/conftest.py does)."""
-        for shadow in (self.state / "local").glob("*/spool/*/*/shadow.json"):
-            try:
-                os.killpg(json.loads(shadow.read_text())["pid"], signal.SIGKILL)
-            except (OSError, ValueError, KeyError):
-                pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     # A short path: rsubd's socket lives under it, and Unix socket paths stop at about 108 bytes.
-    root = Path(tempfile.mkdtemp(prefix="rsub-crash-", dir="/tmp"))
+    root = short_root("rsub-crash-")
     started = time.monotonic()
     h = Harness(root, args.kills, seed, args.max_active, args.quiet)
     jobs: list[dict[str, Any]] = []
@@ -370,13 +337,13 @@ def main(argv: list[str] | None = None) -> int:
         h.crash_phase()
         jobs = h.final_phase()
     finally:
-        if h.current is not None and h.current.poll() is None:  # interrupted mid-run
-            h.current.kill()
-            h.current.wait()
+        if h.rsubd.proc is not None and h.rsubd.proc.poll() is None:  # interrupted mid-run
+            h.rsubd.proc.kill()
+            h.rsubd.proc.wait()
         for s in h.submissions:
             if s.client is not None and s.client.poll() is None:
                 s.client.kill()
-        h.kill_leftover_jobs()
+        h.rsubd.kill_leftover_jobs()
     counts, problems = audit(h.submissions, h.ledger, h.state / "local" / "local" / "queue.db", jobs, h.work)
     counts["unexpected_exits"] = len(h.unexpected)
     points_hit = set(h.kills_by_point) | set(h.kills_random)

@@ -97,11 +97,11 @@ def audit(submissions: list[Submission], ledger: Path, queue_db: Path, status_jo
     for (cluster, proc), j in jobs.items():
         if j["state"] != "retrieved":
             continue
-        s = dirs.get(j["iwd"] or "")
-        if s is None:
+        owner = dirs.get(j["iwd"] or "")
+        if owner is None:
             a.flag("marked_without_output", f"job {cluster}.{proc} retrieved into unknown dir {j['iwd']}")
             continue
-        missing, _wrong = check_outputs(s.directory, cluster, proc)
+        missing, _wrong = check_outputs(owner.directory, cluster, proc)
         if missing:
             a.flag("marked_without_output", f"job {cluster}.{proc} is retrieved in the ledger but {missing} absent")
         where_ad = seen.get((cluster, proc))

@@ -23,14 +23,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import random
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -38,7 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BIN = Path(sys.executable).parent
+if __package__ in (None, ""):  # run as a script: make `tests` (the repository) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.daemon import BIN, Rsubd, StartFailure, short_root
+
 ACTIVE = ("submitting", "spooling", "idle", "running", "held", "completed")
 FINAL = ("retrieved", "removed", "failed")
 CONFIG = """\
@@ -77,10 +79,6 @@ transfer_output_files = res.txt
 transfer_output_remaps = "res.txt = res_$(Process).txt"
 queue {procs}
 """
-
-
-class StartFailure(Exception):
-    """rsubd would not start: the one failure the soak cannot go on from."""
 
 
 @dataclass
@@ -175,18 +173,10 @@ class Soak:
         self.work.mkdir(parents=True, exist_ok=True)
         self.clients.mkdir(parents=True, exist_ok=True)
         self.faults_file = root / "faults.json"
-        self.log = root / "rsubd.log"
-        self.env = {**os.environ, "XDG_STATE_HOME": str(root / "state"), "XDG_RUNTIME_DIR": str(runtime),
-                    "XDG_CONFIG_HOME": str(root / "config")}
-        for name in ("RSUB_CONFIG", "RSUB_SOCKET", "RSUBD_CRASH_AT", "RSUB_LOCAL_EXECUTE"):
-            self.env.pop(name, None)
-        config = root / "config" / "rsub" / "config.toml"
-        config.parent.mkdir(parents=True, exist_ok=True)
-        config.write_text(CONFIG.format(faults=self.faults_file))
-        self.state = root / "state" / "rsub"
+        self.rsubd = Rsubd(root, CONFIG.format(faults=self.faults_file), runtime=runtime)
+        self.log = self.rsubd.log
         self.t0 = time.monotonic()
         self.lock = threading.Lock()
-        self.daemon: subprocess.Popen[bytes] | None = None
         self.generation = 0
         self.up_since: float | None = None  # wall time rsubd last answered after a start; None while down
         self.runs = 0
@@ -238,8 +228,7 @@ class Soak:
         with self.lock:
             self.commands[name] += 1
         try:
-            result = subprocess.run([str(BIN / "rsub"), *args], env=self.env, cwd=cwd, capture_output=True,
-                                    text=True, timeout=timeout)
+            result = self.rsubd.rsub(*args, cwd=cwd, timeout=timeout)
         except subprocess.TimeoutExpired:
             result = subprocess.CompletedProcess(list(args), 124, "", f"timed out after {timeout:g} s")
         except OSError as e:
@@ -266,7 +255,7 @@ class Soak:
         n = len(list(self.clients.iterdir()))
         out, err = self.clients / f"{n:05d}-{kind}.out", self.clients / f"{n:05d}-{kind}.err"
         with open(out, "wb") as o, open(err, "wb") as e:
-            proc = subprocess.Popen([str(BIN / "rsub"), *args], env=self.env, cwd=cwd, stdout=o, stderr=e)
+            proc = subprocess.Popen([str(BIN / "rsub"), *args], env=self.rsubd.env, cwd=cwd, stdout=o, stderr=e)
         with self.lock:
             self.commands[kind] += 1
         self.background.append(Background(kind, proc, time.monotonic() + timeout, out, err, cluster))
@@ -310,38 +299,26 @@ class Soak:
 
     # -- rsubd ----------------------------------------------------------------------
 
-    def ping(self) -> bool:
-        try:
-            return subprocess.run([str(BIN / "rsub"), "ping"], env=self.env, capture_output=True,
-                                  timeout=5).returncode == 0
-        except subprocess.TimeoutExpired:
-            return False
-
-    def start(self) -> None:
+    def start(self) -> subprocess.Popen[bytes]:
         self.runs += 1
-        with open(self.log, "ab") as log:
-            log.write(f"--- soak: rsubd run {self.runs}\n".encode())
-            log.flush()
-            self.daemon = subprocess.Popen([str(BIN / "rsubd")], env=self.env, stdout=log, stderr=log)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self.ping():
-            if self.daemon.poll() is not None or time.monotonic() > deadline:
-                tail = self.log.read_text(errors="replace")[-2000:]
-                raise StartFailure(f"rsubd run {self.runs} did not start (exit {self.daemon.poll()}): {tail}")
-            time.sleep(0.05)
+        try:
+            daemon = self.rsubd.start(timeout=START_TIMEOUT, note=f"soak: rsubd run {self.runs}")
+        except StartFailure as e:
+            raise StartFailure(f"rsubd run {self.runs} did not start: {e}") from None
         with self.lock:
             self.generation += 1
             self.up_since = time.time()
             self.in_stall.clear()
             self.last_errors.clear()  # counters start again from 0
-        rss = rss_kb(self.daemon.pid)
+        rss = rss_kb(daemon.pid)
         if self.rss_start is None:
             self.rss_start = rss
         self.rss_max = max(self.rss_max, rss or 0)
+        return daemon
 
     def stop(self, how: str) -> None:
         """Stop rsubd: "graceful" (rsub daemon stop) or "kill" (SIGKILL). Counters are read first."""
-        proc = self.daemon
+        proc = self.rsubd.proc
         if proc is None or proc.poll() is not None:
             return
         self.snapshot()
@@ -366,13 +343,13 @@ class Soak:
         self.say(f"restart: {'rsub daemon stop' if how == 'graceful' else 'SIGKILL'}")
         self.stop(how)
         time.sleep(pause)
-        self.start()
+        daemon = self.start()
         self.restarts[how] += 1
-        self.say(f"restart: rsubd run {self.runs} answering (pid {self.daemon.pid if self.daemon else '?'})")
+        self.say(f"restart: rsubd run {self.runs} answering (pid {daemon.pid})")
 
     def snapshot(self) -> dict[str, Any] | None:
         """`rsub daemon status --json`, folding its counters into the per-process record."""
-        status = self.json_of("daemon", "status", timeout=15)
+        status: dict[str, Any] | None = self.json_of("daemon", "status", timeout=15)
         if status is not None:
             self.fold(status)
         return status
@@ -481,11 +458,8 @@ class Soak:
         else:
             self.used_fallback = True
             started = parse_time(s.get("last_poll_at"))
-            if started is None:
-                gap = since_up
-            else:
-                # last_poll_at is when the last poll that had jobs to look at started (whole seconds).
-                gap = now - started - float(s.get("last_poll_duration") or 0.0)
+            # last_poll_at is when the last poll that had jobs to look at started (whole seconds).
+            gap = since_up if started is None else now - started - float(s.get("last_poll_duration") or 0.0)
             # Polls with nothing tracked leave no trace in the old status: the gap runs at most from
             # when the oldest job in flight was submitted.
             oldest = fallback.get(name)
@@ -627,7 +601,7 @@ class Soak:
 
     def draw_fault(self) -> Fault:
         r = self.plan
-        plan = r.choice([
+        plan: dict[str, Any] = r.choice([
             {"mode": "fail", "ops": ["query"]},
             {"mode": "refuse"},
             {"mode": "slow", "seconds": round(r.uniform(0.5, 2.0), 1), "ops": ["query"]},
@@ -701,7 +675,7 @@ class Soak:
         """Stop injecting, let every job finish (bounded), and return every job in the ledger."""
         self.clear_fault()
         deadline = time.monotonic() + self.drain
-        if self.daemon is None or self.daemon.poll() is not None:
+        if self.rsubd.proc is None or self.rsubd.proc.poll() is not None:
             self.problem("rsubd was not running at the end of the workload; starting it")
             self.start()
         while self.background and time.monotonic() < deadline:
@@ -737,7 +711,7 @@ class Soak:
             time.sleep(1.0)
         self.say(f"final: drained after {self.drain - max(0.0, deadline - time.monotonic()):.1f} s")
         self.snapshot()
-        self.rss_end = rss_kb(self.daemon.pid if self.daemon else None)
+        self.rss_end = rss_kb(self.rsubd.proc.pid if self.rsubd.proc else None)
         return jobs
 
     def verify(self, jobs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -781,14 +755,6 @@ class Soak:
         counts["submits_failed"] = sum(1 for c in self.clusters if c.outcome != "ok")
         return counts
 
-    def kill_leftover_jobs(self) -> None:
-        """Starters run in sessions of their own and outlive rsubd by design (as tests/e2e/conftest.py does)."""
-        for shadow in (self.state / "local").glob("*/spool/*/*/shadow.json"):
-            try:
-                os.killpg(json.loads(shadow.read_text())["pid"], signal.SIGKILL)
-            except (OSError, ValueError, KeyError):
-                pass
-
     def log_findings(self) -> dict[str, int]:
         try:
             text = self.log.read_text(errors="replace")
@@ -799,9 +765,9 @@ class Soak:
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         self.write_faults({})
-        self.start()
-        self.say(f"rsubd answering (pid {self.daemon.pid if self.daemon else '?'}); workload for {self.minutes:g} min,"
-                 f" seed {self.seed}, in {self.root}")
+        daemon = self.start()
+        self.say(f"rsubd answering (pid {daemon.pid}); workload for {self.minutes:g} min, seed {self.seed},"
+                 f" in {self.root}")
         auditor = threading.Thread(target=self.auditor, name="auditor", daemon=True)
         auditor.start()
         jobs: list[dict[str, Any]] = []
@@ -815,10 +781,10 @@ class Soak:
             try:
                 self.stop("graceful")
             finally:
-                if self.daemon is not None and self.daemon.poll() is None:
-                    self.daemon.kill()
-                    self.daemon.wait()
-                self.kill_leftover_jobs()
+                if self.rsubd.proc is not None and self.rsubd.proc.poll() is None:
+                    self.rsubd.proc.kill()
+                    self.rsubd.proc.wait()
+                self.rsubd.kill_leftover_jobs()
         counts = self.verify(jobs)
         rsubd_stalls = sum(c["stalls"] for c in self.counters.values())
         stalls = self.stall_episodes + rsubd_stalls
@@ -889,8 +855,9 @@ def summary(r: dict[str, Any]) -> str:
         episodes.setdefault(v["episode"], []).append(v)
     for n, vs in sorted(episodes.items()):
         first, last = vs[0], vs[-1]
-        lines.append(f"  stall {n}: {first['schedd']}, rsubd run {first['rsubd_run']}, from {first['at']} s: {first['why']}"
-                     + (f"; {len(vs)} audits, to {last['at']} s: {last['why']}" if len(vs) > 1 else ""))
+        later = f"; {len(vs)} audits, to {last['at']} s: {last['why']}" if len(vs) > 1 else ""
+        lines.append(f"  stall {n}: {first['schedd']}, rsubd run {first['rsubd_run']}, from {first['at']} s: "
+                     f"{first['why']}{later}")
     for p in r["problems"][:20]:
         lines.append(f"  problem: {p}")
     if len(r["problems"]) > 20:
@@ -905,7 +872,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="how long the workload runs (10)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the workload's choices (random if unset)")
     parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep rsubd's state, the submit directories and rsubd.log here (an empty or new directory)")
+                        help="keep rsubd's state, the submit directories and rsubd.log here "
+                             "(an empty or new directory)")
     parser.add_argument("--drain", type=float, default=120.0,
                         help="seconds the end may wait for every job to be final (120)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -922,9 +890,9 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         runtime = root / "run"
         if len(str(runtime / "rsub" / "rsubd.sock")) > 100:  # Unix socket paths stop at about 108 bytes
-            short_runtime = runtime = Path(tempfile.mkdtemp(prefix="rsub-soak-run-", dir="/tmp"))
+            short_runtime = runtime = short_root("rsub-soak-run-")
     else:
-        root = Path(tempfile.mkdtemp(prefix="rsub-soak-", dir="/tmp"))
+        root = short_root("rsub-soak-")
         runtime = root / "run"
     # A SIGTERM (a CI timeout, a person) still runs the clean-up: rsubd stopped, job processes killed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

@@ -8,17 +8,14 @@ be ordered, and every wait is a poll with a deadline.
 from __future__ import annotations
 
 import textwrap
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from rsubd.backends.schedd import Action, AdValue, JobAd, Schedd, ScheddError, SubmitRequest, SubmitResult
 from rsubd.services.submission import leave_in_queue
-
-T = TypeVar("T")
+from tests.support.deadlines import wait_until
 
 MAX_AGE_SECONDS = 864000
 
@@ -27,7 +24,6 @@ MAX_AGE_SECONDS = 864000
 # RETRIEVED was set. The embedded scheduler meets each in well under a second.
 STATE_TIMEOUT = 60.0
 LEAVE_TIMEOUT = 60.0
-POLL_INTERVAL = 0.05
 
 # What the tests read from queue ads.
 PROJECTION = (
@@ -63,31 +59,6 @@ def as_int(value: AdValue) -> int:
     """An ad value that must be an int (ClusterId, ProcId, JobStatus)."""
     assert isinstance(value, int) and not isinstance(value, bool), value
     return value
-
-
-def wait_until(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll `predicate` until it returns something truthy; at the deadline, fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"timed out after {timeout:.0f} s waiting for {what}; last seen: {value!r}"
-            )
-        time.sleep(POLL_INTERVAL)
-
-
-def holds_for(predicate: Callable[[], T], seconds: float, what: str) -> T:
-    """Check that `predicate` stays truthy for `seconds` (an observation window, not a sync)."""
-    end = time.monotonic() + seconds
-    while True:
-        value = predicate()
-        assert value, f"{what} stopped holding; last seen: {value!r}"
-        if time.monotonic() >= end:
-            return value
-        time.sleep(POLL_INTERVAL)
 
 
 def quote(text: str) -> str:

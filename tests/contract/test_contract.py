@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from rsubd.services import retrieval
 from rsubd.backends.schedd import Action, ErrorKind, Schedd, ScheddError, ids_constraint
+from tests.support.deadlines import holds_for, wait_until
 
-from .contract_kit import STATE_TIMEOUT, JobKit, as_int, holds_for, quote, wait_until
+from .contract_kit import STATE_TIMEOUT, JobKit, as_int, quote
 
 SPOOL_HOLD_REASON = "Spooling input data files"
 RUNNING, IDLE, HELD, COMPLETED, REMOVED = 2, 1, 5, 4, 3

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from rsubd.platform.crash import ENV, POINTS
-from tests.e2e.conftest import BIN, Rsubd, wait_until, write_job
+from tests.support.daemon import BIN, Rsubd
+from tests.support.deadlines import wait_until
+from tests.support.jobs import write_job
 
 pytestmark = pytest.mark.e2e
 

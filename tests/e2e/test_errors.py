@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BIN, Rsubd, write_job
+from tests.support.daemon import BIN, Rsubd
+from tests.support.jobs import write_job
 
 pytestmark = pytest.mark.e2e
 

@@ -21,10 +21,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
+
 from rsub.wire import protocol
 from rsub.wire.protocol import ErrorCode, ProtocolError
-
-from tests.e2e.conftest import Rsubd, wait_until
+from tests.support.daemon import Rsubd
+from tests.support.deadlines import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import BIN, Rsubd, _kill_leftover_jobs, wait_until, write_job
+from tests.support.daemon import BIN, Rsubd
+from tests.support.deadlines import wait_until
+from tests.support.jobs import write_job
 
 pytestmark = pytest.mark.e2e
 
@@ -85,7 +87,7 @@ def world() -> Iterator[World]:
         yield w
     finally:
         daemon.stop()
-        _kill_leftover_jobs(daemon)
+        daemon.kill_leftover_jobs()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import BIN, Rsubd, _kill_leftover_jobs, wait_until, write_job
+from tests.support.daemon import BIN, Rsubd
+from tests.support.deadlines import wait_until
+from tests.support.jobs import write_job
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +42,7 @@ def daemon(short_tmp: Path) -> Iterator[Rsubd]:
     d.start()
     yield d
     d.stop()
-    _kill_leftover_jobs(d)
+    d.kill_leftover_jobs()
 
 
 # -- helpers -----------------------------------------------------------------
@@ -417,7 +419,7 @@ def test_a_locked_ledger_is_refused_in_bounded_time_naming_the_holder(short_tmp:
         assert daemon.states(str(cluster)) == {f"{cluster}.0@local": "retrieved"}
     finally:
         daemon.stop()
-        _kill_leftover_jobs(daemon)
+        daemon.kill_leftover_jobs()
 
 
 # -- a second rsubd --------------------------------------------------------------

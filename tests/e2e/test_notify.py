@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Rsubd, wait_until, write_job
+from tests.support.daemon import Rsubd
+from tests.support.deadlines import wait_until
+from tests.support.jobs import write_job
 
 pytestmark = pytest.mark.e2e
 

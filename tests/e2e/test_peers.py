@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from rsub.wire import protocol
 from rsub.wire.protocol import ErrorCode
 from rsubd.transport import server
-
-from tests.e2e.conftest import Rsubd, wait_until
+from tests.support.daemon import Rsubd
+from tests.support.deadlines import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Rsubd
+from tests.support.daemon import Rsubd
 
 pytestmark = pytest.mark.e2e
 

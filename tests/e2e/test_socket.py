@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from tests.e2e.conftest import Rsubd
+from tests.support.daemon import Rsubd
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from rsub import units
-from tests.e2e.conftest import BIN, Rsubd, wait_until
+from tests.support.daemon import BIN, Rsubd
+from tests.support.deadlines import wait_until
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]

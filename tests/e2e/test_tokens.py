@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests import tokenkit
-from tests.e2e.conftest import Rsubd, wait_until, write_job
+from tests.support.daemon import Rsubd
+from tests.support.deadlines import wait_until
+from tests.support.jobs import write_job
 
 pytestmark = pytest.mark.e2e
 KIT = str(Path(tokenkit.__file__))
