@@ -17,6 +17,8 @@ demo: install
 	bash examples/demo.sh
 
 test: install
+	$(BIN)/ruff check daemon client
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 stop:

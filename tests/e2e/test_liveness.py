@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import Rsubd
+from tests.support.daemon import BIN, Rsubd
 from tests.support.deadlines import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -87,3 +88,41 @@ poll_jitter = 0
         assert 25 <= after["next_poll_in"] <= 30
     finally:
         daemon.stop()
+
+
+def test_rsub_wait_outlives_an_rsubd_restart(short_tmp: Path) -> None:
+    """`rsub submit ... && rsub wait ...` must not break because rsubd restarted (systemd, a crash)."""
+    daemon = Rsubd(short_tmp, BURST_CONFIG)
+    daemon.start()
+    go = short_tmp / "go"
+    try:
+        (short_tmp / "job.sh").write_text(f"#!/bin/sh\nwhile [ ! -e {go} ]; do sleep 0.05; done\necho done\n")
+        (short_tmp / "job.sh").chmod(0o755)
+        (short_tmp / "job.sub").write_text("executable = job.sh\noutput = out.txt\nerror = err.txt\nqueue\n")
+        submitted = daemon.rsub("submit", "--json", "job.sub", cwd=short_tmp)
+        assert submitted.returncode == 0, submitted.stderr
+        cluster = str(json.loads(submitted.stdout)["cluster"])
+        waiting = subprocess.Popen([str(BIN / "rsub"), "wait", "--timeout", "90", cluster], env=daemon.env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: daemon.states(cluster) != {} and True, 10, "the job in the ledger")
+        time.sleep(1.0)  # the wait is under way
+        daemon.kill()
+        time.sleep(1.0)
+        daemon.start()
+        go.touch()
+        out, err = waiting.communicate(timeout=100)
+        assert waiting.returncode == 0, (out, err)
+        assert "waiting up to 120 s for it to come back" in err
+        assert f"{cluster}.0@local: retrieved" in out
+        assert (short_tmp / "out.txt").read_text() == "done\n"
+    finally:
+        go.touch()
+        daemon.stop()
+        daemon.kill_leftover_jobs()
+
+
+def test_rsub_wait_with_no_rsubd_says_so_at_once(short_tmp: Path) -> None:
+    daemon = Rsubd(short_tmp, BURST_CONFIG)  # never started
+    started = time.monotonic()
+    result = daemon.rsub("wait", "12")
+    assert result.returncode == 3 and time.monotonic() - started < 10

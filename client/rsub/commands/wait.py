@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 from rsub.connection import Failure, call
 from rsub.views import note
-from rsub.wire.vocabulary import EXIT_ATTENTION, EXIT_TIMEOUT, EXIT_USAGE
+from rsub.wire.vocabulary import EXIT_ATTENTION, EXIT_NO_DAEMON, EXIT_TIMEOUT, EXIT_USAGE
+
+RECONNECT_FOR = 120.0  # seconds a wait keeps asking an rsubd that went away (a restart) to come back
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing only for the checker: the client's start-up time is a feature
@@ -20,9 +23,26 @@ def cmd_wait(args: argparse.Namespace) -> int:
         raise Failure(EXIT_USAGE, f"--timeout must be a number of seconds >= 0, not {args.timeout}")
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     seen: dict[str, tuple[str, bool]] = {}
+    gone_since: float | None = None
     while True:
         chunk = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
-        result = call(args, "wait", io_timeout=chunk + 30.0, ids=args.ids, timeout=chunk)
+        try:
+            result = call(args, "wait", io_timeout=chunk + 30.0, ids=args.ids, timeout=chunk)
+        except Failure as e:
+            # A wait only reads, so asking again is always safe: an rsubd restarted (systemd, an upgrade,
+            # a crash) must not end `rsub submit ... && rsub wait ...` scripts. Not when rsubd was never
+            # reached: with no rsubd at all, saying so at once is more use.
+            if e.exit_code != EXIT_NO_DAEMON or not (e.sent or seen or gone_since is not None):
+                raise
+            at = time.monotonic()
+            if gone_since is None:
+                gone_since = at
+                print(f"rsub: {e.message}; waiting up to {RECONNECT_FOR:g} s for it to come back", file=sys.stderr)
+            if at - gone_since > RECONNECT_FOR or (deadline is not None and at >= deadline):
+                raise
+            time.sleep(0.5)
+            continue
+        gone_since = None
         for job in result["jobs"]:
             now = (job["state"], bool(job.get("needs_attention")))
             if seen.get(job["id"]) != now:

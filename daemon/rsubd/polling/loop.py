@@ -239,7 +239,7 @@ class PollLoop:
             except asyncio.CancelledError:
                 schedule.abort()
                 raise
-            except Exception:
+            except Exception:  # one poll's crash must never end the loop
                 log.exception("poll.crashed", schedd=self.name)
             delay = schedule.end(outcome)
             if schedule.policy.backing_off:
@@ -248,5 +248,5 @@ class PollLoop:
             if self._on_done is not None:
                 try:
                     await self._on_done()
-                except Exception:
+                except Exception:  # a listener must never end the loop
                     log.exception("poll.listener_crashed", schedd=self.name)

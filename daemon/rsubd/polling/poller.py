@@ -109,7 +109,7 @@ class Poller:
         if told:
             try:
                 self._on_change(told)
-            except Exception:
+            except Exception:  # a notification must never stop the poll
                 log.exception("notify.crashed", schedd=self.schedd.name)
 
     @property
