@@ -372,9 +372,15 @@ def test_tracked_is_compact_tuples_of_what_a_poll_compares(ledger: Ledger) -> No
     ledger.apply_changes("local", [(1, 1, {"state": "retrieved", "retrieved_at": 2.0}),
                                    (1, 2, {"state": "removed", "remove_reason": "x"})])
     assert sorted(ledger.tracked("local")) == [
-        (1, 0, "spooling", 5, None, None, None, None, None, None, None, None, 0, None, None, 0),
-        (1, 1, "retrieved", 5, None, None, None, None, None, None, None, None, 0, None, None, 0),
+        (1, 0, "spooling", 5, None, None, None, None, None, None, None, None, None),
+        (1, 1, "retrieved", 5, None, None, None, None, None, None, None, None, None),
     ]
+    # The retrieve backoff, and a pause for a person, are one column: not before this time (inf: until asked).
+    ledger.apply_changes("local", [(1, 0, {"retrieve_retry_at": 50.0, "retrieve_failures": 2})])
+    assert ledger.tracked("local")[0].retrieve_not_before == 50.0
+    ledger.apply_changes("local", [(1, 0, {"retrieve_paused": 1})])
+    assert ledger.tracked("local")[0].retrieve_not_before == float("inf")
+    assert ledger.retrieve_failures("local", [(1, 0), (1, 1)]) == {(1, 0): (2, None), (1, 1): (0, None)}
 
 
 def test_apply_changes_to_one_job_twice_lands_in_order(ledger: Ledger) -> None:

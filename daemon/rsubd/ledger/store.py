@@ -1,4 +1,4 @@
-"""The ledger: every cluster and job rsubd submitted, in SQLite. All of rsub's SQL is here.
+"""The ledger: every cluster and job rsubd submitted, in SQLite. Its SQL is here and in ledger.reads.
 
 Numbered migrations (ledger.schema) run at start inside a transaction each; `PRAGMA
 user_version` records the last one applied. WAL mode lets `rsub status` read while a poll writes.
@@ -19,28 +19,14 @@ from typing import Any
 
 from rsubd.ledger import schema
 from rsubd.ledger.diagnosis import LedgerError, check_ours, refusal
+from rsubd.ledger.reads import LedgerReads
 from rsubd.ledger.schema import JobSelector, Row, TrackedJob
 
 __all__ = ["JobSelector", "Ledger", "LedgerError", "Row", "TrackedJob"]
+Key = tuple[int, int]
 
 
-def _selector_clause(selectors: Sequence[JobSelector], args: list[Any]) -> str:
-    """A WHERE term matching any of the selectors; appends their values to `args`."""
-    terms = []
-    for sel in selectors:
-        term = "cluster = ?"
-        args.append(sel.cluster)
-        if sel.proc is not None:
-            term += " AND proc = ?"
-            args.append(sel.proc)
-        if sel.schedd is not None:
-            term += " AND schedd = ?"
-            args.append(sel.schedd)
-        terms.append(f"({term})")
-    return "(" + " OR ".join(terms) + ")"
-
-
-class Ledger:
+class Ledger(LedgerReads):
     """The durable record of rsub's clusters and jobs; safe to use from several threads."""
 
     def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
@@ -238,12 +224,26 @@ class Ledger:
         """The jobs of `tracked_jobs` as `TrackedJob`s: what a poll needs, compactly."""
         with self._lock:
             cur = self._conn.execute(
-                f"SELECT {', '.join(TrackedJob._fields)} FROM jobs WHERE schedd = ? AND {schema.TRACKED_SQL}",
+                f"SELECT {', '.join(schema.TRACKED_COLUMNS)} FROM jobs WHERE schedd = ? AND {schema.TRACKED_SQL}",
                 (schedd,),
             )
             # tuple.__new__ straight from the cursor: a third of what TrackedJob._make (Python code) costs
             # for 100,000 rows, and no second list of plain tuples beside the NamedTuples.
             return list(map(tuple.__new__, itertools.repeat(TrackedJob), cur))
+
+    def retrieve_failures(self, schedd: str, keys: Sequence[Key]) -> dict[Key, tuple[int, float | None]]:
+        """(failed retrieves in a row, failing since) of these jobs: read only when a retrieve fails."""
+        out: dict[Key, tuple[int, float | None]] = {}
+        for start in range(0, len(keys), 5000):  # well under SQLite's limit of bound parameters
+            chunk = keys[start:start + 5000]
+            args: list[Any] = [schedd]
+            for cluster, proc in chunk:
+                args += [cluster, proc]
+            terms = " OR ".join(["(cluster = ? AND proc = ?)"] * len(chunk))
+            for r in self._query("SELECT cluster, proc, retrieve_failures, retrieve_failing_since FROM jobs"
+                                 f" WHERE schedd = ? AND ({terms})", args):
+                out[(r["cluster"], r["proc"])] = (r["retrieve_failures"] or 0, r["retrieve_failing_since"])
+        return out
 
     def apply_changes(self, schedd: str, changes: Sequence[tuple[int, int, dict[str, Any]]]) -> int:
         """Apply a poll's changes in one transaction; a state change also goes to events.
@@ -297,101 +297,3 @@ class Ledger:
             sets = "".join(f"{k} = ?, " for k in names)
             conn.executemany(f"UPDATE jobs SET {sets}updated_at = ? WHERE schedd = ? AND cluster = ? AND proc = ?",
                              rows)
-
-    # -- reading ---------------------------------------------------------------
-
-    def jobs(
-        self, selectors: Sequence[JobSelector] = (), *, active: bool = False, limit: int = 1000, offset: int = 0
-    ) -> list[Row]:
-        where: list[str] = []
-        args: list[Any] = []
-        if selectors:
-            where.append(_selector_clause(selectors, args))
-        if active:
-            # "+state" keeps SQLite from reading jobs_state and sorting every active job: it
-            # walks the primary key in the order shown instead and stops after `limit` rows.
-            where.append("+" + schema.ACTIVE_SQL)
-        sql = "SELECT * FROM jobs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY schedd, cluster, proc LIMIT ? OFFSET ?"
-        return self._query(sql, [*args, limit, offset])
-
-    def cluster_row(self, row: int) -> Row | None:
-        rows = self._query("SELECT * FROM clusters WHERE id = ?", [row])
-        return rows[0] if rows else None
-
-    def counts_by_state(self, schedd: str) -> dict[str, int]:
-        return {r["state"]: r["n"] for r in self._query(
-            "SELECT state, count(*) AS n FROM jobs WHERE schedd = ? GROUP BY state", [schedd])}
-
-    def events(self, schedd: str, cluster: int, proc: int | None = None) -> list[Row]:
-        sql = "SELECT * FROM events WHERE schedd = ? AND cluster = ?"
-        args: list[Any] = [schedd, cluster]
-        if proc is not None:
-            sql += " AND (proc = ? OR proc IS NULL)"
-            args.append(proc)
-        return self._query(sql + " ORDER BY id", args)
-
-    # -- the jobsub views (read-only) ----------------------------------------------
-
-    def job_page(
-        self, selectors: Sequence[JobSelector] = (), *, states: Sequence[str] = (), schedd: str | None = None,
-        clusters: Sequence[int] = (), submitted_after: float | None = None, submitted_before: float | None = None,
-        newest_first: bool = False, limit: int = 1000, offset: int = 0,
-    ) -> list[Row]:
-        """One page of jobs, filtered, with their run times from the events: one statement for the page.
-
-        Each row is a `jobs` row (so it has `cluster_row`) plus `run_started_at` (when a poll
-        first saw the job running), `run_left_at` (when it last left running) and `finished_at`
-        (when it first became completed, removed or failed), each None if no event says so.
-        The events are read for the page's jobs only, through `events_job`. `newest_first`
-        orders by when the job finished (retrieved, else completed, else last changed), as
-        a history does; otherwise by schedd, cluster and proc, as `jobs` does.
-        """
-        where: list[str] = []
-        args: list[Any] = []
-        if selectors:
-            where.append(_selector_clause(selectors, args))
-        if states:
-            # "+state": as in `jobs`, walk the primary key in the order shown and stop at the limit,
-            # rather than read jobs_state (whose first column is the schedd) and sort.
-            where.append(f"+state IN ({', '.join('?' * len(states))})")
-            args.extend(states)
-        if schedd is not None:
-            where.append("schedd = ?")
-            args.append(schedd)
-        if clusters:
-            where.append(f"cluster IN ({', '.join('?' * len(clusters))})")
-            args.extend(clusters)
-        if submitted_after is not None:
-            where.append("submitted_at >= ?")
-            args.append(submitted_after)
-        if submitted_before is not None:
-            where.append("submitted_at <= ?")
-            args.append(submitted_before)
-        order = ("coalesce(retrieved_at, completed_at, updated_at) DESC, schedd, cluster DESC, proc"
-                 if newest_first else "schedd, cluster, proc")
-        sql = (
-            "WITH page AS MATERIALIZED (SELECT * FROM jobs"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + f" ORDER BY {order} LIMIT ? OFFSET ?)"
-            # A LEFT JOIN reads the page first, then each job's events through events_job.
-            " SELECT page.*,"
-            " min(CASE WHEN e.to_state = 'running' THEN e.at END) AS run_started_at,"
-            " max(CASE WHEN e.from_state = 'running' THEN e.at END) AS run_left_at,"
-            " min(CASE WHEN e.to_state IN ('completed', 'removed', 'failed') THEN e.at END) AS finished_at"
-            " FROM page LEFT JOIN events e"
-            " ON e.schedd = page.schedd AND e.cluster = page.cluster AND e.proc = page.proc"
-            " GROUP BY page.schedd, page.cluster, page.proc"
-            f" ORDER BY {order}"
-        )
-        return self._query(sql, [*args, limit, offset])
-
-    def submitted_descriptions(self, cluster_rows: Sequence[int]) -> dict[int, str]:
-        """The submitted description of each cluster row (what the schedd was given)."""
-        if not cluster_rows:
-            return {}
-        marks = ", ".join("?" * len(cluster_rows))
-        rows = self._query(f"SELECT id, submitted_description FROM clusters WHERE id IN ({marks})", list(cluster_rows))
-        return {r["id"]: r["submitted_description"] for r in rows}

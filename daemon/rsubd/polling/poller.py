@@ -184,16 +184,16 @@ class Poller:
             if new[0] == "completed":
                 fetched = ad.get("StageOutFinish")
                 started = row.retrieve_started_at
-                retry_at = row.retrieve_retry_at
+                not_before = row.retrieve_not_before
                 if isinstance(fetched, (int, float)) and started is not None and fetched >= started - 1:
                     # A batched retrieve that failed as a whole (another job's output could not be
                     # written) did bring this one's home: record it, do not fetch it again.
                     change.update(state="retrieved", retrieved_at=float(fetched), error=None, **RETRIEVE_HEALED)
                     fetched_home.append(key)
-                elif row.retrieve_paused:
-                    pass  # its output cannot be written where it goes: a person must act (rsub retrieve)
-                elif retry_at is not None and retry_at > started_at:
-                    pass  # an earlier retrieve failed: its backoff has not run out
+                elif not_before is not None and not_before > started_at:
+                    # An earlier retrieve failed: its backoff has not run out, or (inf) its output cannot
+                    # be written where it goes and a person must act (rsub retrieve).
+                    pass
                 else:
                     to_retrieve.append(key)
             if change:

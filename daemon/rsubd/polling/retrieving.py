@@ -101,16 +101,17 @@ class Retriever:
         found = _TARGET_JOB.search(error.message)
         named = (int(found[1]), int(found[2])) if found else None
         targets = self._output_paths(keys)
+        history = self.ledger.retrieve_failures(self.schedd.name, keys)
         now = self._clock()
         changes: list[Change] = []
         for key in keys:
-            row = tracked[key]
             problem = retrieval.first_unwritable(targets.get(key, []))
             if problem is None and named is not None and named != key and len(keys) > 1:
                 continue  # another job's output failed the batch: this one goes again next poll
             ident = f"{job_id(*key)}@{self.schedd.name}"
-            failures = (row.retrieve_failures or 0) + 1
-            since = row.retrieve_failing_since or now
+            before, failing_since = history.get(key, (0, None))
+            failures = before + 1
+            since = failing_since or now
             said = error.message if named in (key, None) or problem is None else str(problem)
             change: dict[str, Any] = {"retrieve_failures": failures, "retrieve_failing_since": since}
             if problem is not None and problem.permanent:
