@@ -16,9 +16,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from rsub.wire.vocabulary import FINAL_STATES as FINAL
 from tools.crash_workload import Submission, check_outputs
 
-FINAL = ("retrieved", "removed", "failed")
 LEFTOVER_MARKS = (".rsub-kept-", ".rsub-new", ".rsub-refetched-", ".rsub-partial")
 HELD, COMPLETED, REMOVED, SPOOLING_INPUT = 5, 4, 3, 16
 

@@ -39,10 +39,10 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `tests` (the repository) importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rsub.wire.vocabulary import ACTIVE_STATES as ACTIVE
+from rsub.wire.vocabulary import FINAL_STATES as FINAL
 from tests.support.daemon import BIN, Rsubd, StartFailure, short_root
 
-ACTIVE = ("submitting", "spooling", "idle", "running", "held", "completed")
-FINAL = ("retrieved", "removed", "failed")
 CONFIG = """\
 log_level = "info"
 

@@ -25,6 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from rsub.wire import paths
 from rsub.wire.protocol import Request
+from rsub.wire.vocabulary import iso
 from rsubd import __version__, handlers
 from rsubd.backends.local.auth import TokenCheckedSchedd
 from rsubd.backends.registry import make_schedd
@@ -39,7 +40,7 @@ from rsubd.polling.schedule import EarlyDecision, EarlyPolls, PollPolicy, TokenB
 from rsubd.services import recovery
 from rsubd.services.notify import Notifier, cluster_setting
 from rsubd.services.submission import Submissions
-from rsubd.services.views import ClusterFacts, freshness, iso, token_brief
+from rsubd.services.views import ClusterFacts, freshness, token_brief
 from rsubd.tokens.manager import Credential, TokenManager
 from rsubd.transport.server import SocketServer
 

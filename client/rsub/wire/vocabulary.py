@@ -91,5 +91,14 @@ EXIT_BY_CODE = {
     ErrorCode.TOKEN: EXIT_TOKEN,
 }
 
+def iso(ts: float | None) -> str | None:
+    """A time as every reply prints it: UTC, seconds precision, with `Z` (2026-12-01T09:00:00Z)."""
+    if ts is None:
+        return None
+    import time  # here, not at the top: the client imports this module at every start
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
 # The executable of a job `rsub submit file://` builds: views show the user's script instead.
 WRAPPER = "rsub_wrapper.sh"

@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from rsub.wire.vocabulary import RequestError
+from rsub.wire.vocabulary import ClusterState, RequestError
 from rsubd.backends.schedd import Action, HoldCode, JobStatus, Schedd, job_id
 from rsubd.ledger.store import Ledger
 from rsubd.platform.crash import crashpoint
@@ -62,7 +62,7 @@ class _Recovery:
         # A submit running in this process right now is not unfinished, only unfinished yet.
         rows = [r for r in ledger.unfinished_submits(name) if r["request_id"] not in self.submissions.inflight]
         for row in rows:
-            if row["state"] == "replacing":
+            if row["state"] == ClusterState.REPLACING:
                 # Its replacement is recorded; the remove of the old, unspooled jobs may not have happened.
                 await self._remove(row)
                 continue

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from rsub.wire.vocabulary import ErrorCode, RequestError
+from rsub.wire.vocabulary import ClusterState, ErrorCode, RequestError
 from rsubd import submitdesc
 from rsubd.backends.schedd import Action, ErrorKind, Schedd, ScheddError, SubmitRequest, job_id
 from rsubd.ledger.store import Ledger
@@ -234,10 +234,10 @@ class Submissions:
         if existing is not None:
             if existing["state"] == "failed":
                 raise RequestError(ErrorCode.SCHEDD, existing["error"] or "submit failed")
-            if existing["state"] in ("submitting", "spooling"):
+            if existing["state"] in (ClusterState.SUBMITTING, ClusterState.SPOOLING):
                 raise RequestError(ErrorCode.SCHEDD, "rsubd is finishing this submit (it was interrupted); the schedd "
                                    "must answer first: try again shortly, or see `rsub daemon status`")
-            if existing["state"] != "interrupted":
+            if existing["state"] != ClusterState.INTERRUPTED:
                 return submitted_view(existing, replaced=())
         try:
             profile = self.tokens.choose(token=order.token, group=order.group, role=order.role,

@@ -6,23 +6,14 @@ import functools
 import getpass
 import os
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from rsub.wire.vocabulary import WRAPPER
+from rsub.wire.vocabulary import WRAPPER, iso
 from rsubd import submitdesc
 from rsubd.backends.schedd import job_id
 from rsubd.polling.poller import PollStats
 from rsubd.tokens.manager import TokenManager
-
-
-def iso(ts: float | None) -> str | None:
-    """A time as every reply prints it: UTC, seconds precision, with `Z` (2026-12-01T09:00:00Z)."""
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
 
 # One-line hints for the hold codes users meet most (HTCondor's HoldReasonCode numbering).
 HOLD_HINTS = {

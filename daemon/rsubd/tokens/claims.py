@@ -13,11 +13,12 @@ import binascii
 import json
 import os
 import stat
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from rsub.wire.vocabulary import iso
 
 KINDS = ("idtoken", "scitoken")
 # Default refresh point: when less than a quarter of the lifetime, or less than this, is left.
@@ -125,12 +126,6 @@ def check(kind: str, claims: Claims, now: float, *, group: str | None = None, ro
         if missing:
             have = ", ".join(claims.groups) or "none"
             raise TokenError(f"the SciToken lacks wlcg.groups {', '.join(missing)} (it has: {have})")
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 # -- profiles ------------------------------------------------------------------------

@@ -19,13 +19,13 @@ from typing import Any
 
 import structlog
 
+from rsub.wire.vocabulary import iso
 from rsubd.platform import logs
 from rsubd.tokens.claims import (
     Found,
     TokenError,
     TokenProfile,
     check,
-    iso,
     read_profile,
     stamp,
     validate_new,

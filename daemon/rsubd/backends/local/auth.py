@@ -13,13 +13,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from rsub.wire.vocabulary import iso
 from rsubd.backends.schedd import (
     ErrorKind,
     Schedd,
     ScheddError,
 )
 from rsubd.backends.wrappers import DelegatingSchedd
-from rsubd.tokens.claims import TokenError, decode, iso
+from rsubd.tokens.claims import TokenError, decode
 from rsubd.tokens.manager import Credential
 
 
