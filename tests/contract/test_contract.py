@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from rsubd.services import retrieval
-from rsubd.backends.schedd import Action, ErrorKind, Schedd, ScheddError, ids_constraint
+from rsubd.backends.schedd import POLL_PROJECTION, Action, ErrorKind, Schedd, ScheddError, ids_constraint
+from rsubd.polling.observing import fields_from_ad
 from tests.support.deadlines import holds_for, wait_until
 
 from .contract_kit import STATE_TIMEOUT, JobKit, as_int, quote
@@ -305,7 +306,11 @@ def test_hold_release_remove_a_running_job(schedd: Schedd, kit: JobKit) -> None:
     assert ad["HoldReasonCode"] is None
     assert ad["LastHoldReasonCode"] == 1
     assert isinstance(ad["ReleaseReason"], str) and ad["ReleaseReason"] != "Data files spooled"
-    kit.wait_status(job, RUNNING)  # it runs again
+    running = kit.wait_status(job, RUNNING)[0]  # it runs again
+    # The hold evicted it (a real schedd keeps ExitBySignal/ExitSignal 15 from that): rsub's view of a
+    # job that is not completed has no exit code or signal, whatever the ad carries.
+    view = fields_from_ad(schedd.query(job.constraint, POLL_PROJECTION)[0])
+    assert (view["state"], view["exit_code"], view["exit_signal"]) == ("running", None, None), running
 
     removed = schedd.act(Action.REMOVE, job.constraint, "contract remove reason")
     assert removed.success == 1
@@ -314,6 +319,8 @@ def test_hold_release_remove_a_running_job(schedd: Schedd, kit: JobKit) -> None:
     assert record["JobStatus"] == REMOVED
     assert "contract remove reason" in str(record["RemoveReason"])
     assert "ExitCode" not in record and "CompletionDate" not in record
+    view = fields_from_ad(record)
+    assert (view["state"], view["exit_code"], view["exit_signal"]) == ("removed", None, None)
 
 
 def test_hold_of_a_spool_held_job_changes_nothing(schedd: Schedd, kit: JobKit) -> None:

@@ -15,20 +15,24 @@ from rsubd.ledger.store import TrackedJob
 # What a queue ad says, the fields of a TrackedJob from state to completed_at; the rest is rsub's own.
 OBSERVED = TrackedJob._fields[2:TrackedJob._fields.index("marked_at")]
 OBSERVED_END = 2 + len(OBSERVED)  # a TrackedJob's observed fields are job[2:OBSERVED_END]
-_HELD, _REMOVED = int(JobStatus.HELD), int(JobStatus.REMOVED)
+_HELD, _REMOVED, _COMPLETED = int(JobStatus.HELD), int(JobStatus.REMOVED), int(JobStatus.COMPLETED)
+# An exit code or signal means something only in the ad of a completed job: a real schedd keeps
+# ExitBySignal/ExitSignal from a hold's eviction (SIGTERM) while the released job runs again, and
+# after its removal.
 
 
 def fields_from_ad(ad: Mapping[str, AdValue]) -> dict[str, Any]:
     """The ledger's view of a queue or history ad."""
     state = state_of(ad)
     held = ad.get("JobStatus") == JobStatus.HELD
+    completed = ad.get("JobStatus") == JobStatus.COMPLETED
     fields: dict[str, Any] = {
         "state": state,
         "job_status": ad.get("JobStatus"),
         "hold_reason": ad.get("HoldReason") if held else None,
         "hold_code": ad.get("HoldReasonCode") if held else None,
-        "exit_code": ad.get("ExitCode") if isinstance(ad.get("ExitCode"), int) else None,
-        "exit_signal": ad.get("ExitSignal") if ad.get("ExitBySignal") is True else None,
+        "exit_code": ad.get("ExitCode") if completed and isinstance(ad.get("ExitCode"), int) else None,
+        "exit_signal": ad.get("ExitSignal") if completed and ad.get("ExitBySignal") is True else None,
     }
     if ad.get("JobStatus") == JobStatus.REMOVED:
         fields["remove_reason"] = ad.get("RemoveReason")
@@ -54,8 +58,8 @@ def observe(ad: Mapping[str, AdValue], row: TrackedJob) -> tuple[Any, ...]:
         status,
         ad.get("HoldReason") if held else None,
         hold_code,
-        exit_code if isinstance(exit_code, int) else None,
-        ad.get("ExitSignal") if ad.get("ExitBySignal") is True else None,
+        exit_code if status == _COMPLETED and isinstance(exit_code, int) else None,
+        ad.get("ExitSignal") if status == _COMPLETED and ad.get("ExitBySignal") is True else None,
         ad.get("RemoveReason") if status == _REMOVED else row.remove_reason,
         float(completion) if isinstance(completion, (int, float)) and completion > 0 else row.completed_at,
     )
