@@ -538,3 +538,11 @@ def test_retrieve_writes_where_submit_iwd_and_out_are_edited_to(
     assert (dest / "err.txt").read_text() == "to stderr\n"
     assert (dest / "result_abs.txt").read_text() == "made\n"
     assert listing(gone) == [] and not (job.initialdir / "err.txt").exists()
+
+
+def test_request_sizes_with_units_are_stored_in_mb_and_kb(schedd: Schedd, kit: JobKit) -> None:
+    """`request_memory = 1GB` is RequestMemory = 1024 (MB); `request_disk = 2G` is RequestDisk = 2097152 (KB)."""
+    job = kit.submit_job("true", commands={"request_memory": "1GB", "request_disk": "2G"})
+    ad = schedd.query(job.constraint, ["ClusterId", "ProcId", "RequestMemory", "RequestDisk"])[0]
+    assert (ad["RequestMemory"], ad["RequestDisk"]) == (1024, 2097152)
+    schedd.act(Action.REMOVE, job.constraint)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from rsubd.ledger.schema import TrackedJob
 from rsubd.polling.observing import OBSERVED, fields_from_ad, observe
 

@@ -9,7 +9,9 @@ the submitter's paths, `TransferOutputRemaps` undefined with the remaps kept in
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -191,6 +193,8 @@ def proc_ad(
     for key, value in commands.items():
         if key in STRING_COMMANDS:
             ad[STRING_COMMANDS[key]] = value.strip()
+        elif key in REQUEST_UNITS:
+            ad[EXPR_COMMANDS[key]] = request_size(value, key)
         elif key in EXPR_COMMANDS:
             if key == "periodic_hold_reason" and not value.strip().startswith('"'):
                 value = f'"{value.strip()}"'
@@ -203,6 +207,24 @@ def proc_ad(
         if attr in ad and not ad[attr]:
             del ad[attr]
     return ad
+
+
+# condor_submit reads a size with a unit (K, M, G, T, with or without B, any case, spaces allowed)
+# and stores it in the attribute's own unit: MB for RequestMemory, KB for RequestDisk; a bare
+# number is already in that unit. `request_memory = 1GB` is RequestMemory = 1024.
+REQUEST_UNITS = {"request_memory": "M", "request_disk": "K"}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)B?\s*", re.IGNORECASE)
+_UNIT_BYTES = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def request_size(value: str, key: str) -> Any:
+    """A request_memory or request_disk value as the schedd stores it; an expression stays one."""
+    m = _SIZE.fullmatch(value)
+    if m is None:
+        return _literal_or_expr(value, key)
+    unit = REQUEST_UNITS[key]
+    size = float(m[1]) * _UNIT_BYTES[(m[2] or unit).upper()] / _UNIT_BYTES[unit]
+    return math.ceil(size)
 
 
 def _literal_or_expr(value: str, key: str) -> Any:
