@@ -162,12 +162,19 @@ def test_exit_code_and_signal_are_reported(rsubd: Rsubd, workdir: Path) -> None:
     assert jobs[b]["state"] == "retrieved" and jobs[b]["exit_code"] is None and jobs[b]["exit_signal"] == 9
 
 
-def test_relative_executable_is_found_beside_the_submit_file(rsubd: Rsubd, workdir: Path) -> None:
-    subdir = workdir / "sub"
+def test_relative_executable_is_found_where_rsub_submit_runs_as_condor_submit_does(rsubd: Rsubd,
+                                                                                  workdir: Path) -> None:
+    """From /w, `condor_submit subs/job.sub` with `executable = run.sh` runs /w/run.sh (HTCondor 25.13)."""
+    subdir = workdir / "subs"
     subdir.mkdir()
-    write_job(subdir, "beside.sh", "echo from beside\n")
-    (subdir / "job.sub").write_text("executable = beside.sh\noutput = beside.out\nqueue\n")
-    cluster = rsubd.json("submit", "sub/job.sub", cwd=workdir)["cluster"]
+    write_job(workdir, "run.sh", "echo from the cwd\n")
+    write_job(subdir, "run.sh", "echo from beside the submit file\n")
+    (subdir / "job.sub").write_text("executable = run.sh\noutput = run.out\nqueue\n")
+    cluster = rsubd.json("submit", "subs/job.sub", cwd=workdir)["cluster"]
     assert rsubd.rsub("wait", "--timeout", "60", str(cluster)).returncode == 0
     # initialdir defaults to where rsub submit ran, as with condor_submit.
-    assert (workdir / "beside.out").read_text() == "from beside\n"
+    assert (workdir / "run.out").read_text() == "from the cwd\n"
+    # Only beside the submit file: refused, naming the path it looked for.
+    (workdir / "run.sh").unlink()
+    refused = rsubd.rsub("submit", "subs/job.sub", cwd=workdir)
+    assert refused.returncode == 5 and f"executable {workdir / 'run.sh'} does not exist" in refused.stderr

@@ -116,7 +116,7 @@ class _Recovery:
             return
         reason = f"rsub: rsubd stopped between submit and spool; cluster {cluster} is submitted again"
         try:
-            prepared = await self.submissions.prepare(row["description"], row["submit_dir"], row["submit_file"])
+            prepared = await self.submissions.prepare(row["description"], row["submit_dir"])
         except RequestError as e:  # the input files are gone since: nothing to submit again
             await asyncio.to_thread(schedd.act, Action.REMOVE, [job_id(cluster, p) for p in procs],
                                     f"rsub: {e.message}")
@@ -144,7 +144,7 @@ class _Recovery:
     async def _submit_again(self, row: dict[str, Any]) -> None:
         """Submit an intent of rsub's own again (the schedd never received it)."""
         try:
-            prepared = await self.submissions.prepare(row["description"], row["submit_dir"], row["submit_file"])
+            prepared = await self.submissions.prepare(row["description"], row["submit_dir"])
         except RequestError as e:
             self.ledger.record_submit_failed(row["id"], f"cannot submit again: {e.message}")
             return

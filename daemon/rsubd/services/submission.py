@@ -80,13 +80,14 @@ def _output_paths(commands: dict[str, str], iwd: Path) -> list[Path]:
 
 
 def prepare(
-    text: str, *, cwd: str, instance_id: str, max_age_seconds: int, submit_file: str | None = None
+    text: str, *, cwd: str, instance_id: str, max_age_seconds: int
 ) -> Prepared:
     """Parse, check and complete a submit description for `Schedd.submit`.
 
-    A relative executable is resolved against the submit file's directory (the
-    directory `rsub submit` ran in when there is no file): HTCondor would resolve
-    it against the submitting process's cwd, which for rsubd is meaningless.
+    A relative executable is resolved against the directory `rsub submit` ran in, as
+    condor_submit resolves it against its own: from /w, `condor_submit subs/job.sub` with
+    `executable = run.sh` runs /w/run.sh (HTCondor 25.13). The bindings would use the
+    submitting process's cwd, which for rsubd is meaningless, so rsub makes it absolute.
     """
     if not os.path.isabs(cwd) or not os.path.isdir(cwd):
         raise SubmitRefused(f"the submit directory {cwd!r} is not an existing absolute directory")
@@ -98,12 +99,11 @@ def prepare(
     if not executable or not executable.strip():
         raise SubmitRefused("the submit description has no 'executable'")
     tag = uuid.uuid4().hex
-    exe_base = os.path.dirname(submit_file) if submit_file and os.path.isabs(submit_file) else cwd
     replaced = tuple(k for k in RSUB_KEYS if desc.get(k) is not None)
     extra = [
         # condor_submit resolves executable against the cwd and initialdir against it too;
         # making both absolute keeps that meaning wherever the schedd parses the text.
-        ("executable", _abs(exe_base, executable.strip())),
+        ("executable", _abs(cwd, executable.strip())),
         ("initialdir", _abs(cwd, (desc.get("initialdir") or ".").strip())),
         ("My.RETRIEVED", "false"),
         ("My.RsubInstance", f'"{instance_id}"'),
@@ -246,7 +246,7 @@ class Submissions:
             raise RequestError(ErrorCode.BAD_REQUEST, str(e.args[0])) from None
         if profile is not None and (blocker := self.tokens.blocker(profile)):
             raise RequestError(ErrorCode.TOKEN, f"nothing was submitted: {blocker}")
-        prepared = await self.prepare(order.description, order.cwd, order.submit_file)
+        prepared = await self.prepare(order.description, order.cwd)
         if existing is not None:  # interrupted before the schedd heard of it: this retry submits it
             row = int(existing["id"])
             self.ledger.restart_submit(row, tag=prepared.tag, submitted_description=prepared.request.text)
@@ -259,12 +259,12 @@ class Submissions:
         crashpoint("submit.after_intent")
         return await self.run_submit(row, name, profile, prepared)
 
-    async def prepare(self, description: str, cwd: str, submit_file: str | None) -> Prepared:
+    async def prepare(self, description: str, cwd: str) -> Prepared:
         """`prepare` in a thread; a refusal becomes the request error the client sees."""
         try:
             return await asyncio.to_thread(
                 prepare, description, cwd=cwd, instance_id=self.ledger.instance_id,
-                max_age_seconds=self.max_age_seconds, submit_file=submit_file,
+                max_age_seconds=self.max_age_seconds,
             )
         except SubmitRefused as e:
             raise RequestError(ErrorCode.BAD_SUBMIT, str(e)) from None
