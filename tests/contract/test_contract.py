@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from rsubd.services import retrieval
 from rsubd.backends.schedd import POLL_PROJECTION, Action, ErrorKind, Schedd, ScheddError, ids_constraint
+from rsubd.handlers.act import storable_reason
 from rsubd.polling.observing import fields_from_ad
 from tests.support.deadlines import holds_for, wait_until
 
@@ -545,4 +546,42 @@ def test_request_sizes_with_units_are_stored_in_mb_and_kb(schedd: Schedd, kit: J
     job = kit.submit_job("true", commands={"request_memory": "1GB", "request_disk": "2G"})
     ad = schedd.query(job.constraint, ["ClusterId", "ProcId", "RequestMemory", "RequestDisk"])[0]
     assert (ad["RequestMemory"], ad["RequestDisk"]) == (1024, 2097152)
+    schedd.act(Action.REMOVE, job.constraint)
+
+
+def test_act_counts_what_matched_not_the_whole_queue(schedd: Schedd, kit: JobKit) -> None:
+    """A schedd's TotalJobAds is its whole queue (every user's); rsub's `matched` is the jobs the act found."""
+    other = kit.submit_job("sleep 30")
+    mine = kit.submit_job("sleep 30", queue="queue 2")
+    for job in (other, mine):
+        schedd.spool(job.result)
+        kit.wait_status(job, IDLE, RUNNING)
+    held = schedd.act(Action.HOLD, mine.constraint, "contract matched")
+    assert (held.success, held.matched) == (2, 2)
+    assert held.as_dict()["job_ads"] == 2
+    again = schedd.act(Action.HOLD, [f"{mine.id}.0", f"{mine.id}.7"], "contract matched")
+    assert (again.already_done, again.not_found, again.matched) == (1, 1, 1)
+    for job in (other, mine):
+        schedd.act(Action.REMOVE, job.constraint)
+
+
+def test_a_reason_with_a_double_quote_is_lost_by_the_schedd_and_arrives_once_made_storable(
+    schedd: Schedd, kit: JobKit
+) -> None:
+    """HTCondor leaves HoldReason undefined for a reason with a `"` (condor_hold too), yet reports success."""
+    job = kit.submit_job("sleep 30", queue="queue 2")
+    schedd.spool(job.result)
+    kit.wait_status(job, IDLE, RUNNING)
+    given = 'input "run7" is bad'
+    held = schedd.act(Action.HOLD, [f"{job.id}.0"], given)
+    assert held.success == 1
+    ad = wait_until(lambda: (a := kit.ads(job).get(0)) is not None and a.get("JobStatus") == HELD and a,
+                    STATE_TIMEOUT, "proc 0 held")
+    assert not str(ad.get("HoldReason") or "").startswith("input")  # lost, as on a real schedd
+    stored = storable_reason(given)
+    assert stored == "input 'run7' is bad"
+    assert schedd.act(Action.HOLD, [f"{job.id}.1"], stored).success == 1
+    shown = {as_int(a["ProcId"]): a.get("HoldReason") for a in schedd.query(job.constraint, ["ClusterId", "ProcId",
+                                                                                               "HoldReason"])}
+    assert stored in str(shown[1])
     schedd.act(Action.REMOVE, job.constraint)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rsub.connection import Failure, call
 from rsub.views import emit_json
@@ -37,6 +38,11 @@ def cmd_act(args: argparse.Namespace) -> int:
         return 0
     for name, counts in result["schedds"].items():
         print(act_summary(args.action, name, counts))
+        if counts.get("reason_missing"):
+            print(f"rsub: {name} does not show the reason on {', '.join(counts['reason_missing'])}", file=sys.stderr)
+    if "reason" in result:
+        print(f"rsub: the reason was sent as {result['reason']!r}: a schedd keeps no double quote or line break",
+              file=sys.stderr)
     return 0
 
 

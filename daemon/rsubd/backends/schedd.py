@@ -113,7 +113,15 @@ class ActResult:
     bad_status: int = 0
     error: int = 0
     permission_denied: int = 0
-    job_ads: int = 0
+
+    @property
+    def matched(self) -> int:
+        """The jobs the schedd found and acted on or refused.
+
+        Never the schedd's TotalJobAds: that is the size of its whole queue, every user's jobs
+        (schedd.cpp sets it so), which would show each user how busy the others are.
+        """
+        return self.success + self.already_done + self.bad_status + self.error + self.permission_denied
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -123,7 +131,7 @@ class ActResult:
             "bad_status": self.bad_status,
             "error": self.error,
             "permission_denied": self.permission_denied,
-            "job_ads": self.job_ads,
+            "job_ads": self.matched,  # the JSON's name since version 1: the jobs that matched
         }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import structlog
 
 from rsub.wire.vocabulary import ErrorCode, RequestError
-from rsubd.backends.schedd import Action, ErrorKind, ScheddError, job_id
+from rsubd.backends.schedd import Action, ErrorKind, ScheddError, ids_constraint, job_id
 from rsubd.handlers.context import Services, check_schedd, rows
 
 log = structlog.get_logger("rsubd.handlers")
@@ -62,16 +62,45 @@ def guarded_constraint(instance_id: str, expr: str) -> str:
     return f'(RsubInstance == "{instance_id}") && ({expr})'
 
 
+def storable_reason(reason: str | None) -> str | None:
+    """The reason as a schedd can keep it.
+
+    HTCondor (condor_hold too) leaves HoldReason or RemoveReason undefined when the reason
+    has a double quote, yet reports success: the quote becomes a single one, and line breaks
+    (which a reason shown on one line cannot carry) become spaces.
+    """
+    if reason is None:
+        return None
+    return " ".join(reason.replace('"', "'").split())
+
+
+async def _reason_shown(services: Services, name: str, jobs: list[str], action: str, reason: str) -> list[str]:
+    """The jobs whose ad does not show the reason given (checked after a hold or a remove)."""
+    attr = {"hold": "HoldReason", "remove": "RemoveReason"}.get(action)
+    if attr is None:
+        return []
+    keys = [(int(c), int(p)) for c, _, p in (j.partition(".") for j in jobs)]
+    try:
+        ads = await asyncio.to_thread(services.schedds[name].query, ids_constraint(keys), ["ClusterId", "ProcId", attr])
+    except ScheddError:
+        return []  # the action is done; the check is a courtesy
+    return [f"{a['ClusterId']}.{a['ProcId']}" for a in ads if reason not in str(a.get(attr) or "")]
+
+
 async def act(services: Services, action: str, ids: list[Any], reason: str | None, *, constraint: str | None = None,
               schedd: str | None = None) -> dict[str, Any]:
     """Hold, release or remove jobs by id, or rsub's own jobs matching a constraint on one schedd."""
     if action not in ACTIONS:
         raise RequestError(ErrorCode.BAD_REQUEST, f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+    given, reason = reason, storable_reason(reason)
     check_schedd(services, schedd)
     if constraint is not None:
         if ids:
             raise RequestError(ErrorCode.BAD_REQUEST, "give job ids or a constraint, not both")
-        return await _act_constraint(services, action, constraint, reason, schedd or next(iter(services.schedds)))
+        acted = await _act_constraint(services, action, constraint, reason, schedd or next(iter(services.schedds)))
+        if reason != given:
+            acted["reason"] = reason
+        return acted
     if not ids:
         raise RequestError(ErrorCode.BAD_REQUEST, "name the jobs: ids like 12, 12.0 or 12.0@local, or a constraint")
     if schedd is not None:  # the schedd of ids that name none
@@ -86,10 +115,15 @@ async def act(services: Services, action: str, ids: list[Any], reason: str | Non
         except ScheddError as e:
             raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: {e}") from None
         summary[name] = result.as_dict()
+        if reason and result.success:
+            summary[name]["reason_missing"] = await _reason_shown(services, name, jobs, action, reason)
         services.polls.schedd_answered(name)
         log.info("jobs.acted", schedd=name, action=action, jobs=len(jobs), **result.as_dict())
         services.polls.poke(name, force=True)
-    return {"action": action, "schedds": summary}
+    reply: dict[str, Any] = {"action": action, "schedds": summary}
+    if reason != given:
+        reply["reason"] = reason  # what was sent, where the schedd could not have kept what was given
+    return reply
 
 
 async def _act_constraint(services: Services, action: str, constraint: str, reason: str | None,

@@ -139,8 +139,7 @@ class _Worker:
 
         return ActResult(success=get("TotalSuccess"), not_found=get("TotalNotFound"),
                          already_done=get("TotalAlreadyDone"), bad_status=get("TotalBadStatus"),
-                         error=get("TotalError"), permission_denied=get("TotalPermissionDenied"),
-                         job_ads=get("TotalJobAds"))
+                         error=get("TotalError"), permission_denied=get("TotalPermissionDenied"))
 
     def op_history(self, constraint: str, projection: Sequence[str], match: int | None,
                    since: int | str | None) -> list[JobAd]:

@@ -43,7 +43,10 @@ class QueueActions(Execution):
             return len(keys)
 
     def act(self, action: Action, jobs: JobSpec, reason: str | None = None) -> ActResult:
-        text = f"{reason} (by user {self._owner})" if reason else f"Python-initiated action (by user {self._owner})"
+        text: str | None = (f"{reason} (by user {self._owner})" if reason
+                            else f"Python-initiated action (by user {self._owner})")
+        if reason and '"' in reason:
+            text = None  # as a real schedd (and condor_hold) does: the reason is lost, the action still done
         counts = dict.fromkeys(("success", "not_found", "already_done", "bad_status"), 0)
         with self._lock:
             self._refresh()
@@ -58,10 +61,10 @@ class QueueActions(Execution):
             self._save()
         return ActResult(
             success=counts["success"], not_found=counts["not_found"], already_done=counts["already_done"],
-            bad_status=counts["bad_status"], job_ads=len(keys) - counts["not_found"],
+            bad_status=counts["bad_status"],
         )
 
-    def _act_one(self, action: Action, key: Key, text: str) -> str:
+    def _act_one(self, action: Action, key: Key, text: str | None) -> str:
         ad = self.ad(key)
         status = ad.get("JobStatus")
         now = int(self._clock())
@@ -92,7 +95,7 @@ class QueueActions(Execution):
         self._remove(key, text)
         return "success"
 
-    def _remove(self, key: Key, reason: str) -> None:
+    def _remove(self, key: Key, reason: str | None) -> None:
         ad = self.ad(key)
         self._kill(key)
         extra: dict[str, Any] = {}

@@ -1,0 +1,38 @@
+"""What a real schedd does, and rsub brought in line with it (issue 13), through real rsub command lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon import Rsubd
+from tests.support.deadlines import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def _submit(rsubd: Rsubd, workdir: Path, queue: str) -> int:
+    (workdir / "job.sub").write_text(f"executable = /bin/sleep\narguments = 30\n{queue}\n")
+    result = rsubd.rsub("submit", "--json", "job.sub", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    cluster: int = json.loads(result.stdout)["cluster"]
+    wait_until(lambda: set(rsubd.states(str(cluster)).values()) <= {"idle", "running"}, 30, "the jobs released")
+    return cluster
+
+
+def test_a_hold_reason_with_a_double_quote_arrives_and_the_count_is_what_matched(rsubd: Rsubd, workdir: Path) -> None:
+    other = _submit(rsubd, workdir, "queue 3")  # the queue holds more jobs than the hold names
+    cluster = _submit(rsubd, workdir, "queue 1")
+    held = rsubd.rsub("hold", "--reason", 'input "run7"\nis bad', f"{cluster}.0")
+    assert held.returncode == 0, held.stderr
+    assert "local: hold: 1 job(s) matched; 1 success" in held.stdout
+    assert "the reason was sent as \"input 'run7' is bad\"" in held.stderr
+    job = wait_until(lambda: (j := rsubd.json("status", f"{cluster}.0")["jobs"][0])["state"] == "held" and j, 30,
+                     "the hold")
+    assert job["hold_reason"].startswith("input 'run7' is bad")
+    plain = rsubd.rsub("hold", "--reason", "plain", str(other), "--json")
+    counts = json.loads(plain.stdout)["schedds"]["local"]
+    assert counts["job_ads"] == 3 and counts["reason_missing"] == [] and "reason" not in json.loads(plain.stdout)
+    assert rsubd.rsub("rm", str(other), str(cluster)).returncode == 0
