@@ -182,6 +182,7 @@ def test_act_by_constraint(world: World) -> None:
                                             "error": 0, "permission_denied": 0, "job_ads": 2}
 
     for expr, words in (("true) || (true", "unbalanced"), ("x ==== 1", "invalid constraint"),
+                        ("JobStatus ==", "'JobStatus ==': the ClassAd parser says: Unable to parse"),
                         ("  ", "needs a ClassAd expression"), ("a /* ) */", "comments")):
         refused = world.rsub("rm", "--constraint", expr, "--schedd", "other")
         assert refused.returncode == 2 and words in refused.stderr, (expr, refused.stderr)

@@ -16,6 +16,10 @@ from rsubd.backends.schedd import ErrorKind
         ("Error when performing action on the schedd.", ErrorKind.UNREACHABLE),
         ("DCSchedd::receiveJobSandbox:6001:Failed to connect to schedd", ErrorKind.UNREACHABLE),
         ("Unable to locate local daemon.", ErrorKind.UNREACHABLE),
+        # A frozen schedd, HTCondor 25.13 (issue 13, item 5): HTCondor's client times out first.
+        ("Failed to fetch ads from schedd, errmsg=SECMAN:2007:Failed to end classad message.", ErrorKind.TIMEOUT),
+        ("Failed to connect to schedd, errmsg=SECMAN:2007:Failed to receive post-auth ClassAd: the schedd did not"
+         " respond in a reasonable time", ErrorKind.TIMEOUT),
         ("Failed communication with collector.", ErrorKind.COLLECTOR_UNREACHABLE),
         ("Failed to connect to schedd, errmsg=AUTHENTICATE:1003:Failed to authenticate with any method|"
          "AUTHENTICATE:1004:Failed to authenticate using IDTOKENS", ErrorKind.AUTHENTICATION),

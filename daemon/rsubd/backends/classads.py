@@ -22,6 +22,19 @@ def plain(value: Any) -> AdValue:
     return value  # type: ignore[no-any-return]  # a literal now
 
 
+def check_expression(text: str) -> None:
+    """Refuse (ValueError, with the ClassAd parser's words) a constraint no schedd could parse.
+
+    A real schedd answers a malformed query constraint with only "Failed to fetch ads from
+    schedd, errmsg=", and the bindings refuse others with a message about job specs; the
+    parser says it plainly, before anything is sent.
+    """
+    try:
+        classad2.ExprTree(text)
+    except classad2.ClassAdException as e:
+        raise ValueError(f"the ClassAd parser says: {e}") from None
+
+
 def plain_ad(ad: classad2.ClassAd) -> JobAd:
     """Every attribute of a ClassAd evaluated, as plain data."""
     return {k: plain(ad.eval(k)) for k in ad}

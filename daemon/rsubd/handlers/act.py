@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 
 from rsub.wire.vocabulary import ErrorCode, RequestError
+from rsubd.backends.classads import check_expression
 from rsubd.backends.schedd import Action, ErrorKind, ScheddError, ids_constraint, job_id
 from rsubd.handlers.context import Services, check_schedd, rows
 
@@ -130,8 +131,9 @@ async def _act_constraint(services: Services, action: str, constraint: str, reas
                           name: str) -> dict[str, Any]:
     try:
         spec = guarded_constraint(services.ledger.instance_id, constraint)
+        check_expression(constraint)
     except ValueError as e:
-        raise RequestError(ErrorCode.BAD_REQUEST, f"invalid constraint: {e}") from None
+        raise RequestError(ErrorCode.BAD_REQUEST, f"invalid constraint {constraint.strip()!r}: {e}") from None
     try:
         result = await asyncio.to_thread(services.schedds[name].act, ACTIONS[action], spec, reason)
     except ScheddError as e:

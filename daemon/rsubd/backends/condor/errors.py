@@ -6,6 +6,11 @@ from rsubd.backends.schedd import ErrorKind
 
 # Messages of HTCondorException, in the order they are tested, and what they mean.
 ERROR_PATTERNS: tuple[tuple[str, ErrorKind], ...] = (
+    # A frozen schedd makes HTCondor's own client give up first: "SECMAN:2007:Failed to end classad
+    # message" / "... did not respond in a reasonable time" (HTCondor 25.13). Before AUTHENTICATE: the
+    # same message may go on to name a failed authentication that never had its chance.
+    ("SECMAN:2007", ErrorKind.TIMEOUT),
+    ("did not respond in a reasonable time", ErrorKind.TIMEOUT),
     ("Failed communication with collector", ErrorKind.COLLECTOR_UNREACHABLE),
     ("AUTHENTICATE", ErrorKind.AUTHENTICATION),
     ("Failed to authenticate", ErrorKind.AUTHENTICATION),
