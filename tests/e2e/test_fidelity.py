@@ -36,3 +36,25 @@ def test_a_hold_reason_with_a_double_quote_arrives_and_the_count_is_what_matched
     counts = json.loads(plain.stdout)["schedds"]["local"]
     assert counts["job_ads"] == 3 and counts["reason_missing"] == [] and "reason" not in json.loads(plain.stdout)
     assert rsubd.rsub("rm", str(other), str(cluster)).returncode == 0
+
+
+def test_a_token_the_schedd_refuses_is_exit_8_at_the_first_submit_and_leaves_no_directory(short_tmp: Path) -> None:
+    faults = short_tmp / "faults.json"
+    # What a real schedd said (HTCondor 25.13): AUTHENTICATE:1004:Failed to authenticate using IDTOKENS.
+    faults.write_text(json.dumps({"mode": "fail", "ops": ["submit"], "kind": "authentication_failed"}))
+    daemon = Rsubd(short_tmp, f'[[schedd]]\nname = "local"\nbackend = "local"\nfaults_file = "{faults}"\n')
+    daemon.start()
+    try:
+        script = short_tmp / "run.sh"
+        script.write_text("#!/bin/sh\necho hi\n")
+        script.chmod(0o755)
+        jobs_dir = daemon.state_dir / "jobs"
+        refused = daemon.rsub("submit", f"file://{script}")
+        assert refused.returncode == 8, refused.stderr  # not 7, and not only from the second submit on
+        assert "refused the token; nothing was submitted" in refused.stderr
+        assert not jobs_dir.exists() or list(jobs_dir.iterdir()) == []  # the per-submit directory is gone
+        (short_tmp / "job.sub").write_text("executable = /bin/true\nqueue\n")
+        again = daemon.rsub("submit", "job.sub", cwd=short_tmp)
+        assert again.returncode == 8, again.stderr
+    finally:
+        daemon.stop()

@@ -284,6 +284,14 @@ class Submissions:
                 raise RequestError(ErrorCode.SCHEDD, f"schedd {name} did not answer the submit ({e}); rsubd will "
                                    "find out whether the cluster was made: see `rsub status` shortly") from None
             self.ledger.record_submit_failed(row, str(e))
+            if e.kind is ErrorKind.AUTHENTICATION:
+                # The first refusal already means a person must act: the token is marked (above), and
+                # the answer is the token's, with what to run, not a schedd failure to retry.
+                advice = (self.tokens.blocker(profile) if profile is not None else None) or (
+                    "check the credentials this schedd accepts from you (a token in ~/.condor/tokens.d, or a"
+                    " [tokens.NAME] profile named by the schedd's `token`)")
+                raise RequestError(ErrorCode.TOKEN, f"schedd {name} refused the token; nothing was submitted: {e}."
+                                   f" {advice}") from None
             raise RequestError(ErrorCode.SCHEDD, f"schedd {name} refused the submit: {e}") from None
         crashpoint("submit.after_schedd")
         # Not strict: a backend that reports fewer procs than were prepared records those it made.
