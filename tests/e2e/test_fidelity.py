@@ -58,3 +58,20 @@ def test_a_token_the_schedd_refuses_is_exit_8_at_the_first_submit_and_leaves_no_
         assert again.returncode == 8, again.stderr
     finally:
         daemon.stop()
+
+
+def test_dry_run_of_a_submit_file_prints_what_would_be_sent_and_sends_nothing(rsubd: Rsubd, workdir: Path) -> None:
+    (workdir / "run.sh").write_text("#!/bin/sh\necho $1\n")
+    (workdir / "run.sh").chmod(0o755)
+    (workdir / "job.sub").write_text("executable = run.sh\narguments = $(Process)\noutput = out.$(Process)\nqueue 3\n")
+    result = rsubd.rsub("submit", "--dry-run", "job.sub", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert f"executable = {workdir / 'run.sh'}" in result.stdout  # made absolute, as it would be sent
+    assert "My.RsubId = " in result.stdout and result.stdout.rstrip().endswith("queue 3")
+    assert "3 job(s) would be submitted to schedd local as above; nothing was sent" in result.stderr
+    checked = json.loads(rsubd.rsub("submit", "--dry-run", "--json", "job.sub", cwd=workdir).stdout)
+    assert checked["num_procs"] == 3 and checked["initialdirs"] == [str(workdir)]
+    assert rsubd.json("status")["jobs"] == []  # nothing was submitted, nothing recorded
+    (workdir / "bad.sub").write_text("executable = missing.sh\nqueue\n")
+    refused = rsubd.rsub("submit", "--dry-run", "bad.sub", cwd=workdir)
+    assert refused.returncode == 5 and "missing.sh does not exist" in refused.stderr

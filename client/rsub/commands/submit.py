@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from rsub.connection import Failure, submit_call
+from rsub.connection import Failure, call, submit_call
 from rsub.views import emit_json
 from rsub.wire.vocabulary import EXIT_BAD_SUBMIT, EXIT_TOKEN, EXIT_USAGE
 
@@ -67,6 +67,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise Failure(EXIT_BAD_SUBMIT, f"cannot read submit file {path}: {getattr(e, 'strerror', e)}") from None
+    if args.dry_run:
+        checked = call(args, "dry_run", description=text, cwd=os.getcwd(), schedd=args.schedd)
+        if args.json:
+            emit_json(checked)
+            return 0
+        print(checked["description"], end="")
+        print(f"rsub: dry run: {checked['num_procs']} job(s) would be submitted to schedd {checked['schedd']}"
+              " as above; nothing was sent", file=sys.stderr)
+        return 0
     result = submit_call(args, description=text, cwd=os.getcwd(), submit_file=str(path.resolve()),
                          schedd=args.schedd, token=args.token, group=args.group, role=args.role)
     if args.json:

@@ -32,7 +32,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                    help="pass VAR to the job with its value here, or with VALUE (repeatable)")
     g.add_argument("-l", "--lines", dest="lines", action="append", default=[], metavar="LINE",
                    help="an extra submit description line, put before 'queue' (repeatable)")
-    g.add_argument("--dry-run", action="store_true", help="print the submit description and exit; write nothing")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the submit description as it would be sent (any submit, after every check) and exit;"
+                        " nothing is written or sent")
 
 
 def options_used(args: argparse.Namespace) -> list[str]:
@@ -40,5 +42,5 @@ def options_used(args: argparse.Namespace) -> list[str]:
     given = {"-N": args.count is not None, "-f": bool(args.input_files), "--tar": bool(args.tars),
              "--memory": args.memory is not None, "--disk": args.disk is not None, "--cpus": args.cpus is not None,
              "--expected-lifetime": args.lifetime is not None, "-e": bool(args.environment),
-             "-l": bool(args.lines), "--dry-run": args.dry_run}
+             "-l": bool(args.lines)}
     return [name for name, used in given.items() if used]

@@ -39,6 +39,8 @@ REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
     "history": {"ids": (list,), "limit": (int,), "offset": (int,), **FILTERS},
     "fetchlog": {"job": (str,)},  # not "id": that is the request's own
     "wait": {"ids": (list,), "timeout": (int, float)},
+    # `rsub submit --dry-run`: every check of a submit, and the description as it would be sent; nothing sent.
+    "dry_run": {"description": (str,), "cwd": (str,), "schedd": (str, type(None))},
     "retrieve": {"ids": (list,), "dest": (str, type(None))},
     # `ids` may be empty when `constraint` is given: then the jobs are rsub's own that match it on `schedd`.
     "act": {"action": (str,), "ids": (list,), "reason": (str, type(None)), "constraint": (str, type(None)),
@@ -53,6 +55,7 @@ REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
 REQUIRED: dict[str, tuple[str, ...]] = {
     "submit": ("description", "cwd", "request_id"),
     "wait": ("ids",),
+    "dry_run": ("description", "cwd"),
     "retrieve": ("ids",),
     "fetchlog": ("job",),
     "act": ("action", "ids"),

@@ -15,7 +15,7 @@ from rsubd.handlers.context import Services
 __all__ = ["RequestKind", "Services", "dispatch"]
 
 # The kinds of rsub.wire.protocol.REQUESTS (tests/unit/test_server.py checks that they agree).
-RequestKind = Literal["ping", "submit", "status", "history", "fetchlog", "wait", "retrieve", "act", "poke",
+RequestKind = Literal["ping", "submit", "dry_run", "status", "history", "fetchlog", "wait", "retrieve", "act", "poke",
                       "daemon_status", "daemon_stop", "token_status", "token_refresh", "token_request_plan"]
 
 
@@ -28,6 +28,8 @@ async def dispatch(services: Services, request: Request) -> dict[str, Any]:
             return daemon.ping(services)
         case "submit":
             return await submit.submit(services, f)
+        case "dry_run":
+            return await submit.dry_run(services, f)
         case "status":
             return jobs.status(services, f, active=f.get("active", False))
         case "history":
