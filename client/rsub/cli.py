@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from rsub import __version__
@@ -96,17 +97,26 @@ def command_of(argv: list[str]) -> str | None:
     return None
 
 
+EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell sees from coreutils whose reader went away (`rsub q | head -1`)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(command_of(argv)).parse_args(argv)
     try:
+        args = build_parser(command_of(argv)).parse_args(argv)
         code: int = args.func(args)
+        sys.stdout.flush()  # here, where a closed pipe can be caught, not at the interpreter's exit
         return code
     except Failure as e:
         print(f"rsub: {e.message}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader is gone (head, less quit): stop quietly, as coreutils do. Whatever is still
+        # buffered goes to /dev/null, so the exit's own flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
 
 
 if __name__ == "__main__":
