@@ -273,12 +273,12 @@ class Poller:
             if not ready:
                 return {"retrieved": [], "failed": []}
             started = self._clock()
-            intents = [(c, p, {"retrieve_started_at": rows[(c, p)].retrieve_started_at or started,
-                               "retrieve_paused": 0, "retrieve_retry_at": None}) for c, p in ready]
-            self.ledger.apply_changes(self.schedd.name, intents)
-            wanted = set(ready)
-            tracked = {(r.cluster, r.proc): r for r in self.ledger.tracked(self.schedd.name)
-                       if (r.cluster, r.proc) in wanted}
+            # The intent as the ledger now holds it, without reading every tracked job a second time.
+            tracked = {k: rows[k]._replace(retrieve_started_at=rows[k].retrieve_started_at or started,
+                                           retrieve_not_before=None) for k in ready}
+            self.ledger.apply_changes(self.schedd.name, [
+                (c, p, {"retrieve_started_at": tracked[(c, p)].retrieve_started_at, "retrieve_paused": 0,
+                        "retrieve_retry_at": None}) for c, p in ready])
             if dest is not None:
                 self.retriever.redirect(ready, dest)
             done = self.retriever.retrieve(ready, tracked, dest=dest)
