@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from rsubd import submitdesc
 from rsubd.backends.schedd import Action, AdValue, JobAd, Schedd, ScheddError, SubmitRequest, SubmitResult
 from rsubd.services.submission import leave_in_queue
 from tests.support.deadlines import wait_until
@@ -111,7 +112,8 @@ class JobKit:
     def description(
         self, initialdir: Path, executable: Path, commands: Mapping[str, str], queue: str
     ) -> str:
-        """Submit text as rsub hands it to a schedd: absolute paths and rsub's attributes."""
+        """Submit text as rsub hands it to a schedd: absolute paths, rsub's attributes, and written
+        by rsub's own renderer (several queue statements made one)."""
         lines = {
             "universe": "vanilla",
             "executable": str(executable),
@@ -128,7 +130,8 @@ class JobKit:
             "My.RsubInstance": quote(self.tag),
             "leave_in_queue": leave_in_queue(MAX_AGE_SECONDS),
         }
-        return "".join(f"{k} = {v}\n" for k, v in lines.items()) + queue.strip() + "\n"
+        text = "".join(f"{k} = {v}\n" for k, v in lines.items()) + queue.strip() + "\n"
+        return submitdesc.render(submitdesc.parse(text, cwd=str(self.cwd)))
 
     def submit_job(
         self,

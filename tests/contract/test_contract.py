@@ -21,7 +21,7 @@ from rsubd.handlers.act import storable_reason
 from rsubd.polling.observing import fields_from_ad
 from tests.support.deadlines import holds_for, wait_until
 
-from .contract_kit import STATE_TIMEOUT, JobKit, as_int, quote
+from .contract_kit import PROJECTION, STATE_TIMEOUT, JobKit, as_int, quote
 
 SPOOL_HOLD_REASON = "Spooling input data files"
 RUNNING, IDLE, HELD, COMPLETED, REMOVED = 2, 1, 5, 4, 3
@@ -168,6 +168,24 @@ def test_cluster_of_three_procs_from_items(schedd: Schedd, kit: JobKit) -> None:
     records = kit.history(job)
     assert set(records) == {0, 1, 2}
     assert all(r["JobStatus"] == COMPLETED and r["RETRIEVED"] is True for r in records.values())
+
+
+def test_several_queue_statements_make_one_cluster(schedd: Schedd, kit: JobKit) -> None:
+    """condor_submit's numbering on (HTCondor 25.13), sent as one queue statement with item data."""
+    job = kit.submit_job(
+        'echo "$@"',
+        commands={"arguments": "a", "N": "2", "output": "out_$(Process).txt", "My.Tag": '"t$(ClusterId)"'},
+        queue="queue $(N)\narguments = b c, d\nqueue 1\narguments = $(Step)$(Row)\nqueue 1",
+    )
+    assert (job.result.first_proc, job.result.num_procs) == (0, 4)
+    ads = kit.ads(job, (*PROJECTION, "Tag"))
+    assert {p: ad["Args"] for p, ad in ads.items()} == {0: "a", 1: "a", 2: "b c, d", 3: "00"}
+    assert {ad["Tag"] for ad in ads.values()} == {f"t{job.id}"}  # the schedd numbered the cluster
+    schedd.spool(job.result)
+    kit.wait_status(job, COMPLETED)
+    schedd.retrieve(job.constraint)
+    assert [job.read(f"out_{p}.txt") for p in range(4)] == ["a\n", "a\n", "b c, d\n", "00\n"]
+    assert schedd.edit(job.constraint, "RETRIEVED", "true") == 4
 
 
 # -- how jobs end -----------------------------------------------------------------

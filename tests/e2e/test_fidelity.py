@@ -75,3 +75,23 @@ def test_dry_run_of_a_submit_file_prints_what_would_be_sent_and_sends_nothing(rs
     (workdir / "bad.sub").write_text("executable = missing.sh\nqueue\n")
     refused = rsubd.rsub("submit", "--dry-run", "bad.sub", cwd=workdir)
     assert refused.returncode == 5 and "missing.sh does not exist" in refused.stderr
+
+
+def test_several_queue_statements_make_one_cluster_with_procs_numbered_on(rsubd: Rsubd, workdir: Path) -> None:
+    for name in ("first.sh", "second.sh"):
+        (workdir / name).write_text(f'#!/bin/sh\necho "{name} $@"\n')
+        (workdir / name).chmod(0o755)
+    (workdir / "job.sub").write_text(
+        "executable = first.sh\narguments = a\noutput = out.$(Process)\nN = 2\nqueue $(N)\n"
+        "arguments = b\nqueue 1\n"
+        "executable = second.sh\narguments = $(x) $(Step)\nqueue 2 x in (p, q)\n")
+    result = rsubd.rsub("submit", "--json", "job.sub", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    submitted = json.loads(result.stdout)
+    cluster = submitted["cluster"]
+    assert len(submitted["jobs"]) == 7 and {j.split("@")[0] for j in submitted["jobs"]} == {
+        f"{cluster}.{p}" for p in range(7)}
+    wait_until(lambda: set(rsubd.states(str(cluster)).values()) == {"retrieved"}, 60, "all seven retrieved")
+    outputs = [(workdir / f"out.{p}").read_text() for p in range(7)]
+    assert outputs == ["first.sh a\n", "first.sh a\n", "first.sh b\n", "second.sh p 0\n", "second.sh p 1\n",
+                       "second.sh q 0\n", "second.sh q 1\n"]

@@ -100,7 +100,7 @@ def test_unwritable_initialdir(cwd: Path) -> None:
     [
         ("executable = job.sh\nthis is not a command\nqueue\n", "line 2"),
         ("executable = job.sh\n\n# c\nif $(x)\nqueue\n", "line 4"),
-        ("executable = job.sh\nqueue\nqueue\n", "line 3"),
+        ("executable = job.sh\nqueue\nlate = 1\n", "line 3"),
         ("executable = job.sh\nqueue 0\n", "line 2"),
     ],
 )

@@ -244,9 +244,51 @@ def test_error_no_queue() -> None:
     assert _error("").startswith("no queue statement: ")
 
 
-def test_error_second_queue() -> None:
-    msg = _error("executable = x\nqueue\n\nqueue 2\n")
-    assert msg == "line 4: rsub supports one queue statement per submit description"
+# ---------------------------------------------------------------- several queue statements
+
+
+def _procs(text: str, cluster: int = 7) -> list[dict[str, str]]:
+    """What the description makes, read back from the text rsub would send (as the schedd reads it)."""
+    sent = render(parse(text, cwd="/nonexistent"))
+    return expand(parse(sent, cwd="/nonexistent"), cluster=cluster)
+
+
+def test_several_queue_statements_make_one_cluster_numbered_on() -> None:
+    # The issue's condor_submit -dry-run (HTCondor 25.13): procs 0, 1, 2 with args a, a, b.
+    procs = _procs("executable = x\narguments = a\nN = 2\nqueue $(N)\narguments = b\nqueue 1\n")
+    assert [p["arguments"] for p in procs] == ["a", "a", "b"]
+    assert {p["executable"] for p in procs} == {"x"}
+
+
+def test_each_queue_statement_keeps_its_own_step_row_and_items() -> None:
+    text = ("executable = x\noutput = o.$(Process).$(Step).$(Row)\nqueue 2\n"
+            "arguments = -n $(n), with blanks\nqueue n in (p, q)\n")
+    procs = _procs(text)
+    assert [p["output"] for p in procs] == ["o.0.0.0", "o.1.1.0", "o.2.0.0", "o.3.0.1"]
+    assert [p["arguments"] for p in procs] == ["", "", "-n p, with blanks", "-n q, with blanks"]
+
+
+def test_what_only_the_schedd_knows_is_left_for_it() -> None:
+    text = "executable = x\nlog = $(Cluster).log\narguments = $INT(n)\nn = 1\nqueue\nn = 2\nqueue\n"
+    sent = render(parse(text, cwd="/nonexistent"))
+    assert "log = $(ClusterId).log" in sent  # the same for every proc: one plain command
+    assert "$INT(n)" in sent and "$(n)" not in sent.replace("$INT(n)", "")
+    assert [p["log"] for p in expand(parse(sent, cwd="/"), cluster=41)] == ["41.log", "41.log"]
+
+
+def test_one_queue_statement_is_sent_as_written() -> None:
+    text = "executable = x\narguments = $(Process)\nqueue 3\n"
+    assert render(parse(text, cwd="/")) == text
+
+
+def test_queue_count_from_a_macro() -> None:
+    assert parse("N = 4\nexecutable = x\nqueue $(N)\n", cwd="/").num_procs() == 4
+    assert _error("executable = x\nqueue $(N)\n").startswith("line 2: ")  # an undefined count
+
+
+def test_error_commands_after_the_last_queue_make_no_job() -> None:
+    msg = _error("executable = x\nqueue\n\narguments = late\n")
+    assert msg == "line 4: commands after the last queue statement make no job: arguments = late"
 
 
 def test_error_command_after_queue() -> None:
@@ -477,6 +519,13 @@ def test_render_is_canonical() -> None:
     assert render(desc) == "a = 1\nqueue 2 x, y from (\n1, p q\n2, \n)\n"
 
 
+def test_render_writes_fields_with_blanks_and_commas_unit_separated() -> None:
+    desc = SubmitDescription((("a", "$(x)"),), QueueSpec(1, ("x", "y"), (("a b", "c, d"), ("e", "f"))))
+    text = render(desc)
+    assert "a b\x1fc, d\ne\x1ff\n" in text
+    assert parse(text, cwd="/") == desc
+
+
 @pytest.mark.parametrize(
     "desc",
     [
@@ -486,7 +535,6 @@ def test_render_is_canonical() -> None:
         SubmitDescription((), QueueSpec(1, ("x",), ())),
         SubmitDescription((), QueueSpec(1, ("x",), ((")",),))),
         SubmitDescription((), QueueSpec(1, ("x",), (("",),))),
-        SubmitDescription((), QueueSpec(1, ("x", "y"), (("a b", "c"),))),
         SubmitDescription((), QueueSpec(1, ("x",), (("#a",),))),
         SubmitDescription((), QueueSpec(1, ("x",), (("C:\\a\\",),))),
     ],

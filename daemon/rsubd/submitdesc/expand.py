@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 
-from rsubd.submitdesc.model import SubmitDescription, SubmitError, attr_name, identity
+from rsubd.submitdesc.model import QueueSpec, SubmitDescription, SubmitError, attr_name, identity
 
 _MAX_DEPTH = 32
 _MACRO_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
@@ -14,22 +15,36 @@ _FUNC_RE = re.compile(r"\$([A-Za-z]*)\(")
 
 def expand(desc: SubmitDescription, *, cluster: int) -> list[dict[str, str]]:
     """Return, per proc in proc order, every command's fully macro-expanded value."""
+    return expand_queue(desc.commands, desc.queue, cluster=cluster)
+
+
+def expand_queue(
+    commands: Sequence[tuple[str, str]], queue: QueueSpec, *, cluster: int | None, first_proc: int = 0,
+) -> list[dict[str, str]]:
+    """Expand the procs one queue statement makes from the commands in force at it.
+
+    first_proc numbers the procs on from earlier queue statements of the same file. With cluster
+    None, what only the schedd can know stays for it to expand: $(Cluster) and $(ClusterId) become
+    "$(ClusterId)", and $ENV() and the functions rsub does not evaluate ($INT, $CHOICE, ...) are
+    kept verbatim.
+    """
     latest: dict[str, tuple[str, str]] = {}
-    for key, value in desc.commands:
+    for key, value in commands:
         attr = attr_name(key)
         latest[identity(key)] = ("My." + attr if attr is not None else key.lower(), value)
     # Custom attributes are not macros, so only plain commands can be referenced by $(name).
     macros = {ident: raw for ident, (out, raw) in latest.items() if not out.startswith("My.")}
-    q = desc.queue
+    q = queue
     items: tuple[tuple[str, ...], ...] = q.items or ((),)
     procs: list[dict[str, str]] = []
     for row, item in enumerate(items):
         for step in range(q.count):
             live = {name.lower(): value for name, value in zip(q.vars, item, strict=False)}  # no item: no vars
+            proc = str(first_proc + len(procs))
             predefined = {
-                "procid": str(len(procs)),
-                "process": str(len(procs)),
-                "clusterid": str(cluster),
+                "procid": proc,
+                "process": proc,
+                "clusterid": str(cluster),  # None: the expander keeps both for the schedd
                 "cluster": str(cluster),
                 "step": str(step),
                 "itemindex": str(row),
@@ -37,16 +52,23 @@ def expand(desc: SubmitDescription, *, cluster: int) -> list[dict[str, str]]:
                 "node": "",
             }
             live.update({k: v for k, v in predefined.items() if k not in live})
-            ex = _Expander({**macros, **live})
+            ex = _Expander({**macros, **live}, keep=cluster is None)
             procs.append({out: ex.text(raw, ()) for out, raw in latest.values()})
     return procs
+
+
+def expand_text(text: str, commands: Sequence[tuple[str, str]]) -> str:
+    """Expand the macros of a text (a queue statement's arguments) from the commands before it."""
+    macros = {identity(k): v for k, v in commands if attr_name(k) is None}
+    return _Expander(macros, keep=False).text(text, ())
 
 
 class _Expander:
     """Expands $(...) macros for one proc, caching each macro's expansion."""
 
-    def __init__(self, macros: dict[str, str]) -> None:
+    def __init__(self, macros: dict[str, str], *, keep: bool = False) -> None:
         self._macros = macros
+        self._keep = keep
         self._cache: dict[str, str] = {}
 
     def text(self, text: str, stack: tuple[str, ...]) -> str:
@@ -86,17 +108,21 @@ class _Expander:
             if value is None:
                 return self.text(default, stack) if has_default else ""
             return value
-        if func.upper() == "ENV":
-            return os.environ.get(body.strip(), "")
         if func[0] in "Ff" and len(func) > 1:
             name = body.strip()
             value = self._lookup(name, stack) if _MACRO_NAME_RE.fullmatch(name) else None
             return _file_part(value or "", func[1:].lower())
+        if self._keep:
+            return f"${func}({self.text(body, stack)})"
+        if func.upper() == "ENV":
+            return os.environ.get(body.strip(), "")
         return ""
 
     def _lookup(self, name: str, stack: tuple[str, ...]) -> str | None:
         """Return the expanded value of a macro, or None when it is not defined."""
         key = name.lower()
+        if self._keep and key in ("cluster", "clusterid"):
+            return "$(ClusterId)"  # the schedd numbers the cluster
         if key not in self._macros:
             return None
         if key in self._cache:

@@ -6,6 +6,8 @@ import glob
 import os
 import re
 
+from rsubd.submitdesc.expand import expand_text
+from rsubd.submitdesc.flatten import flatten
 from rsubd.submitdesc.model import KEY_RE, QueueSpec, SubmitDescription, SubmitError
 
 _VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -15,13 +17,19 @@ _QUEUE_RE = re.compile(r"queue\b(?!\s*=(?!=))(.*)", re.IGNORECASE | re.DOTALL)
 _QUEUE_KEYWORD_RE = re.compile(r"(?:^|(?<=[\s,]))(from|in|matching)(?=\s|\(|$)", re.IGNORECASE)
 _COUNT_RE = re.compile(r"(?:(\d+)(?:\s+|$))?(.*)", re.DOTALL)
 _FIELD_RE = re.compile(r"([^,\s]*)\s*,?\s*")
+UNIT_SEPARATOR = "\x1f"
+_MACRO_REF_RE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.]*)\)")
 
 
 def parse(text: str, *, cwd: str) -> SubmitDescription:
-    """Parse submit description text; item files and globs are resolved against cwd."""
+    """Parse submit description text; item files and globs are resolved against cwd.
+
+    Several queue statements make one cluster, as with condor_submit (see flatten).
+    """
     lines = re.split(r"\r?\n", text)
     commands: list[tuple[str, str]] = []
-    queue: QueueSpec | None = None
+    sections: list[tuple[tuple[tuple[str, str], ...], QueueSpec]] = []
+    trailing: tuple[int, str] | None = None  # the first command after the latest queue statement
     i = 0
     while i < len(lines):
         lineno = i + 1
@@ -34,16 +42,12 @@ def parse(text: str, *, cwd: str) -> SubmitDescription:
         if not line or line.startswith("#"):
             continue
         qm = _QUEUE_RE.match(line)
-        if queue is not None:
-            if qm:
-                raise SubmitError(
-                    f"line {lineno}: rsub supports one queue statement per submit description"
-                )
-            raise SubmitError(
-                f"line {lineno}: only comments and blank lines may follow the queue statement: {line}"
-            )
         if qm:
-            queue, i = _parse_queue(qm.group(1).strip(), lineno, lines, i, cwd)
+            args = qm.group(1).strip()
+            args = _expand_count(args, lineno, commands)
+            queue, i = _parse_queue(args, lineno, lines, i, cwd)
+            sections.append((tuple(commands), queue))
+            trailing = None
             continue
         um = _UNSUPPORTED_RE.match(line)
         if um:
@@ -57,11 +61,33 @@ def parse(text: str, *, cwd: str) -> SubmitDescription:
                 f"line {lineno}: syntax error: expected 'key = value' or a queue statement: {line}"
             )
         commands.append((key, value.strip()))
-    if queue is None:
+        if sections and trailing is None:
+            trailing = (lineno, line)
+    if not sections:
+        raise SubmitError("no queue statement: rsub needs a 'queue' line after the commands")
+    if trailing is not None:
         raise SubmitError(
-            "no queue statement: rsub needs exactly one 'queue' line, after the commands"
+            f"line {trailing[0]}: commands after the last queue statement make no job: {trailing[1]}"
         )
-    return SubmitDescription(tuple(commands), queue)
+    if len(sections) == 1:
+        return SubmitDescription(*sections[0])
+    return flatten(sections)
+
+
+def _expand_count(args: str, lineno: int, commands: list[tuple[str, str]]) -> str:
+    """Expand the macros of the queue count ("queue $(N)" with "N = 2"), as condor_submit does.
+
+    Items keep theirs: they are expanded per proc, like any other macro's value.
+    """
+    km = _QUEUE_KEYWORD_RE.search(args)
+    head = args[: km.start()] if km else args
+    if "$" not in head:
+        return args
+    defined = {k.strip().lower() for k, _ in commands}
+    for name in _MACRO_REF_RE.findall(head):
+        if name.lower() not in defined:
+            raise SubmitError(f"line {lineno}: queue {args}: $({name}) is not defined above it")
+    return expand_text(head, commands) + (" " + args[km.start() :] if km else "")
 
 
 def _logical_line(lines: list[str], i: int) -> tuple[str, int]:
@@ -179,8 +205,15 @@ def _items_matching(rest: str, lineno: int, cwd: str) -> list[str]:
 
 
 def split_item(line: str, nvars: int) -> tuple[str, ...]:
-    """Split an item into nvars fields on commas/whitespace; the last field takes the rest."""
+    """Split an item into nvars fields on commas/whitespace; the last field takes the rest.
+
+    A line holding the ASCII unit separator is split on it alone, as HTCondor splits the item
+    data the bindings write, so fields may hold commas and blanks.
+    """
     rest = line.strip()
+    if UNIT_SEPARATOR in rest:
+        parts = [p.strip() for p in rest.split(UNIT_SEPARATOR, nvars - 1)]
+        return tuple(parts + [""] * (nvars - len(parts)))
     fields: list[str] = []
     for _ in range(nvars - 1):
         m = _FIELD_RE.match(rest)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rsubd.submitdesc.model import KEY_RE, SubmitDescription, SubmitError
-from rsubd.submitdesc.parse import split_item
+from rsubd.submitdesc.parse import UNIT_SEPARATOR, split_item
 
 
 def render(desc: SubmitDescription) -> str:
@@ -23,8 +23,13 @@ def render(desc: SubmitDescription) -> str:
         out.append(f"queue{count}")
         return "\n".join(out) + "\n"
     out.append(f"queue{count} {', '.join(q.vars)} from (")
+    # Fields with commas or blanks are written as the bindings write item data: the whole list
+    # separated by the ASCII unit separator.
+    sep = ", "
+    if len(q.vars) > 1 and any(split_item(", ".join(item), len(q.vars)) != item for item in q.items):
+        sep = UNIT_SEPARATOR
     for item in q.items:
-        line = ", ".join(item)
+        line = sep.join(item)
         # Inline items are read like submit lines, so these could not come back unchanged.
         unreadable = line.strip() in ("", ")") or line.startswith("#") or line.endswith("\\")
         if unreadable or "\n" in line or split_item(line, len(q.vars)) != item:
