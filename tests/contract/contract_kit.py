@@ -56,6 +56,15 @@ PROJECTION = (
 HISTORY_PROJECTION = PROJECTION
 
 
+HELD_STATUS, COMPLETED_STATUS, REMOVED_STATUS = 5, 4, 3
+SPOOL_HOLD_CODE = 16
+
+
+def spool_held(ad: JobAd) -> bool:
+    """Held by the schedd between submit and the end of spooling (code 16), not by the job."""
+    return ad.get("JobStatus") == HELD_STATUS and ad.get("HoldReasonCode") == SPOOL_HOLD_CODE
+
+
 def as_int(value: AdValue) -> int:
     """An ad value that must be an int (ClusterId, ProcId, JobStatus)."""
     assert isinstance(value, int) and not isinstance(value, bool), value
@@ -190,9 +199,19 @@ class JobKit:
     def wait_status(
         self, cluster: Cluster, *statuses: int, timeout: float = STATE_TIMEOUT
     ) -> dict[int, JobAd]:
+        """Poll until every proc is in one of `statuses`; held (5) means held for any reason but spooling.
+
+        A real schedd keeps a spooled job held with code 16 for about a second after `spool`
+        returns (the embedded scheduler too): that hold is not the job's.
+        """
         return self.wait_for(
-            cluster, lambda ad: ad.get("JobStatus") in statuses, f"JobStatus in {statuses}", timeout
+            cluster, lambda ad: ad.get("JobStatus") in statuses and not spool_held(ad),
+            f"JobStatus in {statuses}", timeout,
         )
+
+    def wait_finished(self, cluster: Cluster, timeout: float = STATE_TIMEOUT) -> dict[int, JobAd]:
+        """Poll until every proc has completed, been removed, or been held for a reason of its own."""
+        return self.wait_status(cluster, COMPLETED_STATUS, REMOVED_STATUS, HELD_STATUS, timeout=timeout)
 
     def wait_gone(self, cluster: Cluster, timeout: float = LEAVE_TIMEOUT) -> None:
         wait_until(

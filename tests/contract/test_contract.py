@@ -201,9 +201,7 @@ def test_nonzero_exit_code_is_an_ordinary_completion(schedd: Schedd, kit: JobKit
         """
     )
     schedd.spool(job.result)
-    ad = kit.wait_for(
-        job, lambda a: a.get("JobStatus") in (COMPLETED, HELD, REMOVED), "the job to finish"
-    )[0]
+    ad = kit.wait_finished(job)[0]
     assert ad["JobStatus"] == COMPLETED
     assert ad["ExitCode"] == 3
     assert ad["ExitBySignal"] is False
@@ -233,9 +231,7 @@ def test_killed_by_signal_completes_with_exit_signal(schedd: Schedd, kit: JobKit
         """
     )
     schedd.spool(job.result)
-    ad = kit.wait_for(
-        job, lambda a: a.get("JobStatus") in (COMPLETED, HELD, REMOVED), "the job to finish"
-    )[0]
+    ad = kit.wait_finished(job)[0]
     assert ad["JobStatus"] == COMPLETED
     assert ad["ExitBySignal"] is True
     assert ad["ExitSignal"] == 9
@@ -258,9 +254,7 @@ def test_missing_output_file_holds_the_job(schedd: Schedd, kit: JobKit) -> None:
         commands={"transfer_output_files": "never_created.txt"},
     )
     schedd.spool(job.result)
-    ad = kit.wait_for(
-        job, lambda a: a.get("JobStatus") in (COMPLETED, HELD, REMOVED), "the job to finish"
-    )[0]
+    ad = kit.wait_finished(job)[0]
     assert ad["JobStatus"] == HELD
     assert ad["HoldReasonCode"] == 12
     assert "never_created.txt" in str(ad["HoldReason"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import heapq
 import shutil
 
-from rsubd.backends.local import fake, runner
+from rsubd.backends.local import fake, jobads, runner
 from rsubd.backends.local.queue import JobQueue, Key
-from rsubd.backends.schedd import JobSpec, JobStatus
+from rsubd.backends.schedd import HoldCode, JobSpec, JobStatus
 
 LEAVE_SWEEP_SECONDS = 30.0
 
@@ -25,6 +25,8 @@ class Execution(JobQueue):
             self._collected.clear()
 
     def _refresh(self) -> None:
+        if self._releasing:
+            self._release_spooled()
         if self.execute == "real":
             was_running = list(self._index.running)
             for key in was_running:
@@ -42,6 +44,26 @@ class Execution(JobQueue):
         if self._leave_check:
             check, self._leave_check = self._leave_check, set()
             self._leave_queue([k for k in check if k in self._procs])
+
+    def _release_spooled(self) -> None:
+        """Release the spooled jobs that are due: Idle, as a real schedd about a second after `spool`."""
+        now = self._clock()
+        for key in [k for k, due in self._releasing.items() if due <= now]:
+            del self._releasing[key]
+            if key not in self._procs or self._status(key) != JobStatus.HELD:
+                continue  # removed meanwhile
+            self._set(
+                key,
+                StageInFinish=int(now),
+                JobStatus=int(JobStatus.IDLE),
+                LastJobStatus=int(JobStatus.HELD),
+                EnteredCurrentStatus=int(now),
+                HoldReason=None,
+                HoldReasonCode=None,
+                LastHoldReason=jobads.SPOOL_HOLD_REASON,
+                LastHoldReasonCode=int(HoldCode.SPOOLING_INPUT),
+                ReleaseReason="Data files spooled",
+            )
 
     def _start(self, key: Key) -> None:
         ad = self.ad(key)

@@ -30,8 +30,10 @@ Key = tuple[int, int]
 class JobQueue:
     """The queue of one embedded schedd under `root`, with `slots` jobs at most running at once."""
 
-    def __init__(self, name: str, root: Path, *, slots: int | None, clock: Callable[[], float], execute: str) -> None:
+    def __init__(self, name: str, root: Path, *, slots: int | None, clock: Callable[[], float], execute: str,
+                 release_delay: float = 0.0) -> None:
         self.execute = execute
+        self.release_delay = release_delay
         self.name = name
         self.root = root
         self.slots = slots or max(1, os.cpu_count() or 1)
@@ -53,6 +55,12 @@ class JobQueue:
         self._collected: list[Path] = []  # sandboxes whose output is in the spool, to clear after the save
         self._starters: dict[Key, subprocess.Popen[bytes]] = {}
         self._unspooled: set[int] = set()
+        # Spooled and not yet released (a real schedd takes about a second): due time by job. A job
+        # stopped in between (StageInStart set, still held 16) is released at the first tick.
+        self._releasing: dict[Key, float] = {
+            k: 0.0 for k in self._procs
+            if self._status(k) == JobStatus.HELD and self.ad(k).get("HoldReasonCode") == 16
+            and self.ad(k).get("StageInStart") is not None}
         self._dirty: set[Key] = set()
         self._leave_check: set[Key] = set(self._procs)
         self._last_sweep = 0.0

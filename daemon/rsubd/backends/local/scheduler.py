@@ -1,7 +1,7 @@
 """The embedded local scheduler: a schedd in a library, running jobs on this machine.
 
 It implements `rsubd.backends.schedd.Schedd` with the behaviour recorded from a real
-HTCondor 25 schedd: a spooled submit is held (code 16) until `spool`, jobs go
+HTCondor 25 schedd: a spooled submit is held (code 16) until about a second after `spool`, jobs go
 Idle, Running, Completed, stay in the queue while `LeaveJobInQueue` is true,
 then move to history. Each job runs under a starter process in a session of its
 own, and the queue lives in SQLite, so jobs and their state survive a restart
@@ -42,6 +42,7 @@ from rsubd.backends.schedd import (
 )
 
 TICK_SECONDS = 0.2
+SPOOL_RELEASE_SECONDS = 1.0  # a real schedd releases spooled jobs about 1.0 s after spool() returns
 EXECUTE_ENV = "RSUB_LOCAL_EXECUTE"
 EXECUTE_MODES = ("real", "fake")
 
@@ -58,11 +59,14 @@ class LocalSchedd(QueueActions):
         autostart: bool = True,
         clock: Callable[[], float] = time.time,
         execute: str | None = None,
+        release_delay: float | None = None,
     ) -> None:
         mode = execute or os.environ.get(EXECUTE_ENV) or "real"
         if mode not in EXECUTE_MODES:
             raise ValueError(f"execute must be one of {', '.join(EXECUTE_MODES)}, not {mode!r}")
-        super().__init__(name, root, slots=slots, clock=clock, execute=mode)
+        if release_delay is None:  # fake mode serves benchmarks that move jobs themselves
+            release_delay = SPOOL_RELEASE_SECONDS if mode == "real" else 0.0
+        super().__init__(name, root, slots=slots, clock=clock, execute=mode, release_delay=release_delay)
         if autostart:
             self.start()
 
@@ -145,20 +149,13 @@ class LocalSchedd(QueueActions):
             kind = ErrorKind.INPUT_MISSING if "No such file" in str(e) else ErrorKind.TRANSFER
             raise ScheddError(kind, message) from None
         with self._lock:
+            # Held with code 16 a little longer: the next tick (or query) after the delay releases them.
+            due = self._clock() + self.release_delay
             for key in keys:
-                self._set(
-                    key,
-                    StageInStart=now,
-                    StageInFinish=int(self._clock()),
-                    JobStatus=int(JobStatus.IDLE),
-                    LastJobStatus=int(JobStatus.HELD),
-                    EnteredCurrentStatus=int(self._clock()),
-                    HoldReason=None,
-                    HoldReasonCode=None,
-                    LastHoldReason=jobads.SPOOL_HOLD_REASON,
-                    LastHoldReasonCode=int(HoldCode.SPOOLING_INPUT),
-                    ReleaseReason="Data files spooled",
-                )
+                self._set(key, StageInStart=now)
+                self._releasing[key] = due
+            if self.release_delay <= 0:
+                self._release_spooled()
             self._save()
 
     def query(self, constraint: str, projection: Sequence[str]) -> list[JobAd]:
