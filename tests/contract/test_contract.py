@@ -188,6 +188,19 @@ def test_several_queue_statements_make_one_cluster(schedd: Schedd, kit: JobKit) 
     assert schedd.edit(job.constraint, "RETRIEVED", "true") == 4
 
 
+def test_each_procs_event_log_comes_home_under_its_own_name(schedd: Schedd, kit: JobKit) -> None:
+    """What rsub's log merge rests on: a relative `log` is written in each proc's spool and retrieved."""
+    job = kit.submit_job("true", commands={"log": "job.log.$(ProcId)"}, queue="queue 2")
+    schedd.spool(job.result)
+    kit.wait_status(job, COMPLETED)
+    schedd.retrieve(job.constraint)
+    for proc in (0, 1):
+        text = job.read(f"job.log.{proc}")
+        assert f"005 ({job.id:03d}.{proc:03d}.000) " in text, text
+        assert f".{1 - proc:03d}.000) " not in text  # only its own proc's events
+    assert schedd.edit(job.constraint, "RETRIEVED", "true") == 2
+
+
 # -- how jobs end -----------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,26 @@ def test_several_queue_statements_make_one_cluster_with_procs_numbered_on(rsubd:
     outputs = [(workdir / f"out.{p}").read_text() for p in range(7)]
     assert outputs == ["first.sh a\n", "first.sh a\n", "first.sh b\n", "second.sh p 0\n", "second.sh p 1\n",
                        "second.sh q 0\n", "second.sh q 1\n"]
+
+
+def test_the_job_event_log_holds_every_procs_events_in_time_order(rsubd: Rsubd, workdir: Path) -> None:
+    (workdir / "job.log").write_text("")  # a log file of the user's, as condor_submit would append to
+    (workdir / "job.sub").write_text("executable = /bin/sh\narguments = -c 'sleep 0.$(Process)'\n"
+                                     "transfer_executable = false\nlog = job.log\nqueue 3\n")
+    result = rsubd.rsub("submit", "--json", "job.sub", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    cluster = json.loads(result.stdout)["cluster"]
+    wait_until(lambda: set(rsubd.states(str(cluster)).values()) == {"retrieved"}, 60, "all three retrieved")
+    text = (workdir / "job.log").read_text()
+    headers = [line for line in text.splitlines() if line[:3].isdigit()]
+    for proc in range(3):
+        mine = [h[:3] for h in headers if f"({cluster:03d}.{proc:03d}.000)" in h]
+        assert mine == ["000", "001", "005"], (proc, text)
+    stamps = [h.split(") ", 1)[1][:19] for h in headers]
+    assert stamps == sorted(stamps)  # in time order, as a local condor_submit leaves it
+    assert sorted(p.name for p in workdir.iterdir()) == ["job.log", "job.sub"]  # no per-proc copy left behind
+    fetched = rsubd.rsub("fetchlog", f"{cluster}.0", "--dest", str(workdir / "logs"))
+    assert fetched.returncode == 0, fetched.stderr
+    with tarfile.open(workdir / "logs" / f"{cluster}.0@local.tgz") as tar:
+        member = tar.extractfile("job.log")
+        assert member is not None and f"({cluster:03d}.000.000)" in member.read().decode()

@@ -102,7 +102,7 @@ def test_script_with_inputs_tarballs_and_environment(rsubd: Rsubd, workdir: Path
     assert [(j["state"], j["exit_code"], j["iwd"]) for j in jobs] == [
         ("retrieved", 0, str(out)), ("retrieved", 1, str(out))]
     assert sorted(p.name for p in out.iterdir()) == sorted([
-        "job.sub", "rsub_wrapper.sh", "code.tar.gz",
+        "job.sub", "rsub_wrapper.sh", "code.tar.gz", f"{cluster}.log",  # the job event log, both procs merged
         *(f"{cluster}.{p}.{ext}" for p in (0, 1) for ext in ("out", "err")), "result_0.txt", "result_1.txt"])
 
     # What the schedd made of the description: the requests, the lifetime and the -l line.

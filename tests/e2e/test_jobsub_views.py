@@ -246,11 +246,14 @@ def test_fetchlog_packs_a_jobs_files(world: World) -> None:
         "job.sub": submitted_description(world, "local", a),
         f"{a}.1.out": (world.a_dir / f"{a}.1.out").read_bytes(),
         f"{a}.1.err": (world.a_dir / f"{a}.1.err").read_bytes(),
+        f"{a}.log": (world.a_dir / f"{a}.log").read_bytes(),
     }
     assert files[f"{a}.1.out"] == b"out 1 hello\n" and files[f"{a}.1.err"] == b"err 1\n"
     assert b"rsub_wrapper.sh" in files["job.sub"] and b"queue 2" in files["job.sub"]
-    # The embedded scheduler writes no job event log: named on stderr, not packed.
-    assert f"{world.a_dir / f'{a}.log'}" in fetched.stderr
+    # The job event log (`log = $(Cluster).log`) holds both procs' events, not only the last one retrieved.
+    for proc in (0, 1):
+        assert f"005 ({a:03d}.{proc:03d}.000) ".encode() in files[f"{a}.log"]
+    assert not list(world.a_dir.glob(f"{a}.log.rsub-*"))
     assert f"wrote {path.name}" in fetched.stdout or f"wrote {path}" in fetched.stdout
 
 
@@ -259,8 +262,8 @@ def test_fetchlog_a_cluster_to_dest_with_json(world: World) -> None:
     result = world.json("fetchlog", f"{a}@local", "--dest", str(dest))
     path = dest / f"{a}@local.tgz"
     assert result == {"version": 1, "archive": str(path), "members": ["job.sub", f"{a}.0.out", f"{a}.0.err",
-                                                                      f"{a}.1.out", f"{a}.1.err"],
-                      "missing": [str(world.a_dir / f"{a}.log")]}
+                                                                      f"{a}.log", f"{a}.1.out", f"{a}.1.err"],
+                      "missing": []}
     files = archive(path)
     assert files[f"{a}.0.out"] == b"out 0 hello\n" and files[f"{a}.1.err"] == b"err 1\n"
     assert not list(dest.glob(".*partial"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -20,10 +20,11 @@ from rsubd import submitdesc
 from rsubd.backends.schedd import Schedd, ScheddError, ids_constraint, job_id, proc_runs
 from rsubd.ledger.store import Ledger, TrackedJob
 from rsubd.platform.crash import crashpoint
-from rsubd.services import retrieval
+from rsubd.services import eventlog, retrieval
 
 log = structlog.get_logger("rsubd.polling.poller")  # the poll's own events, wherever in the poll they happen
 Key = tuple[int, int]
+_T = TypeVar("_T")
 Change = tuple[int, int, dict[str, Any]]
 REDIRECT_PROJECTION = ("ClusterId", "ProcId", "SUBMIT_Iwd", "Out", "Err", "SUBMIT_TransferOutputRemaps")
 # A retrieve that succeeds ends whatever its earlier failures said.
@@ -73,6 +74,7 @@ class Retriever:
         kept = retrieval.settle(moved, succeeded=True)
         if kept:
             log.warning("retrieve.repeated", schedd=self.schedd.name, kept=kept)
+        self.merge_logs(keys, dest)
         # The output is in each job's Iwd (written durably) before the ledger says so.
         now = self._clock()
         self.ledger.apply_changes(self.schedd.name, [
@@ -143,23 +145,45 @@ class Retriever:
             for attr, value in retrieval.redirected(ad, dest).items():
                 self.schedd.edit(spec, attr, value)
 
-    def _output_paths(self, keys: Sequence[Key]) -> dict[Key, list[Path]]:
-        """Where each job's output lands, from its cluster's submitted description."""
+    def _per_cluster(self, keys: Sequence[Key], read: Callable[[str, str, int, list[int]], dict[int, _T]]
+                     ) -> dict[Key, _T]:
+        """`read(description, submit_dir, cluster, procs)` for each cluster's submitted description, by job."""
         by_cluster: dict[int, list[int]] = {}
         for c, p in keys:
             by_cluster.setdefault(c, []).append(p)
         descriptions = self.ledger.descriptions(self.schedd.name, list(by_cluster))
-        out: dict[Key, list[Path]] = {}
+        out: dict[Key, _T] = {}
         for cluster, procs in by_cluster.items():
             if cluster not in descriptions:
                 continue
             text, submit_dir = descriptions[cluster]
             try:
-                targets = retrieval.output_targets(text, submit_dir, cluster, procs)
+                found = read(text, submit_dir, cluster, procs)
             except submitdesc.SubmitError:
                 continue
-            out.update({(cluster, proc): paths for proc, paths in targets.items()})
+            out.update({(cluster, proc): value for proc, value in found.items()})
         return out
+
+    def _output_paths(self, keys: Sequence[Key]) -> dict[Key, list[Path]]:
+        """Where each job's output lands, from its cluster's submitted description."""
+        return self._per_cluster(keys, retrieval.output_targets)
+
+    def merge_logs(self, keys: Sequence[Key], dest: str | None = None) -> None:
+        """Join each retrieved proc's event log into the user's (services/eventlog.py); never fails a retrieve."""
+        parts: dict[Path, list[Path]] = {}
+        targets = self._per_cluster(keys, lambda text, where, c, procs: retrieval.log_targets(text, where, c, procs,
+                                                                                             dest))
+        for per_proc, user_log in targets.values():
+            parts.setdefault(user_log, []).append(per_proc)
+        for user_log, files in parts.items():
+            try:
+                added = eventlog.merge(user_log, files)
+            except OSError as e:
+                # Each proc's own log stays beside it, so nothing is lost; the next retrieve of the cluster tries again.
+                log.warning("eventlog.merge_failed", schedd=self.schedd.name, path=str(user_log), error=str(e))
+                continue
+            if added:
+                log.debug("eventlog.merged", schedd=self.schedd.name, path=str(user_log), events=added)
 
     def _set_aside(self, repeats: Mapping[Key, float], *, only_leftovers: bool = False) -> list[tuple[Path, Path]]:
         """Before a repeated retrieve: move aside what the first attempt, or the user since, wrote."""
@@ -174,3 +198,4 @@ class Retriever:
         moved = self._set_aside(repeats, only_leftovers=True)
         if moved:
             retrieval.settle(moved, succeeded=True)
+        self.merge_logs(keys)

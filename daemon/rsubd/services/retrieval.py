@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 
 from rsubd import submitdesc
+from rsubd.services import eventlog
 
 log = structlog.get_logger("rsubd.services.retrieval")
 KEPT = ".rsub-kept-"
@@ -64,6 +65,28 @@ def output_targets(
         names = [c.get("output", ""), c.get("error", "")]
         names += [remaps.get(n.strip(), n.strip()) for n in c.get("transfer_output_files", "").split(",")]
         out[proc] = [iwd / n for n in (x.strip() for x in names) if n and n != os.devnull]
+    return out
+
+
+def log_targets(
+    submitted_description: str, submit_dir: str, cluster: int, procs: Iterable[int], dest: str | None = None
+) -> dict[int, tuple[Path, Path]]:
+    """For each proc whose event log comes home under a name of its own: (that file, the user's log).
+
+    With `dest`, the retrieve wrote into that directory instead of the job's initialdir.
+    """
+    desc = submitdesc.parse(submitted_description, cwd=submit_dir)
+    expanded = submitdesc.expand(desc, cluster=cluster)
+    out: dict[int, tuple[Path, Path]] = {}
+    for proc in procs:
+        if proc >= len(expanded):
+            continue
+        c = expanded[proc]
+        user_log, per_proc = c.get(eventlog.LOG_MACRO, "").strip(), c.get("log", "").strip()
+        if not user_log or not per_proc or per_proc == user_log:
+            continue
+        iwd = Path(dest) if dest else Path(submit_dir, os.path.expanduser(c.get("initialdir", ".").strip()))
+        out[proc] = (iwd / per_proc, iwd / user_log)
     return out
 
 

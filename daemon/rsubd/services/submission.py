@@ -23,7 +23,7 @@ from rsubd import submitdesc
 from rsubd.backends.schedd import Action, ErrorKind, Schedd, ScheddError, SubmitRequest, job_id
 from rsubd.ledger.store import Ledger
 from rsubd.platform.crash import crashpoint
-from rsubd.services import retrieval
+from rsubd.services import eventlog, retrieval
 from rsubd.services.views import submitted_view
 from rsubd.tokens.manager import TokenManager
 
@@ -110,11 +110,20 @@ def prepare(
         ("My.RsubId", f'"{tag}"'),
         ("leave_in_queue", leave_in_queue(max_age_seconds)),
     ]
-    desc = desc.with_commands(extra)
+    user_log = desc.get("log")
+    per_proc_log = eventlog.per_proc_log(user_log) if user_log is not None else None
+    if user_log is not None and per_proc_log is not None:
+        # Each proc's log comes home under a name of its own, then joins the user's (services/eventlog.py).
+        extra += [(eventlog.LOG_MACRO, user_log.strip()), ("log", per_proc_log)]
     try:
-        procs = submitdesc.expand(desc, cluster=0)
+        procs = submitdesc.expand(desc.with_commands(extra), cluster=0)
+        if per_proc_log is not None and any(eventlog.per_proc_log(p[eventlog.LOG_MACRO]) is None for p in procs):
+            # A macro made some proc's log absolute (or none): those never come home, so send it as written.
+            extra = [(k, v) for k, v in extra if k not in (eventlog.LOG_MACRO, "log")]
+            procs = submitdesc.expand(desc.with_commands(extra), cluster=0)
     except submitdesc.SubmitError as e:
         raise SubmitRefused(str(e)) from None
+    desc = desc.with_commands(extra)
     if not procs:
         raise SubmitRefused("the queue statement makes no jobs")
     iwds = []

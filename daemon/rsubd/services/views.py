@@ -13,6 +13,7 @@ from rsub.wire.vocabulary import WRAPPER, iso
 from rsubd import submitdesc
 from rsubd.backends.schedd import job_id
 from rsubd.polling.poller import PollStats
+from rsubd.services import eventlog
 from rsubd.tokens.manager import TokenManager
 
 # One-line hints for the hold codes users meet most (HTCondor's HoldReasonCode numbering).
@@ -192,6 +193,7 @@ def fetchlog_files(text: str, submit_dir: str, cluster: int, procs: list[int]) -
         commands = expanded[proc] if proc < len(expanded) else {}
         out[proc] = {}
         for kind in ("output", "error", "log"):
-            value = (commands.get(kind) or "").strip()
+            # The user's own log, which holds every proc's events once they are home (services/eventlog.py).
+            value = (commands.get(eventlog.LOG_MACRO if kind == "log" else kind) or commands.get(kind) or "").strip()
             out[proc][kind] = value if value and value != "/dev/null" else None
     return out

@@ -19,6 +19,7 @@ from typing import Any
 
 import classad2
 
+from rsubd.backends.local import events
 from rsubd.backends.local.ads import Ad, Constraint, to_classad
 from rsubd.backends.local.index import QueueIndex
 from rsubd.backends.local.store import QueueStore
@@ -81,12 +82,16 @@ class JobQueue:
 
     def _set(self, key: Key, **attrs: Any) -> None:
         # The one place a queued proc's attributes change: the index must hear of every change.
+        logged = "JobStatus" in attrs and self.execute == "real"  # fake mode writes no files
+        old = self._status(key) if logged else 0
         self._procs[key].update(attrs)
         self._index.learn(attrs)
         if "JobStatus" in attrs:
             self._index.status(key, int(attrs["JobStatus"]))
         self._cache.pop(key, None)
         self._dirty.add(key)
+        if logged and old != attrs["JobStatus"]:
+            events.changed(self.ad(key), old, self._clock())
 
     def _status(self, key: Key) -> int:
         # On the scheduler's hot path: read the one attribute without merging the whole ad.

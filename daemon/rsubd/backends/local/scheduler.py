@@ -25,7 +25,7 @@ from pathlib import Path
 import classad2
 
 from rsubd import submitdesc
-from rsubd.backends.local import jobads, transfer
+from rsubd.backends.local import events, jobads, transfer
 from rsubd.backends.local.actions import QueueActions
 from rsubd.backends.local.ads import Constraint, evaluate, getter, project, since_constraint, to_classad
 from rsubd.backends.local.queue import Key
@@ -121,6 +121,9 @@ class LocalSchedd(QueueActions):
                 self._index.learn(ad)
                 self._index.add((cluster, proc), self._status((cluster, proc)))
             self._unspooled.add(cluster)
+            if self.execute == "real":
+                for proc in range(len(procs)):
+                    events.submitted(self.ad((cluster, proc)), qdate)
         return SubmitResult(cluster=cluster, first_proc=0, num_procs=len(ads))
 
     def spool(self, result: SubmitResult) -> None:

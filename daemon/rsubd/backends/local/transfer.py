@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from rsubd.backends.local import events
+
 STDOUT = "_condor_stdout"
 STDERR = "_condor_stderr"
 
@@ -213,6 +215,9 @@ def retrieve(job: str, ad: Mapping[str, Any], spool_iwd: Path) -> list[Path]:
     for name in split_list(ad.get("SpooledOutputFiles")):
         dest_name = remaps.get(name, name)
         pairs.append((spool_iwd / name, _resolve(iwd, dest_name)))
+    user_log = events.retrievable(ad)
+    if user_log is not None and (spool_iwd / user_log).exists():
+        pairs.append((spool_iwd / user_log, iwd / user_log))  # this proc's copy, over the submit directory's
     missing = [src for src, _ in pairs if not src.exists()]
     for src, dest in pairs:
         if src.exists():

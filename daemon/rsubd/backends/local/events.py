@@ -1,0 +1,83 @@
+"""The job event log (`log = FILE`, the ad's UserLog) as the embedded scheduler writes it.
+
+As with a real schedd and a spooled job, a relative UserLog is written in the job's spool
+directory (its Iwd there) and comes back with the output on retrieve, over whatever the submit
+directory held; an absolute one is written where it names. The events are HTCondor's format:
+`NNN (cluster.proc.subproc) YYYY-MM-DD HH:MM:SS text`, a body, and a line `...`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rsubd.backends.schedd import HoldCode, JobStatus
+
+HOST = "<127.0.0.1:0?alias=localhost>"
+SPOOL_RELEASE_REASON = "Data files spooled"
+
+
+def path_of(ad: Mapping[str, Any]) -> Path | None:
+    """Where this job's event log is written, or None when it has none."""
+    name = ad.get("UserLog")
+    if not isinstance(name, str) or not name.strip() or name.strip() == os.devnull:
+        return None
+    path = Path(os.path.expanduser(name.strip()))
+    return path if path.is_absolute() else Path(str(ad.get("Iwd", "."))) / path
+
+
+def retrievable(ad: Mapping[str, Any]) -> str | None:
+    """The UserLog a retrieve brings back (relative to the job's Iwd and SUBMIT_Iwd), if any."""
+    name = ad.get("UserLog")
+    if not isinstance(name, str) or not name.strip() or name.strip() == os.devnull:
+        return None
+    return None if os.path.isabs(os.path.expanduser(name.strip())) else name.strip()
+
+
+def _header(code: int, ad: dict[str, Any], when: float) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+    return f"{code:03d} ({int(ad['ClusterId']):03d}.{int(ad['ProcId']):03d}.000) {stamp} "
+
+
+def submitted(ad: dict[str, Any], when: float) -> None:
+    _append(ad, _header(0, ad, when) + f"Job submitted from host: {HOST}\n")
+
+
+def changed(ad: dict[str, Any], old: int, when: float) -> None:
+    """Log the event of a status change from `old` to the ad's JobStatus, if it has one."""
+    new = ad.get("JobStatus")
+    event: tuple[int, str] | None = None
+    if new == JobStatus.RUNNING:
+        event = 1, f"Job executing on host: {HOST}\n"
+    elif new == JobStatus.COMPLETED:
+        if ad.get("ExitBySignal") is True:
+            how = f"\t(0) Abnormal termination (signal {ad.get('ExitSignal')})\n"
+        else:
+            how = f"\t(1) Normal termination (return value {ad.get('ExitCode')})\n"
+        event = 5, "Job terminated.\n" + how + "\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  Run Remote Usage\n"
+    elif new == JobStatus.HELD and ad.get("HoldReasonCode") != HoldCode.SPOOLING_INPUT:
+        event = 12, (f"Job was held.\n\t{ad.get('HoldReason') or ''}\n"
+                     f"\tCode {ad.get('HoldReasonCode') or 0} Subcode {ad.get('HoldReasonSubCode') or 0}\n")
+    elif new == JobStatus.IDLE and old == JobStatus.HELD and ad.get("ReleaseReason") != SPOOL_RELEASE_REASON:
+        event = 13, f"Job was released.\n\t{ad.get('ReleaseReason') or ''}\n"
+    elif new == JobStatus.IDLE and old == JobStatus.RUNNING:
+        event = 4, "Job was evicted.\n\t(0) Job was not checkpointed.\n"
+    elif new == JobStatus.REMOVED:
+        event = 9, f"Job was aborted.\n\t{ad.get('RemoveReason') or ''}\n"
+    if event is not None:
+        _append(ad, _header(event[0], ad, when) + event[1])
+
+
+def _append(ad: dict[str, Any], text: str) -> None:
+    path = path_of(ad)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text + "...\n")
+    except OSError:
+        pass  # a schedd says so in its own log; the job goes on

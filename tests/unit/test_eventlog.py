@@ -1,0 +1,73 @@
+"""The user's job event log made whole again from each proc's copy (issue 13, item 4)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from rsubd.services import eventlog
+
+
+def _event(code: int, job: str, when: str, body: str = "") -> str:
+    c, p = job.split(".")
+    return f"{code:03d} ({int(c):03d}.{int(p):03d}.000) {when} Job event\n{body}...\n"
+
+
+def test_per_proc_copies_merge_into_the_users_log_in_time_order(tmp_path: Path) -> None:
+    user = tmp_path / "job.log"
+    user.write_text(_event(0, "185.0", "2026-12-01 11:00:00"))  # an earlier cluster's, kept
+    user.chmod(0o640)
+    parts = []
+    for proc, start in enumerate(("12:00:02", "12:00:01", "12:00:03")):
+        part = tmp_path / f"job.log.rsub-186.{proc}"
+        part.write_text(_event(0, f"186.{proc}", "2026-12-01 12:00:00")
+                        + _event(1, f"186.{proc}", f"2026-12-01 {start}")
+                        + _event(5, f"186.{proc}", "2026-12-01 12:00:09", "\t(1) Normal termination (return value 0)\n"))
+        parts.append(part)
+    assert eventlog.merge(user, parts) == 9
+    got = eventlog.events(user.read_text())
+    assert [e[:22] for e in got] == [
+        "000 (185.000.000) 2026", "000 (186.000.000) 2026", "000 (186.001.000) 2026", "000 (186.002.000) 2026",
+        "001 (186.001.000) 2026", "001 (186.000.000) 2026", "001 (186.002.000) 2026",
+        "005 (186.000.000) 2026", "005 (186.001.000) 2026", "005 (186.002.000) 2026"]
+    assert not any(p.exists() for p in parts)  # each proc's copy is gone once merged
+    assert stat.S_IMODE(user.stat().st_mode) == 0o640
+
+
+def test_a_repeated_merge_adds_nothing(tmp_path: Path) -> None:
+    user = tmp_path / "job.log"
+    part = tmp_path / "job.log.rsub-1.0"
+    text = _event(0, "1.0", "2026-12-01 12:00:00") + _event(5, "1.0", "2026-12-01 12:00:05")
+    part.write_text(text)
+    assert eventlog.merge(user, [part]) == 2
+    part.write_text(text)  # the same copy again: a repeated retrieve, or a crash before the removal
+    assert eventlog.merge(user, [part]) == 0
+    assert user.read_text() == text and not part.exists()
+
+
+def test_a_torn_tail_and_text_that_is_not_an_event_are_dropped(tmp_path: Path) -> None:
+    user = tmp_path / "job.log"
+    part = tmp_path / "part"
+    part.write_text("garbage\n" + _event(0, "1.0", "2026-12-01 12:00:00") + "001 (001.000.000) 2026-12-01 12:00:01 Job ex")
+    assert eventlog.merge(user, [part]) == 1
+    assert user.read_text() == _event(0, "1.0", "2026-12-01 12:00:00")
+
+
+def test_a_missing_part_is_a_merge_already_done(tmp_path: Path) -> None:
+    user = tmp_path / "job.log"
+    assert eventlog.merge(user, [tmp_path / "gone"]) == 0
+    assert not user.exists()
+
+
+def test_old_style_dates_sort_too(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text(_event(5, "1.0", "12/01 12:00:05"))
+    (tmp_path / "b").write_text(_event(0, "1.1", "12/01 12:00:00"))
+    assert eventlog.merge(tmp_path / "job.log", [tmp_path / "a", tmp_path / "b"]) == 2
+    assert [e[:3] for e in eventlog.events((tmp_path / "job.log").read_text())] == ["000", "005"]
+
+
+def test_only_a_relative_log_is_sent_under_a_per_proc_name() -> None:
+    assert eventlog.per_proc_log("job.log") == "$(rsub_log).rsub-$(ClusterId).$(ProcId)"
+    assert eventlog.per_proc_log("logs/$(Cluster).log") is not None
+    for value in ("/abs/job.log", "~/job.log", "/dev/null", ""):
+        assert eventlog.per_proc_log(value) is None
