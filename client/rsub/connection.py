@@ -14,6 +14,7 @@ from rsub.wire.vocabulary import EXIT_BY_CODE, EXIT_ERROR, EXIT_NO_DAEMON, EXIT_
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing only for the checker: the client's start-up time is a feature
+    from collections.abc import Iterator
     from typing import Any
 
 
@@ -65,6 +66,30 @@ def call(args: argparse.Namespace, kind: str, io_timeout: float = 30.0, **fields
         raise Failure(EXIT_BY_CODE.get(code, EXIT_ERROR), err.get("message", "unknown error"))
     result: dict[str, Any] = reply["result"]
     return result
+
+
+def stream(args: argparse.Namespace, kind: str, io_timeout: float = 60.0, **fields: Any) -> Iterator[dict[str, Any]]:
+    """A streaming request's results, frame by frame; errors end it as Failures, like `call`'s.
+
+    rsubd sends a heartbeat at least every 15 s, so `io_timeout` of silence means it is gone.
+    """
+    connected = False
+    try:
+        with Connection(socket_for(args), timeout=io_timeout) as conn:
+            connected = True
+            for reply in conn.stream(kind, **fields):
+                if not reply.get("ok"):
+                    err = reply.get("error") or {}
+                    code = err.get("code", ErrorCode.INTERNAL)
+                    raise Failure(EXIT_BY_CODE.get(code, EXIT_ERROR), err.get("message", "unknown error"), sent=True)
+                yield reply["result"]
+    except DaemonUnavailable as e:
+        raise Failure(EXIT_NO_DAEMON, f"{e}; start it with 'rsubd' or 'systemctl --user start rsubd'",
+                      sent=connected) from None
+    except TimeoutError:
+        raise Failure(EXIT_NO_DAEMON, f"rsubd sent nothing for {io_timeout:g} s", sent=connected) from None
+    except OSError as e:
+        raise Failure(EXIT_NO_DAEMON, f"cannot talk to rsubd: {e}", sent=connected) from None
 
 
 SUBMIT_RETRY_FOR = 120.0  # seconds a submit waits for an rsubd that went away mid-request to come back

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
@@ -162,7 +162,7 @@ class Daemon:
             self.ledger.close()
         log.info("rsubd.stopped")
 
-    async def _dispatch(self, request: Request) -> dict[str, Any]:
+    async def _dispatch(self, request: Request) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
         return await handlers.dispatch(self.services, request)
 
     def request_stop(self) -> None:

@@ -17,6 +17,7 @@ from rsub.wire.vocabulary import ErrorCode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # the client's start-up time is a feature: typing's names only for the checker
+    from collections.abc import Iterator
     from typing import Any
 
 VERSION = 1
@@ -39,6 +40,9 @@ REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
     "history": {"ids": (list,), "limit": (int,), "offset": (int,), **FILTERS},
     "fetchlog": {"job": (str,)},  # not "id": that is the request's own
     "wait": {"ids": (list,), "timeout": (int, float)},
+    # A stream of frames (rsubd/handlers/watch.py): a snapshot, then each event as it is recorded.
+    "watch": {"ids": (list,), "schedd": (str, type(None)), "since": (int, type(None)), "jobs": (bool,),
+              "until_final": (bool,), "timeout": (int, float, type(None)), "coalesce_after": (int, type(None))},
     # `rsub submit --dry-run`: every check of a submit, and the description as it would be sent; nothing sent.
     "dry_run": {"description": (str,), "cwd": (str,), "schedd": (str, type(None))},
     "retrieve": {"ids": (list,), "dest": (str, type(None))},
@@ -167,6 +171,20 @@ class Connection:
         if io_timeout is not None:
             self._sock.settimeout(io_timeout)
         self._sock.sendall(encode(make_request(kind, **fields)))
+        return self._read()
+
+    def stream(self, kind: str, *, io_timeout: float | None = None, **fields: Any) -> Iterator[dict[str, Any]]:
+        """Send a streaming request (`watch`); yield each reply frame, the last one without "more"."""
+        if io_timeout is not None:
+            self._sock.settimeout(io_timeout)
+        self._sock.sendall(encode(make_request(kind, **fields)))
+        while True:
+            reply = self._read()
+            yield reply
+            if not reply.get("more"):
+                return
+
+    def _read(self) -> dict[str, Any]:
         line = self._file.readline(MAX_FRAME + 1)
         if not line:
             raise DaemonUnavailable("rsubd closed the connection without answering")

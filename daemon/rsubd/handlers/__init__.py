@@ -6,20 +6,22 @@ kind in `RequestKind` without a case below fails the type check (`assert_never`)
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any, Literal, assert_never, cast
 
 from rsub.wire.protocol import Request
-from rsubd.handlers import act, daemon, jobs, poke, submit, tokens
+from rsubd.handlers import act, daemon, jobs, poke, submit, tokens, watch
 from rsubd.handlers.context import Services
 
 __all__ = ["RequestKind", "Services", "dispatch"]
 
 # The kinds of rsub.wire.protocol.REQUESTS (tests/unit/test_server.py checks that they agree).
-RequestKind = Literal["ping", "submit", "dry_run", "status", "history", "fetchlog", "wait", "retrieve", "act", "poke",
-                      "daemon_status", "daemon_stop", "token_status", "token_refresh", "token_request_plan"]
+RequestKind = Literal["ping", "submit", "dry_run", "status", "history", "fetchlog", "wait", "watch", "retrieve", "act",
+                      "poke", "daemon_status", "daemon_stop", "token_status", "token_refresh", "token_request_plan"]
 
 
-async def dispatch(services: Services, request: Request) -> dict[str, Any]:
+async def dispatch(services: Services, request: Request) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+    """One result, or for `watch` a stream of them (transport/server.py sends each as a frame)."""
     f = request.fields
     # decode_request admits only the kinds of REQUESTS, so the cast names what is already true.
     kind = cast(RequestKind, request.kind)
@@ -38,6 +40,8 @@ async def dispatch(services: Services, request: Request) -> dict[str, Any]:
             return await jobs.fetchlog(services, f["job"])
         case "wait":
             return await jobs.wait(services, f["ids"], float(f.get("timeout", services.config.max_wait)))
+        case "watch":
+            return watch.watch(services, f)
         case "retrieve":
             return await jobs.retrieve(services, f["ids"], f.get("dest"))
         case "act":

@@ -21,12 +21,13 @@ from rsubd.ledger import schema
 from rsubd.ledger.diagnosis import LedgerError, check_ours, refusal
 from rsubd.ledger.reads import LedgerReads
 from rsubd.ledger.schema import JobSelector, Row, TrackedJob
+from rsubd.ledger.watchreads import WatchReads
 
 __all__ = ["JobSelector", "Ledger", "LedgerError", "Row", "TrackedJob"]
 Key = tuple[int, int]
 
 
-class Ledger(LedgerReads):
+class Ledger(LedgerReads, WatchReads):
     """The durable record of rsub's clusters and jobs; safe to use from several threads."""
 
     def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:

@@ -15,7 +15,7 @@ import os
 import resource
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,9 @@ from rsub.wire.protocol import ProtocolError, Request
 from rsub.wire.vocabulary import ErrorCode, RequestError
 
 log = structlog.get_logger("rsubd.transport.server")
-Handler = Callable[[Request], Awaitable[dict[str, Any]]]
+# A handler answers with one result, or with a stream of them (`watch`): each sent as a frame with
+# "more": true, the stream ending with a result of type "end" (sent without "more").
+Handler = Callable[[Request], Awaitable[dict[str, Any] | AsyncIterator[dict[str, Any]]]]
 
 IDLE_TIMEOUT = 60.0  # seconds a client may take to send one whole request
 IDLE_TIMEOUT_ENV = "RSUBD_IDLE_TIMEOUT"  # overrides IDLE_TIMEOUT; lets e2e tests watch an idle drop
@@ -194,7 +196,11 @@ class SocketServer:
                 return
             if line is None:
                 return
-            await self._send_frame(writer, await self._answer(line))
+            answer = await self._answer(line)
+            if isinstance(answer, bytes):
+                await self._send_frame(writer, answer)
+            else:
+                await self._stream(writer, *answer)
 
     async def _read_frame(self, reader: asyncio.StreamReader, buffer: bytearray) -> bytes | None:
         """The next newline-terminated frame, or None at end of input (also mid-frame).
@@ -224,7 +230,31 @@ class SocketServer:
                 return None
             buffer += chunk
 
-    async def _answer(self, line: bytes) -> bytes:
+    async def _stream(self, writer: asyncio.StreamWriter, request: Request,
+                      frames: AsyncIterator[dict[str, Any]]) -> None:
+        """Send a stream's results as they come; the next is made only once the socket took the last."""
+        try:
+            async for item in frames:
+                end = item.get("type") == "end"
+                message = protocol.ok(request.id, item)
+                if not end:
+                    message["more"] = True
+                await self._send_frame(writer, protocol.encode(message))
+                if end:
+                    return
+        except (TimeoutError, ConnectionError, asyncio.CancelledError):
+            raise  # the reader went away or stopped reading, or rsubd is stopping: _serve closes
+        except RequestError as e:
+            await self._send(writer, error_reply(request.id, e.code, e.message))
+        except Exception:
+            log.exception("stream.failed", request_id=request.id, kind=request.kind)
+            await self._send(writer, self._internal(request))
+        finally:
+            aclose = getattr(frames, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _answer(self, line: bytes) -> bytes | tuple[Request, AsyncIterator[dict[str, Any]]]:
         try:
             request = protocol.decode_request(line)
         except ProtocolError as e:
@@ -234,7 +264,10 @@ class SocketServer:
             return protocol.encode(error_reply(
                 None, ErrorCode.INTERNAL, "internal error in rsubd decoding this request; see the daemon's log"))
         try:
-            reply = protocol.ok(request.id, await self._handler(request))
+            result = await self._handler(request)
+            if not isinstance(result, dict):
+                return request, result
+            reply = protocol.ok(request.id, result)
         except RequestError as e:
             reply = error_reply(request.id, e.code, e.message)
         except Exception:
