@@ -34,7 +34,10 @@ exit codes:
   6  timed out (rsub wait --timeout)
   7  the schedd failed or refused
   8  a token is missing, expired or refused: a person must act
-  9  rsub wait: some job needs attention (its output cannot be retrieved until you act)"""
+  9  rsub wait: some job needs attention (its output cannot be retrieved until you act)
+ 11  rsub wait: all final, and some job failed (its submit, spool or output was lost)
+ 12  rsub wait: all final, and some job was removed
+ 13  rsub wait: all final, and some job exited non-zero or was killed by a signal"""
 
 
 MAIN_EXAMPLES = """\
@@ -50,8 +53,9 @@ examples:
 # Each command and the module of rsub.commands that defines it, in the order of `rsub --help`. Only the
 # module of the command about to run is imported: `rsub q` loads neither tarfile nor the jobsub builder.
 MODULES = {"ping": "ping", "poke": "ping", "submit": "submit", "q": "status", "status": "status",
-           "history": "status", "wait": "wait", "retrieve": "retrieve", "fetchlog": "fetchlog", "hold": "act",
-           "release": "act", "rm": "act", "daemon": "daemon", "token": "token", "completion": "completion"}
+           "history": "status", "wait": "wait", "watch": "watch", "retrieve": "retrieve", "fetchlog": "fetchlog",
+           "hold": "act", "release": "act", "rm": "act", "daemon": "daemon", "token": "token",
+           "completion": "completion"}
 COMMANDS = tuple(MODULES)
 VALUED_OPTIONS = ("--socket", "--config")
 

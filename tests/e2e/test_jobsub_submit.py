@@ -83,7 +83,7 @@ def test_script_with_inputs_tarballs_and_environment(rsubd: Rsubd, workdir: Path
         assert sorted(tar.getnames()) == ["sub", "sub/deep.txt", "top.txt"]
 
     waited = rsubd.rsub("wait", "--timeout", "60", str(cluster))
-    assert waited.returncode == 0, waited.stderr
+    assert waited.returncode == 13, waited.stderr  # proc 1 exits 1
     for proc in (0, 1):
         assert (out / f"{cluster}.{proc}.out").read_bytes() == (
             f'args: 3 [-x] [two words] [q"x]\n'

@@ -159,7 +159,7 @@ def test_rm_a_cluster_reports_counts(world: World) -> None:
     removed = world.rsub("rm", "--reason", "not needed", str(world.c), "--schedd", "local")
     assert removed.returncode == 0, removed.stderr
     assert removed.stdout.strip() == "local: remove: 2 job(s) matched; 2 success"
-    assert world.rsub("wait", "--timeout", "20", f"{world.c}@local").returncode == 0
+    assert world.rsub("wait", "--timeout", "20", f"{world.c}@local").returncode == 12  # removed
 
 
 def test_act_by_constraint(world: World) -> None:
@@ -193,7 +193,7 @@ def test_act_by_constraint(world: World) -> None:
 
     removed = world.rsub("rm", "--constraint", "ProcId >= 0", "--schedd", "other")
     assert removed.stdout.strip() == "other: remove: 2 job(s) matched; 2 success"
-    assert world.rsub("wait", "--timeout", "20", f"{world.b}@other").returncode == 0
+    assert world.rsub("wait", "--timeout", "20", f"{world.b}@other").returncode == 12  # removed
 
 
 # -- rsub history ------------------------------------------------------------------------------
@@ -280,7 +280,7 @@ def test_fetchlog_errors(world: World) -> None:
 
 # -- completion and help -----------------------------------------------------------------------
 
-COMMANDS = ["ping", "poke", "submit", "q", "status", "history", "wait", "retrieve", "fetchlog", "hold", "release", "rm", "daemon",
+COMMANDS = ["ping", "poke", "submit", "q", "status", "history", "wait", "watch", "retrieve", "fetchlog", "hold", "release", "rm", "daemon",
             "token", "completion"]
 
 

@@ -139,3 +139,18 @@ def test_a_watch_of_a_job_rsub_does_not_have_is_an_error(rsubd: Rsubd) -> None:
     with Connection(sock(rsubd), timeout=30) as conn:
         frames = list(conn.stream("watch", ids=["999.0"]))
     assert len(frames) == 1 and frames[0]["ok"] is False and frames[0]["error"]["code"] == "not_found"
+
+
+def test_a_request_sent_during_a_watch_ends_it_and_is_answered(rsubd: Rsubd) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+        raw.settimeout(30)
+        raw.connect(sock(rsubd))
+        reader = raw.makefile("rb")
+        raw.sendall(encode(make_request("watch", ids=[])))  # no timeout: it would go on for ever
+        assert json.loads(reader.readline())["result"]["type"] == "snapshot"
+        raw.sendall(encode({"v": 1, "id": "next", "kind": "ping"}))
+        end = json.loads(reader.readline())
+        assert end["result"] == {"type": "end", "done": False, "reason": "superseded"} and "more" not in end
+        pong = json.loads(reader.readline())
+        assert pong["id"] == "next" and pong["result"]["pong"] is True
+        reader.close()

@@ -80,6 +80,10 @@ EXIT_TIMEOUT = 6
 EXIT_SCHEDD = 7
 EXIT_TOKEN = 8
 EXIT_ATTENTION = 9  # rsub wait: every job is final or needs a person (its output cannot be written)
+# rsub wait: every job is final, and not every one ended well (the first that applies, in this order)
+EXIT_FAILED = 11  # some job failed: its submit or spool failed, or its output was lost
+EXIT_REMOVED = 12  # some job was removed
+EXIT_NONZERO = 13  # some job exited with a code other than 0, or was killed by a signal
 EXIT_BY_CODE = {
     ErrorCode.BAD_REQUEST: EXIT_USAGE,
     ErrorCode.NOT_FOUND: EXIT_NOT_FOUND,

@@ -61,6 +61,10 @@ def watch(services: Services, f: dict[str, Any]) -> AsyncIterator[dict[str, Any]
     for sel, text in zip(sels, ids, strict=True):
         if not services.ledger.selects_any([sel], schedd):
             raise RequestError(ErrorCode.NOT_FOUND, f"no job {text} in rsub's ledger")
+    if f.get("until_final") and sels:
+        # `rsub wait`: ask for fresh news of the schedds it waits on (within their early-poll budgets).
+        for name in sorted({name for name, _ in services.ledger.selected_clusters(sels, schedd)}):
+            services.polls.poke(name)
     watcher = Watcher(services, sels, schedd, jobs=bool(f.get("jobs", False)),
                       until_final=bool(f.get("until_final", False)), coalesce_after=coalesce or COALESCE_AFTER)
     return watcher.stream(since, None if timeout is None else float(timeout))

@@ -11,6 +11,7 @@ goes away mid-frame is just dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
 import socket
@@ -199,8 +200,8 @@ class SocketServer:
             answer = await self._answer(line)
             if isinstance(answer, bytes):
                 await self._send_frame(writer, answer)
-            else:
-                await self._stream(writer, *answer)
+            elif not await self._stream(reader, writer, buffer, *answer):
+                return
 
     async def _read_frame(self, reader: asyncio.StreamReader, buffer: bytearray) -> bytes | None:
         """The next newline-terminated frame, or None at end of input (also mid-frame).
@@ -230,29 +231,71 @@ class SocketServer:
                 return None
             buffer += chunk
 
-    async def _stream(self, writer: asyncio.StreamWriter, request: Request,
-                      frames: AsyncIterator[dict[str, Any]]) -> None:
-        """Send a stream's results as they come; the next is made only once the socket took the last."""
+    async def _stream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, buffer: bytearray,
+                      request: Request, frames: AsyncIterator[dict[str, Any]]) -> bool:
+        """Send a stream's results as they come; the next is made only once the socket took the last.
+
+        The client may end a stream by sending its next request (the stream's last frame then says
+        "superseded", and the request is answered after it; one sent with the stream's request ends
+        it after its first frame) or by going away. Returns whether to read on.
+        """
+        incoming: asyncio.Task[bytes] = asyncio.ensure_future(reader.read(READ_CHUNK))
+        step: asyncio.Future[dict[str, Any]] | None = None
+        consumed = False
+        it = frames.__aiter__()
+        sent = 0
         try:
-            async for item in frames:
+            while True:
+                if sent and b"\n" in buffer:
+                    # The next request came with this one (pipelined): the stream's first frame, then it.
+                    await self._send(writer, protocol.ok(request.id, {"type": "end", "done": False,
+                                                                      "reason": "superseded"}))
+                    return True
+                step = asyncio.ensure_future(it.__anext__())
+                await asyncio.wait({step, incoming}, return_when=asyncio.FIRST_COMPLETED)
+                if incoming.done():
+                    data = incoming.result()
+                    consumed = True
+                    if not data:
+                        return False  # the client went away
+                    buffer += data
+                    await self._send(writer, protocol.ok(request.id, {"type": "end", "done": False,
+                                                                      "reason": "superseded"}))
+                    return True
+                try:
+                    item = step.result()
+                except StopAsyncIteration:
+                    return True
+                step = None
                 end = item.get("type") == "end"
                 message = protocol.ok(request.id, item)
                 if not end:
                     message["more"] = True
                 await self._send_frame(writer, protocol.encode(message))
+                sent += 1
                 if end:
-                    return
+                    return True
         except (TimeoutError, ConnectionError, asyncio.CancelledError):
-            raise  # the reader went away or stopped reading, or rsubd is stopping: _serve closes
+            raise  # the reader stopped reading, or rsubd is stopping: _serve closes
         except RequestError as e:
             await self._send(writer, error_reply(request.id, e.code, e.message))
+            return True
         except Exception:
             log.exception("stream.failed", request_id=request.id, kind=request.kind)
             await self._send(writer, self._internal(request))
+            return True
         finally:
+            for task in (step, incoming):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+            if not consumed and incoming.done() and not incoming.cancelled() and incoming.exception() is None:
+                buffer += incoming.result()  # a request that came as the stream ended: answered next
             aclose = getattr(frames, "aclose", None)
             if aclose is not None:
-                await aclose()
+                with contextlib.suppress(Exception):
+                    await aclose()
 
     async def _answer(self, line: bytes) -> bytes | tuple[Request, AsyncIterator[dict[str, Any]]]:
         try:
