@@ -490,3 +490,26 @@ def test_failing_query_counts_an_error_and_changes_nothing(env: Env, monkeypatch
     assert env.poller.stats.last_error is None
     assert env.poller.stats.last_ok_at is not None
     assert env.poller.stats.last_hour(time.time())["errors"] == 1
+
+
+def test_a_poll_that_finds_nothing_new_is_logged_at_debug(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = env.job_dir("levels", SLEEP_SH)
+    env.submit(d, simple("a"))
+    env.tick_until(lambda: len(env.queue("JobStatus == 2")) == 1, "running")  # and it runs a minute
+
+    def levels() -> list[str]:
+        with structlog.testing.capture_logs() as logs:
+            env.poll()
+        return [e["log_level"] for e in logs if e["event"] == "poll"]
+
+    assert levels() == ["info"]  # the first poll, which sees the job running
+    assert levels() == ["debug"]  # nothing new: the job is still running
+
+    def unreachable(constraint: str, projection: Any) -> list[dict[str, Any]]:
+        raise ScheddError(ErrorKind.UNREACHABLE, "Failed to connect to schedd")
+
+    monkeypatch.setattr(env.schedd, "query", unreachable)
+    assert levels() == ["warning"]
+    monkeypatch.undo()
+    assert levels() == ["info"]  # the first poll after errors: the backoff ends
+    assert levels() == ["debug"]

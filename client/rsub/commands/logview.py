@@ -128,33 +128,37 @@ def follow(path: Path, offset: int, emit: Callable[[bytes], None], *, every: flo
         if complete:
             sys.stdout.flush()
 
-    while True:
-        if f is None:
-            try:
-                f = open(path, "rb")  # noqa: SIM115 - kept open while it is followed, closed at rotation
-            except FileNotFoundError:
-                time.sleep(every)  # not there yet, or between a rotation's rename and the new file
-                continue
-            inode = os.fstat(f.fileno()).st_ino
-            f.seek(min(offset, os.fstat(f.fileno()).st_size))
-            offset = 0  # a file opened again after a rotation is read from its start
-        drain()
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            st = None
-        if st is None or st.st_ino != inode:  # rotated: what the old file still got, then the new one
+    try:
+        while True:
+            if f is None:
+                try:
+                    f = open(path, "rb")  # noqa: SIM115 - kept open while it is followed, closed at rotation
+                except FileNotFoundError:
+                    time.sleep(every)  # not there yet, or between a rotation's rename and the new file
+                    continue
+                inode = os.fstat(f.fileno()).st_ino
+                f.seek(min(offset, os.fstat(f.fileno()).st_size))
+                offset = 0  # a file opened again after a rotation is read from its start
             drain()
-            if rest:
-                emit(rest)
-                rest = b""
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                st = None
+            if st is None or st.st_ino != inode:  # rotated: what the old file still got, then the new one
+                drain()
+                if rest:
+                    emit(rest)
+                    rest = b""
+                f.close()
+                f = None
+                continue
+            if st.st_size < f.tell():  # truncated in place
+                f.seek(0)
+                continue
+            time.sleep(every)
+    finally:
+        if f is not None:
             f.close()
-            f = None
-            continue
-        if st.st_size < f.tell():  # truncated in place
-            f.seek(0)
-            continue
-        time.sleep(every)
 
 
 # -- showing ---------------------------------------------------------------------------------------
