@@ -385,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rsubd: cannot start: {e}", file=sys.stderr)
         return 1
     except Exception:
-        log.exception("rsubd.crashed")  # the traceback goes to the log too, not only to a stderr nobody reads
+        if logs.current().to == "file":  # the traceback goes to the log too, not only to a stderr nobody reads
+            log.exception("rsubd.crashed")
         raise
     return 0
 
