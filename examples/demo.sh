@@ -8,13 +8,15 @@ work="$here/demo"
 if ! "$bin/rsub" ping >/dev/null 2>&1; then
     state="${XDG_STATE_HOME:-$HOME/.local/state}/rsub"
     mkdir -p "$state" && chmod 700 "$state"
-    echo "starting rsubd (log: $state/rsubd.log)"
-    nohup "$bin/rsubd" >>"$state/rsubd.log" 2>&1 </dev/null &
+    echo "starting rsubd (its log: $state/rsubd.log; $bin/rsub daemon log shows it)"
+    # Its stderr is no terminal, so rsubd writes its log to $state/rsubd.log itself (rotated);
+    # rsubd.out keeps only what it prints before the log is set up (a bad config).
+    nohup "$bin/rsubd" >>"$state/rsubd.out" 2>&1 </dev/null &
     for _ in $(seq 1 100); do
         "$bin/rsub" ping >/dev/null 2>&1 && break
         sleep 0.1
     done
-    "$bin/rsub" ping || { echo "rsubd did not start; see $state/rsubd.log" >&2; exit 1; }
+    "$bin/rsub" ping || { echo "rsubd did not start; see $state/rsubd.out and $state/rsubd.log" >&2; exit 1; }
 else
     echo "rsubd is already running"
 fi

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 EXIT_CODES = """\
 exit codes:
   0  done
-  1  error inside rsubd (see its log)
+  1  error inside rsubd (see its log: rsub daemon log)
   2  usage error or malformed request
   3  rsubd is not running
   4  no such job in the ledger

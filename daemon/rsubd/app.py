@@ -30,7 +30,7 @@ from rsubd import __version__, handlers
 from rsubd.backends.local.auth import TokenCheckedSchedd
 from rsubd.backends.registry import make_schedd
 from rsubd.backends.schedd import ErrorKind, Schedd, ScheddError
-from rsubd.config import Config, ConfigError, load
+from rsubd.config import LOG_LEVELS, Config, ConfigError, load
 from rsubd.handlers import Services
 from rsubd.ledger.store import Ledger, LedgerError
 from rsubd.platform import logs, systemd
@@ -361,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: rsubd --config ~/.config/rsub/config.toml",
     )
     parser.add_argument("--config", help="config file (default: $RSUB_CONFIG, else $XDG_CONFIG_HOME/rsub/config.toml)")
+    parser.add_argument("--log-file", metavar="PATH", help="write the log here, rotated by size ('-': stderr; "
+                        "default: stderr on a terminal or the journal, else <state dir>/rsubd.log)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="least level logged (default: the config's, info)")
     parser.add_argument("--version", action="version", version=f"rsubd {__version__}")
     args = parser.parse_args(argv)
     try:
@@ -368,12 +371,23 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"rsubd: bad configuration: {e}", file=sys.stderr)
         return 2
-    logs.configure(config.log_level)
+    try:
+        logs.setup(args.log_level or config.log_level, args.log_file or config.log_file, config.state_dir,
+                   max_bytes=config.log_max_bytes, backups=config.log_backups)
+    except OSError as e:
+        print(f"rsubd: cannot start: cannot open its log: {e}", file=sys.stderr)
+        return 1
     try:
         asyncio.run(run(config))
     except StartupError as e:
+        if logs.current().to == "file":  # stderr (a terminal, the journal) gets the line below anyway
+            log.error("rsubd.cannot_start", error=str(e))
         print(f"rsubd: cannot start: {e}", file=sys.stderr)
         return 1
+    except Exception:
+        if logs.current().to == "file":  # the traceback goes to the log too, not only to a stderr nobody reads
+            log.exception("rsubd.crashed")
+        raise
     return 0
 
 

@@ -58,6 +58,9 @@ class Config:
     socket: Path
     state_dir: Path
     log_level: str = "info"
+    log_file: str | None = None  # None: chosen at start (stderr on a terminal or the journal, else <state>/rsubd.log)
+    log_max_bytes: int = 10 * 1024 * 1024  # a log file is rotated past this size, keeping log_backups old ones
+    log_backups: int = 5
     leave_in_queue_days: float = 10.0
     schedds: tuple[ScheddConfig, ...] = field(default_factory=tuple)
     tokens: dict[str, TokenProfile] = field(default_factory=dict)
@@ -90,7 +93,8 @@ class Config:
         raise KeyError(name)
 
 
-TOP_KEYS = {"socket", "state_dir", "log_level", "leave_in_queue_days", "schedd", "tokens", "unspooled", "notify"}
+TOP_KEYS = {"socket", "state_dir", "log_level", "log_file", "log_max_bytes", "log_backups", "leave_in_queue_days",
+            "schedd", "tokens", "unspooled", "notify"}
 NOTIFY_KEYS = {"command", "on", "desktop"}
 UNSPOOLED = ("resubmit", "report")
 SCHEDD_KEYS = {"name", "backend", "poll_interval", "slots", "pool", "address", "condor_config", "params",
@@ -119,6 +123,12 @@ def _number(value: Any, key: str, *, minimum: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
         raise ConfigError(f"{key} must be a finite number >= {minimum:g}, not {value!r}")
     return float(value)
+
+
+def _whole(value: Any, key: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} must be a whole number >= {minimum}, not {value!r}")
+    return value
 
 
 def _string(value: Any, key: str) -> str:
@@ -277,6 +287,12 @@ def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
     level = data.get("log_level", "info")
     if level not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+    log_file = data.get("log_file")
+    if log_file is not None:
+        log_file = _string(log_file, "log_file")
+        log_file = log_file if log_file == "-" else str(Path(log_file).expanduser())
+    max_bytes = _whole(data.get("log_max_bytes", 10 * 1024 * 1024), "log_max_bytes", minimum=4096)
+    backups = _whole(data.get("log_backups", 5), "log_backups", minimum=1)
     days = _number(data.get("leave_in_queue_days", 10), "leave_in_queue_days", minimum=0.001)
     raw = data.get("schedd", [{"name": "local", "backend": "local"}])
     if not isinstance(raw, list) or not raw:
@@ -301,6 +317,7 @@ def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
                               f"configured: {', '.join(tokens) or 'none'}")
     if len(str(socket)) > 100:
         raise ConfigError(f"socket path {socket} is too long for a Unix socket (at most 100 characters)")
-    return Config(socket=socket, state_dir=state, log_level=level, leave_in_queue_days=days,
+    return Config(socket=socket, state_dir=state, log_level=level, log_file=log_file, log_max_bytes=max_bytes,
+                  log_backups=backups, leave_in_queue_days=days,
                   schedds=schedds, tokens=tokens, unspooled=unspooled,
                   notify=_notify(data.get("notify", {})), source=source)

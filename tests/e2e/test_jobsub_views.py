@@ -304,7 +304,7 @@ t rsub completion ""
 """
     out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0].split() == COMMANDS
-    assert out[1:] == ["--state", "retrieved removed", "status stop install",
+    assert out[1:] == ["--state", "retrieved removed", "status stop log install",
                        "--help --constraint --schedd --reason --json", "bash zsh"]
 
 

@@ -39,8 +39,12 @@ class Rsubd:
     stop_timeout = 15.0  # seconds `rsub daemon stop` may take before rsubd is SIGKILLed
     rsub_timeout = 120.0  # seconds one rsub command may take
 
-    def __init__(self, root: Path, config: str | None = None, *, runtime: Path | None = None) -> None:
+    def __init__(self, root: Path, config: str | None = None, *, runtime: Path | None = None,
+                 log_to_stderr: bool = True) -> None:
         self.root = root
+        # rsubd's log goes to its stderr, which `log` captures (with whatever else it prints), unless the test
+        # is about where rsubd puts its log by itself: then `log` holds only its stderr.
+        self.args: list[str] = ["--log-file", "-"] if log_to_stderr else []
         self.env = {
             **os.environ,
             "XDG_STATE_HOME": str(root / "state"),
@@ -61,6 +65,11 @@ class Rsubd:
     def state_dir(self) -> Path:
         return self.root / "state" / "rsub"
 
+    @property
+    def log_file(self) -> Path:
+        """Where rsubd writes its log by default when its stderr is neither a terminal nor the journal."""
+        return self.state_dir / "rsubd.log"
+
     def start(self, wait: bool = True, *, timeout: float | None = None, extra_env: Mapping[str, str] | None = None,
               note: str | None = None) -> subprocess.Popen[bytes]:
         """Start rsubd (with `extra_env` on top of `env`, `note` marking the log) and wait until it answers."""
@@ -68,7 +77,7 @@ class Rsubd:
             if note is not None:
                 log.write(f"--- {note}\n".encode())
                 log.flush()
-            proc = subprocess.Popen([str(BIN / "rsubd")], env={**self.env, **(extra_env or {})}, stdout=log,
+            proc = subprocess.Popen([str(BIN / "rsubd"), *self.args], env={**self.env, **(extra_env or {})}, stdout=log,
                                     stderr=log)
         self.proc = proc
         if wait:

@@ -194,7 +194,7 @@ def test_filters_reach_the_request() -> None:
 def test_completion_tree_follows_the_parser() -> None:
     root = completion.tree(cli.build_parser())
     assert list(root.children) == list(cli.COMMANDS)
-    assert set(root.children["daemon"].children) == {"status", "stop", "install"}
+    assert set(root.children["daemon"].children) == {"status", "stop", "log", "install"}
     assert root.children["completion"].words == ("bash", "zsh")
     assert root.children["submit"].files
     state = next(o for o in root.children["q"].options if "--state" in o.names)

@@ -304,3 +304,18 @@ def test_notify_and_unspooled_settings() -> None:
                          ({"unspooled": "ignore"}, "unspooled must be one of")):
         with pytest.raises(config.ConfigError, match=message):
             config.from_dict(bad)
+
+
+def test_log_keys(tmp_path: Path, clean_env: Path) -> None:
+    cfg = config.load(str(write(tmp_path / "c.toml", 'log_file = "~/logs/r.log"\nlog_max_bytes = 65536\n'
+                                                     'log_backups = 2\nlog_level = "debug"\n')))
+    assert (cfg.log_file, cfg.log_max_bytes, cfg.log_backups, cfg.log_level) == (
+        str(clean_env / "logs" / "r.log"), 65536, 2, "debug")
+    assert config.load(str(write(tmp_path / "d.toml", 'log_file = "-"\n'))).log_file == "-"
+    default = config.load(str(write(tmp_path / "e.toml", "")))
+    assert (default.log_file, default.log_max_bytes, default.log_backups) == (None, 10 * 1024 * 1024, 5)
+    assert "log_max_bytes must be a whole number >= 4096, not 100" in refusal(tmp_path, "log_max_bytes = 100\n")
+    assert "log_backups must be a whole number >= 1, not 0" in refusal(tmp_path, "log_backups = 0\n")
+    assert "log_file must be a non-empty string" in refusal(tmp_path, 'log_file = ""\n')
+    message = refusal(tmp_path, 'log_level = "loud"\n')
+    assert "log_level must be one of debug, info, warning, error, not 'loud'" in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import time
 import uuid
@@ -16,6 +17,7 @@ import structlog
 from rsubd.backends.local.scheduler import LocalSchedd
 from rsubd.backends.schedd import Action, ErrorKind, JobStatus, ScheddError, SubmitResult
 from rsubd.ledger.store import JobSelector, Ledger
+from rsubd.platform import logs as rsubd_logs
 from rsubd.polling.poller import Poller, PollReport
 from rsubd.services.submission import Prepared, prepare
 
@@ -490,3 +492,30 @@ def test_failing_query_counts_an_error_and_changes_nothing(env: Env, monkeypatch
     assert env.poller.stats.last_error is None
     assert env.poller.stats.last_ok_at is not None
     assert env.poller.stats.last_hour(time.time())["errors"] == 1
+
+
+def test_a_poll_that_finds_nothing_new_is_logged_at_debug(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    rsubd_logs.configure("debug", io.StringIO())  # capture_logs sees only what the configured level lets through
+    try:
+        d = env.job_dir("levels", SLEEP_SH)
+        env.submit(d, simple("a"))
+        env.tick_until(lambda: len(env.queue("JobStatus == 2")) == 1, "running")  # and it runs a minute
+
+        def levels() -> list[str]:
+            with structlog.testing.capture_logs() as captured:
+                env.poll()
+            return [e["log_level"] for e in captured if e["event"] == "poll"]
+
+        assert levels() == ["info"]  # the first poll, which sees the job running
+        assert levels() == ["debug"]  # nothing new: the job is still running
+
+        def unreachable(constraint: str, projection: Any) -> list[dict[str, Any]]:
+            raise ScheddError(ErrorKind.UNREACHABLE, "Failed to connect to schedd")
+
+        monkeypatch.setattr(env.schedd, "query", unreachable)
+        assert levels() == ["warning"]
+        monkeypatch.undo()
+        assert levels() == ["info"]  # the first poll after errors: the backoff ends
+        assert levels() == ["debug"]
+    finally:
+        rsubd_logs.configure("info")

@@ -1,4 +1,4 @@
-"""`rsub daemon status|stop|install`: rsubd itself, and the systemd user units that run it."""
+"""`rsub daemon status|stop|log|install`: rsubd itself, its log, and the systemd user units that run it."""
 
 from __future__ import annotations
 
@@ -47,6 +47,10 @@ def cmd_daemon_install(args: argparse.Namespace) -> int:
 def cmd_daemon(args: argparse.Namespace) -> int:
     if args.daemon_command == "install":
         return cmd_daemon_install(args)
+    if args.daemon_command == "log":
+        from rsub.commands.logview import cmd_daemon_log
+
+        return cmd_daemon_log(args)
     if args.daemon_command == "stop":
         call(args, "daemon_stop")
         print("rsubd is stopping")
@@ -57,6 +61,11 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         return 0
     print(f"rsubd {result['rsubd_version']}, pid {result['pid']}, up {result['uptime']:.0f} s, "
           f"socket {result['socket']}")
+    where = result.get("log") or {}
+    if where:
+        place = {"file": where.get("path"), "journal": f"the journal ({where.get('journal_command')})",
+                 "stderr": "its standard error"}.get(str(where.get("to")), "?")
+        print(f"  log: {place}, level {where.get('level')} (rsub daemon log)")
     for name, s in result["schedds"].items():
         jobs = ", ".join(f"{n} {k}" for k, n in sorted(s["jobs"].items())) or "no jobs"
         every = s.get("interval_in_force", s["poll_interval"])
@@ -84,11 +93,19 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def add_parser(name: str, add: AddParser) -> None:
-    s = add("daemon", "rsubd itself: status, stop, install", "rsub daemon status --json\nrsub daemon stop")
+    s = add("daemon", "rsubd itself: status, stop, log, install",
+            "rsub daemon status --json\nrsub daemon log -f\nrsub daemon stop")
     dsub = s.add_subparsers(dest="daemon_command", required=True, metavar="ACTION")
     ds = dsub.add_parser("status", help="what rsubd is doing, per schedd", epilog="example: rsub daemon status --json")
     ds.add_argument("--json", action="store_true", help=f"print JSON (shape version {JSON_VERSION})")
     dsub.add_parser("stop", help="stop rsubd (jobs keep running on their schedd)", epilog="example: rsub daemon stop")
+    ds = dsub.add_parser("log", help="print rsubd's log (its last lines; -f to follow)",
+                         epilog="examples: rsub daemon log -n 200; rsub daemon log -f; "
+                                "rsub daemon log --json | jq .event")
+    ds.add_argument("-n", "--lines", type=int, default=50, metavar="N", help="the last N lines (default 50)")
+    ds.add_argument("-f", "--follow", action="store_true", help="then print new lines as rsubd writes them, "
+                    "across rotations, until interrupted")
+    ds.add_argument("--json", action="store_true", help="print the log's own JSON lines, as they are")
     ds = dsub.add_parser("install", help="write the systemd user units and print how to enable them",
                          epilog="example: rsub daemon install && systemctl --user enable --now rsubd")
     ds.add_argument("--dir", help="where to write the units (default: ~/.config/systemd/user)")

@@ -30,6 +30,14 @@ def state_dir() -> Path:
     return Path(base) / "rsub"
 
 
+LOG_NAME = "rsubd.log"  # rsubd's own log, in the state directory, when it writes one by default
+
+
+def log_file(state: Path | None = None) -> Path:
+    """Where rsubd writes its log by default: <state dir>/rsubd.log."""
+    return (state or state_dir()) / LOG_NAME
+
+
 def runtime_dir() -> Path:
     """$XDG_RUNTIME_DIR/rsub, or a private /tmp/rsub-<uid> where XDG_RUNTIME_DIR is unset."""
     base = _xdg("XDG_RUNTIME_DIR")

@@ -7,6 +7,7 @@ from typing import Any
 
 from rsubd import __version__
 from rsubd.handlers.context import Services
+from rsubd.platform import logs
 
 
 def ping(services: Services) -> dict[str, Any]:
@@ -14,7 +15,7 @@ def ping(services: Services) -> dict[str, Any]:
 
 
 def daemon_status(services: Services) -> dict[str, Any]:
-    return services.control.status()
+    return {**services.control.status(), "log": logs.status()}
 
 
 def daemon_stop(services: Services) -> dict[str, Any]:

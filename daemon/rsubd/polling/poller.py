@@ -19,6 +19,7 @@ longer tracked, so they are never asked about again.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -129,6 +130,7 @@ class Poller:
         self.stats.count("polls", started)
         self.stats.last_poll_at = started
         before = dict(self.stats.totals)
+        previous = self.stats.last_outcome
         try:
             report = self._reconcile(tracked)
         except ScheddError as e:
@@ -142,10 +144,17 @@ class Poller:
             self.stats.last_error = None
         self.stats.last_duration = self._clock() - started
         this_poll = {f"poll_{k}": v - before[k] for k, v in self.stats.totals.items() if k != "polls"}
-        log.info("poll", schedd=self.schedd.name, outcome=report.outcome, tracked=report.tracked,
-                 changed=report.changed, vanished=report.vanished, retrieved=report.retrieved,
-                 marked=report.marked, duration=round(self.stats.last_duration, 4), error=report.error,
-                 **self.stats.totals, **this_poll)
+        # Most polls find nothing new: those are debug, so the log holds what happened. A poll that changed a
+        # job, called more than the query (history, retrieve, edit), met an error or ended a run of them
+        # (a backoff), or is the first, is not.
+        called = any(this_poll[k] for k in ("poll_history_calls", "poll_retrieve_calls", "poll_edit_calls",
+                                            "poll_errors"))
+        level = logging.WARNING if report.outcome == "error" else (
+            logging.INFO if report.changed or report.vanished or called or previous != "ok" else logging.DEBUG)
+        log.log(level, "poll", schedd=self.schedd.name, outcome=report.outcome, tracked=report.tracked,
+                changed=report.changed, vanished=report.vanished, retrieved=report.retrieved,
+                marked=report.marked, duration=round(self.stats.last_duration, 4), error=report.error,
+                **self.stats.totals, **this_poll)
         return report
 
     def _reconcile(self, tracked: dict[Key, TrackedJob]) -> PollReport:

@@ -25,6 +25,7 @@ import structlog
 from rsub.wire import protocol
 from rsub.wire.protocol import ProtocolError, Request
 from rsub.wire.vocabulary import ErrorCode, RequestError
+from rsubd.platform import logs
 
 log = structlog.get_logger("rsubd.transport.server")
 # A handler answers with one result, or with a stream of them (`watch`): each sent as a frame with
@@ -304,8 +305,9 @@ class SocketServer:
             return protocol.encode(error_reply(None, e.code, e.message))
         except Exception:  # the decoder's fault, not the client's
             log.exception("request.undecodable", frame_bytes=len(line))
-            return protocol.encode(error_reply(
-                None, ErrorCode.INTERNAL, "internal error in rsubd decoding this request; see the daemon's log"))
+            return protocol.encode(error_reply(None, ErrorCode.INTERNAL,
+                                               f"internal error in rsubd decoding this request; see its log "
+                                               f"({logs.where()})"))
         try:
             result = await self._handler(request)
             if not isinstance(result, dict):
@@ -329,7 +331,7 @@ class SocketServer:
     @staticmethod
     def _internal(request: Request) -> dict[str, Any]:
         return error_reply(request.id, ErrorCode.INTERNAL,
-                           f"internal error in rsubd (request {request.id}); see the daemon's log")
+                           f"internal error in rsubd (request {request.id}); see its log ({logs.where()})")
 
     async def _send(self, writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
         await self._send_frame(writer, protocol.encode(message))
