@@ -3,7 +3,8 @@
 Imports only the standard library and `rsub.wire`, so it starts in the time
 Python itself takes. Exit codes: 0 ok, 1 error, 2 usage or bad request,
 3 rsubd not running, 4 no such job, 5 submit description refused, 6 timed out,
-7 the schedd failed, 8 a token is missing, expired or refused (a person must act).
+7 the schedd failed, 8 a token is missing, expired or refused (a person must act),
+9 a job needs attention (rsub wait), 10 rate limited: try again later.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ exit codes:
   6  timed out (rsub wait --timeout)
   7  the schedd failed or refused
   8  a token is missing, expired or refused: a person must act
-  9  rsub wait: some job needs attention (its output cannot be retrieved until you act)"""
+  9  rsub wait: some job needs attention (its output cannot be retrieved until you act)
+  10 not now: rate limited (rsub token refresh within refresh_floor); try again later"""
 
 
 MAIN_EXAMPLES = """\

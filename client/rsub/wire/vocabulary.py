@@ -80,6 +80,7 @@ EXIT_TIMEOUT = 6
 EXIT_SCHEDD = 7
 EXIT_TOKEN = 8
 EXIT_ATTENTION = 9  # rsub wait: every job is final or needs a person (its output cannot be written)
+EXIT_LATER = 10  # not now: rsubd declined a rate-limited request (rsub token refresh); try again later
 EXIT_BY_CODE = {
     ErrorCode.BAD_REQUEST: EXIT_USAGE,
     ErrorCode.NOT_FOUND: EXIT_NOT_FOUND,
