@@ -139,8 +139,34 @@ def test_colour_respects_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_jobsub_row() -> None:
     job = {"id": "12.0@local", "state": "running", "submitted_at": None,
            "jobsub": {"owner": "alice", "status": "R", "run_time": 61, "priority": 0, "size": None, "command": "a.sh"}}
-    assert views.jobsub_row(job) == ["12.0@local", "alice", "-", "0+00:01:01", "R", "0", "-", "a.sh"]
+    assert views.jobsub_row(job) == ["12.0@local", "alice", "-", "0+00:01:01", "R", "0", "-", "a.sh", "-"]
     assert len(views.JOBSUB_HEADER) == len(views.jobsub_row(job))
+    done = {**job, "state": "retrieved", "exit_code": 3, "exit_signal": None}
+    assert views.jobsub_row(done)[-1] == "3"
+    assert views.jobsub_row({**done, "exit_code": None, "exit_signal": 9})[-1] == "sig 9"
+
+
+def _job(cluster: int, proc: int, state: str, exit_code: int | None = None, schedd: str = "local") -> dict[str, object]:
+    return {"id": f"{cluster}.{proc}@{schedd}", "cluster": cluster, "proc": proc, "schedd": schedd, "state": state,
+            "exit_code": exit_code, "exit_signal": None}
+
+
+def test_a_job_that_exited_non_zero_is_counted_and_coloured_apart() -> None:
+    ok, bad = _job(1, 0, "retrieved", 0), _job(1, 1, "retrieved", 3)
+    assert views.shown_state(ok) == "retrieved" and views.shown_state(bad) == views.EXIT_NONZERO
+    assert views.STATE_COLOURS[views.EXIT_NONZERO] != views.STATE_COLOURS["retrieved"]
+    assert views.summary_lines([ok, bad, _job(2, 0, "running")]) == ["", "3 jobs; 1 running, 1 retrieved, 1 exit!=0"]
+    assert "exit code 3; output in /w" in views.note({**bad, "iwd": "/w"})
+
+
+def test_big_clusters_get_a_summary_line_each() -> None:
+    big = ([_job(12, p, "retrieved", 0) for p in range(6)] + [_job(12, 6 + p, "running") for p in range(3)]
+           + [_job(12, 9 + p, "idle") for p in range(2)] + [_job(12, 11, "held"), _job(12, 12, "retrieved", 1)])
+    small = [_job(13, p, "idle") for p in range(3)]
+    lines = views.summary_lines(big + small)
+    assert lines == ["", "12@local: 6 done, 3 run, 2 idle, 1 held, 1 exit!=0",
+                     "16 jobs; 5 idle, 3 running, 1 held, 6 retrieved, 1 exit!=0"]
+    assert views.summary_lines(big[:10]) == ["", "10 jobs; 1 idle, 3 running, 6 retrieved"]  # 10 jobs: not big
 
 
 def test_act_summary_counts() -> None:
