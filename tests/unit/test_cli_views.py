@@ -174,6 +174,11 @@ def test_act_summary_counts() -> None:
               "permission_denied": 0, "job_ads": 3}
     assert act.act_summary("hold", "local", counts) == "local: hold: 3 job(s) matched; 2 success, 1 already done"
     assert act.act_summary("remove", "x", dict.fromkeys(counts, 0)) == "x: remove: 0 job(s) matched; nothing to do"
+    done = {**dict.fromkeys(counts, 0), "finished": {"retrieved": ["12.0"]}}
+    assert act.act_summary("hold", "local", done) == "local: hold: nothing to do: 12.0 is already retrieved"
+    mixed = {**counts, "finished": {"removed": ["1.0", "1.1", "1.2", "1.3"], "retrieved": ["2.0", "2.1"]}}
+    assert act.act_summary("hold", "local", mixed) == ("local: hold: 3 job(s) matched; 2 success, 1 already done, "
+                                                       "4 jobs are already removed; 2.0, 2.1 are already retrieved")
 
 
 def test_member_names_stay_inside_the_archive() -> None:
@@ -255,6 +260,10 @@ def test_job_page_filters_and_run_times(tmp_path: Path) -> None:
 
         assert [r["state"] for r in ledger.job_page(states=["retrieved"])] == ["retrieved"]
         assert len(ledger.job_page()) == 6 and len(ledger.job_page(limit=2, offset=5)) == 1
+        # A page cut short keeps the newest jobs submitted (b's cluster 1, written last), shown in order.
+        assert [(r["schedd"], r["cluster"], r["proc"]) for r in ledger.job_page(limit=3)] == [
+            ("a", 2, 1), ("b", 1, 0), ("b", 1, 1)]
+        assert ledger.job_count() == 6 and ledger.job_count(schedd="a", states=["idle"]) == 1
         assert ledger.job_page(submitted_before=time.time() - 3600) == []
         assert len(ledger.job_page(submitted_after=time.time() - 3600)) == 6
         assert [(r["schedd"], r["proc"]) for r in ledger.job_page([JobSelector(1, 1)])] == [("a", 1), ("b", 1)]
