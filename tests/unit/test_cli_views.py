@@ -277,3 +277,29 @@ def test_job_page_filters_and_run_times(tmp_path: Path) -> None:
 def test_table_cells_never_break_a_line_or_a_column() -> None:
     lines = views.render_table([["1.0@local", "held:\tsee\nlog"]], ["JOB", "NOTE"], tty=False)
     assert lines == ["JOB\tNOTE", "1.0@local\theld: see log"]
+
+
+# -- rsub daemon status: human durations, never "last None", an idle schedd says so ------------------
+
+
+def test_human_durations() -> None:
+    from rsub.commands.daemon import human_duration
+
+    assert [human_duration(s) for s in (0.84, 9.96, 41, 161, 3600, 3 * 3600 + 720, 2 * 86400 + 4 * 3600, 86400)] == [
+        "0.8 s", "10.0 s", "41 s", "2 min 41 s", "1 h", "3 h 12 min", "2 d 4 h", "1 d"]
+
+
+def test_daemon_status_schedd_line() -> None:
+    from rsub.commands.daemon import schedd_line
+
+    s = {"backend": "local", "poll_interval": 2.0, "interval_in_force": 2.0, "last_poll_at": None,
+         "last_outcome": None, "polls": 0, "queries": 0, "retrieve_calls": 0, "edit_calls": 0, "history_calls": 0,
+         "errors": 0, "jobs": {"idle": 3}}
+    line = schedd_line("local", s, time.time())
+    assert "poll every 2.0 s, last never;" in line and "None" not in line
+    at = time.time() - 161
+    busy = schedd_line("local", {**s, "last_poll_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
+                                 "last_outcome": "ok"}, at + 161)
+    assert f"last {time.strftime('%H:%M:%S', time.localtime(at))} (2 min 41 s ago) ok;" in busy
+    idle = schedd_line("local", {**s, "jobs": {"retrieved": 5, "removed": 1}}, time.time())
+    assert "local (local): idle: nothing to track" in idle and "last" not in idle.split(";")[0]
