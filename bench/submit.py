@@ -66,7 +66,7 @@ def through_rsub(root: Path) -> float:
     daemon.start()
     try:
         started = time.perf_counter()
-        out = daemon.rsub("submit", "job.sub", cwd=work)
+        out = daemon.rsub("submit", "-v", "job.sub", cwd=work)  # -v: every id, as before issue 14
         seconds = time.perf_counter() - started
         if out.returncode != 0 or len(out.stdout.splitlines()) != PROCS + 1:
             raise RuntimeError(f"rsub submit failed: {out.returncode} {out.stderr[-2000:]}")

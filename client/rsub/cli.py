@@ -3,7 +3,8 @@
 Imports only the standard library and `rsub.wire`, so it starts in the time
 Python itself takes. Exit codes: 0 ok, 1 error, 2 usage or bad request,
 3 rsubd not running, 4 no such job, 5 submit description refused, 6 timed out,
-7 the schedd failed, 8 a token is missing, expired or refused (a person must act).
+7 the schedd failed, 8 a token is missing, expired or refused (a person must act),
+9 a job needs attention (rsub wait), 10 rate limited: try again later.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ exit codes:
   7  the schedd failed or refused
   8  a token is missing, expired or refused: a person must act
   9  rsub wait: some job needs attention (its output cannot be retrieved until you act)
+ 10  not now: rate limited (rsub token refresh within refresh_floor); try again later
  11  rsub wait: all final, and some job failed (its submit, spool or output was lost)
  12  rsub wait: all final, and some job was removed
  13  rsub wait: all final, and some job exited non-zero or was killed by a signal"""

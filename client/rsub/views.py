@@ -6,6 +6,8 @@ import json
 import os
 import sys
 
+from rsub.wire.vocabulary import STATES
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing only for the checker: the client's start-up time is a feature
     from typing import Any
@@ -17,9 +19,11 @@ def emit_json(data: Any) -> None:
 
 # -- tables: aligned and coloured on a terminal, tab-separated and plain otherwise ----------------
 
+EXIT_NONZERO = "exit!=0"  # a job done (or done but for its output) that exited non-zero or was killed
+
 # SGR colours of the job states (and so of their jobsub letters).
 STATE_COLOURS = {"running": "32", "held": "33", "failed": "31", "removed": "2", "completed": "36",
-                 "retrieved": "32;2", "spooling": "34", "submitting": "34"}
+                 "retrieved": "32;2", "spooling": "34", "submitting": "34", EXIT_NONZERO: "31"}
 
 
 def on_terminal() -> bool:
@@ -81,28 +85,70 @@ def submitted_text(iso_time: str | None) -> str:
     return _SUBMITTED[iso_time]
 
 
-JOBSUB_HEADER = ["JOBID", "OWNER", "SUBMITTED", "RUN_TIME", "ST", "PRI", "SIZE", "CMD"]
+# jobsub_q's columns, then the exit code (last, so that `cut -f5` is still the status letter).
+JOBSUB_HEADER = ["JOBID", "OWNER", "SUBMITTED", "RUN_TIME", "ST", "PRI", "SIZE", "CMD", "EXIT"]
 
 
 def jobsub_row(job: dict[str, Any]) -> list[str]:
     js = job.get("jobsub") or {}
     return [job["id"], js.get("owner") or "-", submitted_text(job.get("submitted_at")),
             run_time_text(js.get("run_time")), js.get("status") or "?", str(js.get("priority", 0)),
-            str(js.get("size") or "-"), js.get("command") or "-"]
+            str(js.get("size") or "-"), js.get("command") or "-", exit_text(job) or "-"]
+
+
+def exited_badly(job: dict[str, Any]) -> bool:
+    """A job retrieved or completed whose exit code is not 0, or that a signal killed."""
+    return job["state"] in ("retrieved", "completed") and (
+        job.get("exit_signal") is not None or job.get("exit_code") not in (None, 0))
+
+
+def shown_state(job: dict[str, Any]) -> str:
+    """The state a view colours and counts a job by: a retrieved job that exited non-zero is not green."""
+    return EXIT_NONZERO if job["state"] == "retrieved" and exited_badly(job) else job["state"]
+
+
+# The per-cluster summary: condor_q's batch view's words and order (DONE RUN IDLE HOLD), then the rest.
+CLUSTER_WORDS = {"retrieved": "done", "running": "run", "idle": "idle", "held": "held", "submitting": "spooling",
+                 "spooling": "spooling", "completed": "completed", "removed": "removed", "failed": "failed",
+                 EXIT_NONZERO: EXIT_NONZERO}
+BIG_CLUSTER = 10  # a cluster of more jobs than this in a view gets its own summary line on a terminal
+FOOTER_ORDER = (*STATES, EXIT_NONZERO)  # the global count: in the order jobs go through the states
+
+
+def count_text(counts: dict[str, int], order: tuple[str, ...] | list[str], words: dict[str, str] | None = None) -> str:
+    """`3 running, 2 retrieved, 1 exit!=0`: the counts by shown state in `order`, named by `words`."""
+    merged: dict[str, int] = {}
+    for k in sorted(counts, key=lambda k: order.index(k) if k in order else len(order)):
+        word = (words or {}).get(k, k)
+        merged[word] = merged.get(word, 0) + counts[k]
+    return ", ".join(f"{n:,} {word}" for word, n in merged.items())
+
+
+def summary_lines(jobs: list[dict[str, Any]], *, big: int = BIG_CLUSTER) -> list[str]:
+    """The closing lines on a terminal: one per cluster of more than `big` jobs, then the count of all by state."""
+    counts: dict[str, int] = {}
+    clusters: dict[str, dict[str, int]] = {}
+    for j in jobs:
+        state = shown_state(j)
+        counts[state] = counts.get(state, 0) + 1
+        per = clusters.setdefault(f"{j['cluster']}@{j['schedd']}", {})
+        per[state] = per.get(state, 0) + 1
+    lines = [""]
+    lines += [f"{name}: {count_text(per, list(CLUSTER_WORDS), CLUSTER_WORDS)}" for name, per in clusters.items()
+              if sum(per.values()) > big]
+    lines.append(f"{len(jobs):,} job{'' if len(jobs) == 1 else 's'}; {count_text(counts, FOOTER_ORDER)}")
+    return lines
 
 
 def show_jobsub(jobs: list[dict[str, Any]]) -> None:
-    """jobsub_q's columns, and on a terminal its closing count of jobs by state."""
+    """jobsub_q's columns, and on a terminal a summary per big cluster and the count of jobs by state."""
     tty = on_terminal()
     if not jobs and tty:
         print("no jobs")
         return
-    table([jobsub_row(j) for j in jobs], JOBSUB_HEADER, [j["state"] for j in jobs], colour_column=4)
+    table([jobsub_row(j) for j in jobs], JOBSUB_HEADER, [shown_state(j) for j in jobs], colour_column=4)
     if tty:
-        counts: dict[str, int] = {}
-        for j in jobs:
-            counts[j["state"]] = counts.get(j["state"], 0) + 1
-        print(f"\n{len(jobs)} jobs; " + ", ".join(f"{n} {state}" for state, n in counts.items()))
+        print("\n".join(summary_lines(jobs)))
 
 
 def note(job: dict[str, Any]) -> str:
@@ -118,7 +164,8 @@ def note(job: dict[str, Any]) -> str:
     if job["state"] == "removed":
         return f"removed: {job.get('remove_reason') or ''}"
     if job["state"] in ("retrieved", "completed"):
-        return f"output in {job.get('retrieved_to') or job['iwd']}"
+        exited = f"exit code {job['exit_code']}; " if exited_badly(job) else ""
+        return f"{exited}output in {job.get('retrieved_to') or job['iwd']}"
     return ""
 
 
@@ -133,4 +180,6 @@ def show_jobs(jobs: list[dict[str, Any]]) -> None:
         print("no jobs")
         return
     table([[j["id"], j["state"], exit_text(j), (j["submitted_at"] or "")[:19], note(j)] for j in jobs],
-          ["JOB", "STATE", "EXIT", "SUBMITTED", "NOTE"], [j["state"] for j in jobs], colour_column=1)
+          ["JOB", "STATE", "EXIT", "SUBMITTED", "NOTE"], [shown_state(j) for j in jobs], colour_column=1)
+    if on_terminal():
+        print("\n".join(summary_lines(jobs)))

@@ -85,7 +85,9 @@ class Daemon:
         except (OSError, PermissionError) as e:
             raise StartupError(str(e)) from None
         # Open for rsubd's whole life: the flock on it is what keeps a second rsubd out.
-        self._lock_file = open(cfg.state_dir / "rsubd.lock", "a+")  # noqa: SIM115 - closed only by exiting
+        lock = cfg.state_dir / "rsubd.lock"
+        self._lock_file = os.fdopen(os.open(lock, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600), "a+")
+        os.fchmod(self._lock_file.fileno(), 0o600)  # a lock file made 0644 by an older rsubd, too
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -37,7 +37,7 @@ name = "other"
 backend = "local"
 poll_interval = 0.2
 """
-JOBSUB_HEADER = ["JOBID", "OWNER", "SUBMITTED", "RUN_TIME", "ST", "PRI", "SIZE", "CMD"]
+JOBSUB_HEADER = ["JOBID", "OWNER", "SUBMITTED", "RUN_TIME", "ST", "PRI", "SIZE", "CMD", "EXIT"]
 VIEW_KEYS = {"id", "cluster", "proc", "schedd", "state", "job_status", "exit_code", "exit_signal", "hold_reason",
              "hold_code", "hold_hint", "remove_reason", "error", "iwd", "submitted_at", "completed_at",
              "retrieved_at", "needs_attention", "attention", "retrieve_failures", "retrieve_retry_at",
@@ -110,13 +110,14 @@ def test_q_prints_jobsub_columns(world: World) -> None:
         b = by_id[f"{world.b}.{p}@other"]
         assert b[1] == owner and re.fullmatch(r"\d\d/\d\d \d\d:\d\d", b[2])
         assert re.fullmatch(r"\d+\+\d\d:\d\d:\d\d", b[3])
-        assert b[4:] == ["R", "7", "-", "sleep.sh"]
-        assert by_id[f"{world.c}.{p}@local"][4:] == ["R", "0", "512", "sleep.sh"]
+        assert b[4:] == ["R", "7", "-", "sleep.sh", "-"]
+        assert by_id[f"{world.c}.{p}@local"][4:] == ["R", "0", "512", "sleep.sh", "-"]
 
 
 def test_q_json_shape(world: World) -> None:
     result = world.json("q")
-    assert result["version"] == 1 and set(result) == {"version", "jobs", "schedds"}
+    assert result["version"] == 1 and set(result) == {"version", "jobs", "total", "truncated", "schedds"}
+    assert result["total"] == 4 and result["truncated"] is False
     assert set(result["schedds"]) == {"local", "other"}
     for job in result["jobs"]:
         assert set(job) == VIEW_KEYS and set(job["jobsub"]) == JOBSUB_KEYS
@@ -137,7 +138,7 @@ def test_q_and_status_filters(world: World) -> None:
     assert world.ids("q", "--state", "retrieved") == []  # q shows active jobs only
     assert world.ids("q", "--since", "1h") == c + b
     assert world.ids("q", "--older-than", "1h") == []
-    assert world.ids("q", "--limit", "1") == [c[0]]
+    assert world.ids("q", "--limit", "1") == [c[1]]  # a page cut short keeps the newest job
     assert world.ids("status", "--state", "retrieved") == a
     assert world.ids("status", "--schedd", "local", "--state", "retrieved", "--state", "running") == a + c
     assert world.ids("status", f"{world.c}@local", "--state", "held") == []  # known job, filtered out: no error
@@ -215,7 +216,7 @@ def test_history_newest_first_with_letters(world: World) -> None:
     assert world.ids("history", "--state", "running") == []
     rows = plain_rows(world.rsub("history", "--state", "retrieved"))
     assert rows[0] == JOBSUB_HEADER
-    assert [r[4:] for r in rows[1:]] == [["D", "0", "2048", "run.sh"]] * 2
+    assert [r[4:] for r in rows[1:]] == [["D", "0", "2048", "run.sh", "0"]] * 2
     assert world.json("q")["jobs"] == []
 
 

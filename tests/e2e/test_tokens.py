@@ -121,10 +121,26 @@ def test_a_failing_refresh_refuses_submits_and_says_what_to_run(short_tmp: Path,
         wait_until(lambda: token_status(daemon)["failures"] >= 3, 30, "three failures")
         assert "failed 3 times" in str(token_status(daemon)["action_needed"])
         assert "ACTION NEEDED" in daemon.rsub("daemon", "status").stdout
-        # A manual refresh is rate limited by the floor, and fails with exit 8.
+        # A manual refresh that runs fails with exit 8 (one the floor declines is test_a_rate_limited_...).
         manual = daemon.rsub("token", "refresh", "dune")
-        assert manual.returncode == 8
-        assert "not refreshed" in manual.stdout
+        assert manual.returncode == (10 if "rate limited" in manual.stdout else 8), manual.stdout
+        assert "not refreshed" in manual.stdout and "ACTION NEEDED" in manual.stderr
+    finally:
+        daemon.stop()
+
+
+def test_a_rate_limited_refresh_says_try_again_later_with_exit_10(short_tmp: Path) -> None:
+    daemon = start(short_tmp, f"{command('ok')}\nrefresh_floor = 3600")
+    try:
+        wait_until(lambda: token_status(daemon)["state"] == "ok", 10, "the first refresh")
+        manual = daemon.rsub("token", "refresh", "dune")
+        # Nothing for a person to do (the token is fine): not 8, but "not now".
+        assert manual.returncode == 10, (manual.stdout, manual.stderr)
+        assert "dune: not refreshed: rate limited" in manual.stdout and "try again in" in manual.stdout
+        assert "ACTION NEEDED" not in manual.stderr
+        as_json = daemon.rsub("token", "refresh", "dune", "--json")
+        assert as_json.returncode == 10
+        assert json.loads(as_json.stdout)["results"]["dune"]["rate_limited"] is True
     finally:
         daemon.stop()
 

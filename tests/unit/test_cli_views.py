@@ -139,8 +139,34 @@ def test_colour_respects_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_jobsub_row() -> None:
     job = {"id": "12.0@local", "state": "running", "submitted_at": None,
            "jobsub": {"owner": "alice", "status": "R", "run_time": 61, "priority": 0, "size": None, "command": "a.sh"}}
-    assert views.jobsub_row(job) == ["12.0@local", "alice", "-", "0+00:01:01", "R", "0", "-", "a.sh"]
+    assert views.jobsub_row(job) == ["12.0@local", "alice", "-", "0+00:01:01", "R", "0", "-", "a.sh", "-"]
     assert len(views.JOBSUB_HEADER) == len(views.jobsub_row(job))
+    done = {**job, "state": "retrieved", "exit_code": 3, "exit_signal": None}
+    assert views.jobsub_row(done)[-1] == "3"
+    assert views.jobsub_row({**done, "exit_code": None, "exit_signal": 9})[-1] == "sig 9"
+
+
+def _job(cluster: int, proc: int, state: str, exit_code: int | None = None, schedd: str = "local") -> dict[str, object]:
+    return {"id": f"{cluster}.{proc}@{schedd}", "cluster": cluster, "proc": proc, "schedd": schedd, "state": state,
+            "exit_code": exit_code, "exit_signal": None}
+
+
+def test_a_job_that_exited_non_zero_is_counted_and_coloured_apart() -> None:
+    ok, bad = _job(1, 0, "retrieved", 0), _job(1, 1, "retrieved", 3)
+    assert views.shown_state(ok) == "retrieved" and views.shown_state(bad) == views.EXIT_NONZERO
+    assert views.STATE_COLOURS[views.EXIT_NONZERO] != views.STATE_COLOURS["retrieved"]
+    assert views.summary_lines([ok, bad, _job(2, 0, "running")]) == ["", "3 jobs; 1 running, 1 retrieved, 1 exit!=0"]
+    assert "exit code 3; output in /w" in views.note({**bad, "iwd": "/w"})
+
+
+def test_big_clusters_get_a_summary_line_each() -> None:
+    big = ([_job(12, p, "retrieved", 0) for p in range(6)] + [_job(12, 6 + p, "running") for p in range(3)]
+           + [_job(12, 9 + p, "idle") for p in range(2)] + [_job(12, 11, "held"), _job(12, 12, "retrieved", 1)])
+    small = [_job(13, p, "idle") for p in range(3)]
+    lines = views.summary_lines(big + small)
+    assert lines == ["", "12@local: 6 done, 3 run, 2 idle, 1 held, 1 exit!=0",
+                     "16 jobs; 5 idle, 3 running, 1 held, 6 retrieved, 1 exit!=0"]
+    assert views.summary_lines(big[:10]) == ["", "10 jobs; 1 idle, 3 running, 6 retrieved"]  # 10 jobs: not big
 
 
 def test_act_summary_counts() -> None:
@@ -148,6 +174,11 @@ def test_act_summary_counts() -> None:
               "permission_denied": 0, "job_ads": 3}
     assert act.act_summary("hold", "local", counts) == "local: hold: 3 job(s) matched; 2 success, 1 already done"
     assert act.act_summary("remove", "x", dict.fromkeys(counts, 0)) == "x: remove: 0 job(s) matched; nothing to do"
+    done = {**dict.fromkeys(counts, 0), "finished": {"retrieved": ["12.0"]}}
+    assert act.act_summary("hold", "local", done) == "local: hold: nothing to do: 12.0 is already retrieved"
+    mixed = {**counts, "finished": {"removed": ["1.0", "1.1", "1.2", "1.3"], "retrieved": ["2.0", "2.1"]}}
+    assert act.act_summary("hold", "local", mixed) == ("local: hold: 3 job(s) matched; 2 success, 1 already done, "
+                                                       "4 jobs are already removed; 2.0, 2.1 are already retrieved")
 
 
 def test_member_names_stay_inside_the_archive() -> None:
@@ -229,6 +260,10 @@ def test_job_page_filters_and_run_times(tmp_path: Path) -> None:
 
         assert [r["state"] for r in ledger.job_page(states=["retrieved"])] == ["retrieved"]
         assert len(ledger.job_page()) == 6 and len(ledger.job_page(limit=2, offset=5)) == 1
+        # A page cut short keeps the newest jobs submitted (b's cluster 1, written last), shown in order.
+        assert [(r["schedd"], r["cluster"], r["proc"]) for r in ledger.job_page(limit=3)] == [
+            ("a", 2, 1), ("b", 1, 0), ("b", 1, 1)]
+        assert ledger.job_count() == 6 and ledger.job_count(schedd="a", states=["idle"]) == 1
         assert ledger.job_page(submitted_before=time.time() - 3600) == []
         assert len(ledger.job_page(submitted_after=time.time() - 3600)) == 6
         assert [(r["schedd"], r["proc"]) for r in ledger.job_page([JobSelector(1, 1)])] == [("a", 1), ("b", 1)]
@@ -242,3 +277,29 @@ def test_job_page_filters_and_run_times(tmp_path: Path) -> None:
 def test_table_cells_never_break_a_line_or_a_column() -> None:
     lines = views.render_table([["1.0@local", "held:\tsee\nlog"]], ["JOB", "NOTE"], tty=False)
     assert lines == ["JOB\tNOTE", "1.0@local\theld: see log"]
+
+
+# -- rsub daemon status: human durations, never "last None", an idle schedd says so ------------------
+
+
+def test_human_durations() -> None:
+    from rsub.commands.daemon import human_duration
+
+    assert [human_duration(s) for s in (0.84, 9.96, 41, 161, 3600, 3 * 3600 + 720, 2 * 86400 + 4 * 3600, 86400)] == [
+        "0.8 s", "10.0 s", "41 s", "2 min 41 s", "1 h", "3 h 12 min", "2 d 4 h", "1 d"]
+
+
+def test_daemon_status_schedd_line() -> None:
+    from rsub.commands.daemon import schedd_line
+
+    s = {"backend": "local", "poll_interval": 2.0, "interval_in_force": 2.0, "last_poll_at": None,
+         "last_outcome": None, "polls": 0, "queries": 0, "retrieve_calls": 0, "edit_calls": 0, "history_calls": 0,
+         "errors": 0, "jobs": {"idle": 3}}
+    line = schedd_line("local", s, time.time())
+    assert "poll every 2.0 s, last never;" in line and "None" not in line
+    at = time.time() - 161
+    busy = schedd_line("local", {**s, "last_poll_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
+                                 "last_outcome": "ok"}, at + 161)
+    assert f"last {time.strftime('%H:%M:%S', time.localtime(at))} (2 min 41 s ago) ok;" in busy
+    idle = schedd_line("local", {**s, "jobs": {"retrieved": 5, "removed": 1}}, time.time())
+    assert "local (local): idle: nothing to track" in idle and "last" not in idle.split(";")[0]

@@ -176,8 +176,8 @@ def test_fake_mode_runs_nothing_and_moves_jobs_when_told(fake: LocalSchedd, tmp_
     cluster = submit(fake, tmp_path, 4)
     fake.tick()
     assert {ad["JobStatus"] for ad in fake.query("true", ["JobStatus"])} == {JobStatus.IDLE}
-    assert not (tmp_path / "schedd" / "spool").exists()  # nothing staged
-    assert not (tmp_path / "schedd" / "execute").exists()  # no sandbox
+    assert not any((tmp_path / "schedd" / "spool").iterdir())  # nothing staged (the directory is made at start, 0700)
+    assert not any((tmp_path / "schedd" / "execute").iterdir())  # no sandbox
     assert fake.fake_advance([f"{cluster}.0"], JobStatus.RUNNING) == 1
     assert fake.fake_advance([f"{cluster}.1", f"{cluster}.2"], JobStatus.COMPLETED, exit_code=3) == 2
     fake.fake_advance([f"{cluster}.3"], JobStatus.HELD, hold_reason="too big")

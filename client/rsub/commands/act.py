@@ -11,14 +11,32 @@ from rsub.wire.vocabulary import EXIT_USAGE, JSON_VERSION
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing only for the checker: the client's start-up time is a feature
+    from typing import Any
+
     from rsub.commands import AddParser
 
 
-def act_summary(action: str, name: str, counts: dict[str, int]) -> str:
-    """One line per schedd from the schedd's own tally: how many jobs matched and what became of them."""
+def finished_text(finished: dict[str, list[str]]) -> str:
+    """`12.0 is already retrieved`, `3 jobs are already removed`: jobs rsub did not send, being done with."""
+    parts = []
+    for state, ids in finished.items():
+        who = ", ".join(ids) if len(ids) <= 3 else f"{len(ids)} jobs"
+        parts.append(f"{who} {'is' if len(ids) == 1 else 'are'} already {state}")
+    return "; ".join(parts)
+
+
+def act_summary(action: str, name: str, counts: dict[str, Any]) -> str:
+    """One line per schedd from the schedd's own tally: how many jobs matched and what became of them.
+
+    Jobs the ledger has in a final state (retrieved, removed, failed) are not sent: the line says so.
+    """
     parts = [f"{counts[k]} {k.replace('_', ' ')}" for k in
              ("success", "already_done", "bad_status", "not_found", "error", "permission_denied") if counts.get(k)]
     matched = counts.get("job_ads", 0)
+    if finished := counts.get("finished"):
+        if not matched and not parts:
+            return f"{name}: {action}: nothing to do: {finished_text(finished)}"
+        parts.append(finished_text(finished))
     return f"{name}: {action}: {matched} job(s) matched; " + (", ".join(parts) or "nothing to do")
 
 

@@ -9,10 +9,12 @@ from pathlib import Path
 
 from rsub.connection import Failure, call, socket_for
 from rsub.views import emit_json
-from rsub.wire.vocabulary import EXIT_ERROR, JSON_VERSION
+from rsub.wire.vocabulary import ACTIVE_STATES, EXIT_ERROR, JSON_VERSION
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing only for the checker: the client's start-up time is a feature
+    from typing import Any
+
     from rsub.commands import AddParser
 
 
@@ -44,6 +46,47 @@ def cmd_daemon_install(args: argparse.Namespace) -> int:
     return 0
 
 
+def human_duration(seconds: float) -> str:
+    """A duration as a person reads it: 0.8 s, 41 s, 2 min 41 s, 3 h 12 min, 2 d 4 h."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = int(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    return f"{secs} s"
+
+
+def last_poll_text(at: str | None, now: float) -> str:
+    """When the last query was: `last never`, or the local time and how long ago."""
+    if at is None:
+        return "last never"
+    import datetime
+
+    when = datetime.datetime.fromisoformat(at)
+    return f"last {when.astimezone():%H:%M:%S} ({human_duration(max(0.0, now - when.timestamp()))} ago)"
+
+
+def schedd_line(name: str, s: dict[str, Any], now: float) -> str:
+    """A schedd's first line in `rsub daemon status`; one with no job in flight says it is idle, not stuck."""
+    jobs = ", ".join(f"{n} {k}" for k, n in sorted(s["jobs"].items())) or "no jobs"
+    every = s.get("interval_in_force", s["poll_interval"])
+    outcome = f" {s['last_outcome']}" if s.get("last_outcome") else ""
+    if not any(s["jobs"].get(state) for state in ACTIVE_STATES):
+        polling = f"idle: nothing to track (a poll queries it every {human_duration(every)} once a job is in flight)"
+    else:
+        polling = f"poll every {human_duration(every)}, {last_poll_text(s['last_poll_at'], now)}{outcome}"
+    return (f"  schedd {name} ({s['backend']}): {polling}; {s['polls']} polls, {s['queries']} queries, "
+            f"{s['retrieve_calls']} retrieves, {s['edit_calls']} edits, {s['history_calls']} history, "
+            f"{s['errors']} errors; jobs: {jobs}")
+
+
 def cmd_daemon(args: argparse.Namespace) -> int:
     if args.daemon_command == "install":
         return cmd_daemon_install(args)
@@ -59,7 +102,10 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"version": 1, **result})
         return 0
-    print(f"rsubd {result['rsubd_version']}, pid {result['pid']}, up {result['uptime']:.0f} s, "
+    import time
+
+    now = time.time()
+    print(f"rsubd {result['rsubd_version']}, pid {result['pid']}, up {human_duration(result['uptime'])}, "
           f"socket {result['socket']}")
     where = result.get("log") or {}
     if where:
@@ -67,23 +113,18 @@ def cmd_daemon(args: argparse.Namespace) -> int:
                  "stderr": "its standard error"}.get(str(where.get("to")), "?")
         print(f"  log: {place}, level {where.get('level')} (rsub daemon log)")
     for name, s in result["schedds"].items():
-        jobs = ", ".join(f"{n} {k}" for k, n in sorted(s["jobs"].items())) or "no jobs"
-        every = s.get("interval_in_force", s["poll_interval"])
-        print(f"  schedd {name} ({s['backend']}): poll every {every:g} s, last {s['last_poll_at']} "
-              f"{s['last_outcome'] or ''}; {s['polls']} polls, {s['queries']} queries, "
-              f"{s['retrieve_calls']} retrieves, "
-              f"{s['edit_calls']} edits, {s['history_calls']} history, {s['errors']} errors; jobs: {jobs}")
+        print(schedd_line(name, s, now))
         if "polling" in s:
             since = s.get("seconds_since_poll_ended")
-            ended = f" ({since:g} s since the last ended)" if since is not None else ""
-            now = "polling now" if s["polling"] else f"next poll in {s['next_poll_in']:g} s" + ended
+            ended = f" ({human_duration(since)} since the last ended)" if since is not None else ""
+            next_in = "polling now" if s["polling"] else f"next poll in {human_duration(s['next_poll_in'])}" + ended
             alive = "alive" if s.get("schedule_alive", True) else "STALLED"
-            print(f"    {now}; schedule {alive}, stalls {s.get('stalls', 0)}")
+            print(f"    {next_in}; schedule {alive}, stalls {s.get('stalls', 0)}")
         if s.get("last_error"):
             print(f"    last error: {s['last_error']}")
         if s.get("backing_off"):
-            print(f"    backing off after {s['consecutive_errors']} errors in a row "
-                  f"(normal interval {s['poll_interval']:g} s, at most {s['backoff_max']:g} s)")
+            print(f"    backing off after {s['consecutive_errors']} errors in a row (normal interval "
+                  f"{human_duration(s['poll_interval'])}, at most {human_duration(s['backoff_max'])})")
         if s.get("token"):
             t = s["token"]
             print(f"    token {t['profile']}: {t['state']}, expires {t['expires_at'] or 'never'}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rsub.connection import Failure, call
 from rsub.views import emit_json
-from rsub.wire.vocabulary import EXIT_ERROR, JSON_VERSION
+from rsub.wire.vocabulary import EXIT_USAGE, JSON_VERSION
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing only for the checker: the client's start-up time is a feature
@@ -73,6 +73,15 @@ def pack_logs(result: dict[str, Any], archive: Path) -> tuple[list[str], list[tu
     return members, missing
 
 
+def missing_why(state: str) -> str:
+    """Why a job's file may be missing, from its state: not home yet, or never coming."""
+    if state == "retrieved":
+        return ""
+    if state in ("removed", "failed"):
+        return f" (the job was {state}: its output will never come home)"
+    return f" (the job is {state}: its output is not home yet)"
+
+
 def cmd_fetchlog(args: argparse.Namespace) -> int:
     result = call(args, "fetchlog", job=args.id)
     dest = Path(args.dest or ".")
@@ -81,10 +90,10 @@ def cmd_fetchlog(args: argparse.Namespace) -> int:
         archive = dest / f"{result['id']}.tgz"
         members, missing = pack_logs(result, archive)
     except OSError as e:
-        raise Failure(EXIT_ERROR, f"cannot write the archive in {dest}: {e.strerror or e}") from None
+        # A place this user cannot write: the command line's fault, not rsubd's (exit 2, as retrieve --dest).
+        raise Failure(EXIT_USAGE, f"--dest {dest}: cannot write the archive there: {e.strerror or e}") from None
     for path, state in missing:
-        why = "" if state == "retrieved" else f" (the job is {state}: its output is not home yet)"
-        print(f"rsub: not in the archive, no such file: {path}{why}", file=sys.stderr)
+        print(f"rsub: not in the archive, no such file: {path}{missing_why(state)}", file=sys.stderr)
     if args.json:
         emit_json({"version": JSON_VERSION, "archive": str(archive), "members": members,
                    "missing": [path for path, _ in missing]})

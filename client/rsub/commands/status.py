@@ -35,11 +35,24 @@ def cluster_number(text: str) -> int:
     return int(text)
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+def limit_number(text: str) -> int:
+    """--limit: a number of jobs, 0 for all."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of jobs: {text!r} (0 for all)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (all) or more, not {value}")
     return value
+
+
+def truncation_note(result: dict[str, Any], limit: int) -> str | None:
+    """What a page cut short says on stderr; None when it holds every job that matched."""
+    if not result.get("truncated"):
+        return None
+    shown, total = len(result["jobs"]), result["total"]
+    how = "--limit 0 for all" if limit else "the most rsubd sends at once; narrow with --state, --cluster or --since"
+    return f"rsub: showing {shown:,} of {total:,} ({how})"
 
 
 def filter_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -55,13 +68,18 @@ def cmd_status(args: argparse.Namespace, *, view: str = "status") -> int:
         result = call(args, "history", **fields)
     else:
         result = call(args, "status", active=view == "q", **fields)
+    cut = truncation_note(result, args.limit)
     if args.json:
         emit_json({"version": JSON_VERSION, **result})
+        if cut:
+            print(cut, file=sys.stderr)
         return 0
     if view == "status":
         show_jobs(result["jobs"])
     else:
         show_jobsub(result["jobs"])
+    if cut:
+        print(cut, file=sys.stderr)
     for name, info in result.get("schedds", {}).items():
         if info.get("last_error"):
             print(f"warning: schedd {name} is not answering ({info['last_error']}); "
@@ -84,7 +102,8 @@ def add_parser(name: str, add: AddParser) -> None:
     s = add(name, text, examples)
     s.add_argument("ids", nargs="*", metavar="ID", help="CLUSTER, CLUSTER.PROC, optionally @SCHEDD")
     s.add_argument("--json", action="store_true", help=f"print JSON (shape version {JSON_VERSION})")
-    s.add_argument("--limit", type=positive_int, default=1000, help="at most this many jobs (default 1000)")
+    s.add_argument("--limit", type=limit_number, default=1000,
+                   help="at most this many jobs, the newest (default 1000; 0: all); a cut is said on stderr")
     s.add_argument("--state", action="append", choices=STATES, metavar="STATE",
                    help=f"only jobs in this state (repeatable): {', '.join(STATES)}")
     s.add_argument("--schedd", help="only jobs on this schedd")

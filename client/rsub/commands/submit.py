@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rsub.connection import Failure, call, submit_call
 from rsub.views import emit_json
-from rsub.wire.vocabulary import EXIT_BAD_SUBMIT, EXIT_TOKEN, EXIT_USAGE
+from rsub.wire.vocabulary import EXIT_BAD_SUBMIT, EXIT_TOKEN, EXIT_USAGE, JSON_VERSION
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing only for the checker: the client's start-up time is a feature
@@ -26,7 +26,8 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-G", "--group", help="the group (experiment) whose token profile to use, as jobsub's -G")
     parser.add_argument("--role", help="the role within the group, as jobsub's --role")
     parser.add_argument("--token", help="the token profile to use, by name (default: the schedd's)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--json", action="store_true", help=f"print the result as JSON (shape version {JSON_VERSION})")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also print each job's id, one per line")
     jobsub.add_options(parser)
 
 
@@ -37,12 +38,30 @@ def submit_options_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def show_submitted(result: dict[str, Any], source: str) -> None:
-    print(f"Submitted {len(result['jobs'])} job(s) to cluster {result['cluster']} on schedd {result['schedd']}.")
-    for job in result["jobs"]:
-        print(job)
+def show_submitted(result: dict[str, Any], source: str, *, verbose: bool = False) -> None:
+    """condor_submit's line (`500 job(s) submitted to cluster 12.`, naming the schedd); with -v, each job's id."""
+    print(f"{len(result['jobs'])} job(s) submitted to cluster {result['cluster']} on schedd {result['schedd']}.")
+    if verbose:
+        print("\n".join(result["jobs"]))
     for key in result.get("replaced", []):
         print(f"note: rsub set its own {key}; the value in {source} was replaced", file=sys.stderr)
+
+
+def read_description(path: Path) -> str:
+    """The text of a submit description file; a program or other binary file is refused as not being one."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise Failure(EXIT_BAD_SUBMIT, f"cannot read submit file {path}: {e.strerror or e}") from None
+    if b"\0" not in data[:8192]:  # text never holds a NUL; a program almost always does
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+    kind = "a program" if data[:4] == b"\x7fELF" or os.access(path, os.X_OK) else "a binary file"
+    raise Failure(EXIT_BAD_SUBMIT, f"{path} is not a submit description (it is {kind}, not text). To run it, "
+                  f"submit a description with `executable = {path}` and `queue`, or a script as "
+                  "rsub submit file:///path/to/script")
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -63,14 +82,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise Failure(EXIT_USAGE, f"{', '.join(used)}: only for a script given as file:///path/to/script, "
                                            "not with a submit description file")
     path = Path(target[0])
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise Failure(EXIT_BAD_SUBMIT, f"cannot read submit file {path}: {getattr(e, 'strerror', e)}") from None
+    text = read_description(path)
     if args.dry_run:
         checked = call(args, "dry_run", description=text, cwd=os.getcwd(), schedd=args.schedd)
         if args.json:
-            emit_json(checked)
+            emit_json({"version": JSON_VERSION, **checked})
             return 0
         print(checked["description"], end="")
         print(f"rsub: dry run: {checked['num_procs']} job(s) would be submitted to schedd {checked['schedd']}"
@@ -79,9 +95,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     result = submit_call(args, description=text, cwd=os.getcwd(), submit_file=str(path.resolve()),
                          schedd=args.schedd, token=args.token, group=args.group, role=args.role)
     if args.json:
-        emit_json(result)
+        emit_json({"version": JSON_VERSION, **result})
         return 0
-    show_submitted(result, path.name)
+    show_submitted(result, path.name, verbose=args.verbose)
     return 0
 
 
@@ -115,9 +131,9 @@ def submit_script(args: argparse.Namespace, url: str, job_args: list[str]) -> in
             shutil.rmtree(directory, ignore_errors=True)
         raise
     if args.json:
-        emit_json({**result, "output_dir": str(directory)})
+        emit_json({"version": JSON_VERSION, **result, "output_dir": str(directory)})
         return 0
-    show_submitted(result, jobsub.SUBMIT_FILE)
+    show_submitted(result, jobsub.SUBMIT_FILE, verbose=args.verbose)
     print(f"output will be in {directory}")
     return 0
 
@@ -125,6 +141,7 @@ def submit_script(args: argparse.Namespace, url: str, job_args: list[str]) -> in
 def add_parser(name: str, add: AddParser) -> None:
     s = add("submit", "submit a submit description file, or a script as jobsub_submit does",
             "rsub submit examples/hello.sub\n"
+            "rsub submit -v job.sub            # and each job's id\n"
             "rsub submit -N 10 -f data.txt --tar code/ file://$PWD/run.sh --seed 7",
             usage="rsub submit [options] FILE.sub\n       rsub submit [options] file:///path/to/script [ARG ...]")
     add_submit_options(s)

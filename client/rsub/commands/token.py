@@ -8,7 +8,7 @@ import sys
 
 from rsub.connection import Failure, call
 from rsub.views import emit_json
-from rsub.wire.vocabulary import EXIT_TOKEN, JSON_VERSION
+from rsub.wire.vocabulary import EXIT_LATER, EXIT_TOKEN, JSON_VERSION
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing only for the checker: the client's start-up time is a feature
@@ -59,9 +59,11 @@ def cmd_token(args: argparse.Namespace) -> int:
         result = call(args, "token_refresh", io_timeout=args.wait + 30.0, name=args.name, wait=args.wait)
         if args.json:
             emit_json({"version": 1, **result})
-        failed = False
+        failed = later = False
         for name, outcome in result["results"].items():
-            failed = failed or outcome["refreshed"] is False
+            # Declined by the rate limit (or one already running) is "try again later", not "a person must act".
+            later = later or (outcome["refreshed"] is False and bool(outcome.get("rate_limited")))
+            failed = failed or (outcome["refreshed"] is False and not outcome.get("rate_limited"))
             if not args.json:
                 word = {True: "refreshed", False: "not refreshed", None: "still refreshing"}[outcome["refreshed"]]
                 print(f"{name}: {word}" + (f": {outcome['reason']}" if outcome.get("reason") else ""))
@@ -69,7 +71,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             for t in result["tokens"]:
                 if t["action_needed"] and (args.name in (None, t["name"])):
                     print(f"{t['name']}: ACTION NEEDED: {t['action_needed']}", file=sys.stderr)
-        return EXIT_TOKEN if failed else 0
+        return EXIT_TOKEN if failed else EXIT_LATER if later else 0
     plan = call(args, "token_request_plan", name=args.name, schedd=args.schedd)
     import shutil
     import subprocess

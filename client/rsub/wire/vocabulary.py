@@ -80,6 +80,7 @@ EXIT_TIMEOUT = 6
 EXIT_SCHEDD = 7
 EXIT_TOKEN = 8
 EXIT_ATTENTION = 9  # rsub wait: every job is final or needs a person (its output cannot be written)
+EXIT_LATER = 10  # not now: rsubd declined a rate-limited request (rsub token refresh); try again later
 # rsub wait: every job is final, and not every one ended well (the first that applies, in this order)
 EXIT_FAILED = 11  # some job failed: its submit or spool failed, or its output was lost
 EXIT_REMOVED = 12  # some job was removed

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from rsub.wire.paths import ensure_private_dir
 from rsubd.backends.local.auth import TokenCheckedSchedd
 from rsubd.backends.local.faults import FaultySchedd
 from rsubd.backends.local.scheduler import LocalSchedd
@@ -50,6 +51,8 @@ def make_schedd(cfg: BackendConfig, state_dir: Path, credential: Callable[[], Cr
     embedded scheduler (a second token profile on the same local schedd).
     """
     if cfg.backend == "local":
+        if local is None:
+            ensure_private_dir(state_dir / "local")  # the embedded schedds' queues, spools and sandboxes
         inner = local or LocalSchedd(cfg.name, state_dir / "local" / cfg.name, slots=cfg.slots)
         if local is None and cfg.faults_file:
             inner = FaultySchedd(inner, Path(cfg.faults_file))

@@ -7,13 +7,21 @@ from typing import Any
 
 import structlog
 
-from rsub.wire.vocabulary import ErrorCode, RequestError
+from rsub.wire.vocabulary import FINAL_STATES, ErrorCode, RequestError
 from rsubd.backends.classads import check_expression
-from rsubd.backends.schedd import Action, ErrorKind, ScheddError, ids_constraint, job_id
+from rsubd.backends.schedd import Action, ActResult, ErrorKind, ScheddError, ids_constraint, job_id
 from rsubd.handlers.context import Services, check_schedd, rows
+from rsubd.services.views import owner
 
 log = structlog.get_logger("rsubd.handlers")
 ACTIONS = {"hold": Action.HOLD, "release": Action.RELEASE, "remove": Action.REMOVE}
+# What a schedd records when no --reason is given (else the bindings record "Python-initiated action").
+DEFAULT_REASONS = {"hold": "held with rsub hold", "release": "released with rsub release",
+                   "remove": "removed with rsub rm"}
+
+
+def default_reason(action: str) -> str:
+    return f"{DEFAULT_REASONS[action]} by {owner()}"
 MAX_CONSTRAINT = 10_000
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 
@@ -94,6 +102,9 @@ async def act(services: Services, action: str, ids: list[Any], reason: str | Non
     if action not in ACTIONS:
         raise RequestError(ErrorCode.BAD_REQUEST, f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
     given, reason = reason, storable_reason(reason)
+    check_reason = bool(reason)  # the user's reason is checked on the ads; rsub's own default is not
+    if not reason:
+        given = reason = default_reason(action)
     check_schedd(services, schedd)
     if constraint is not None:
         if ids:
@@ -107,16 +118,26 @@ async def act(services: Services, action: str, ids: list[Any], reason: str | Non
     if schedd is not None:  # the schedd of ids that name none
         ids = [i if not isinstance(i, str) or "@" in i else f"{i}@{schedd}" for i in ids]
     by_schedd: dict[str, list[str]] = {}
+    finished: dict[str, dict[str, list[str]]] = {}  # by schedd and state: jobs done with, not sent to the schedd
     for r in rows(services, ids):
-        by_schedd.setdefault(r["schedd"], []).append(job_id(r["cluster"], r["proc"]))
+        by_schedd.setdefault(r["schedd"], [])
+        if r["state"] in FINAL_STATES:
+            finished.setdefault(r["schedd"], {}).setdefault(r["state"], []).append(job_id(r["cluster"], r["proc"]))
+        else:
+            by_schedd[r["schedd"]].append(job_id(r["cluster"], r["proc"]))
     summary: dict[str, Any] = {}
     for name, jobs in by_schedd.items():
+        if not jobs:  # every job named there is already done with: nothing to ask the schedd
+            summary[name] = {**ActResult().as_dict(), "finished": finished[name]}
+            continue
         try:
             result = await asyncio.to_thread(services.schedds[name].act, ACTIONS[action], jobs, reason)
         except ScheddError as e:
             raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: {e}") from None
         summary[name] = result.as_dict()
-        if reason and result.success:
+        if name in finished:
+            summary[name]["finished"] = finished[name]
+        if check_reason and result.success:
             summary[name]["reason_missing"] = await _reason_shown(services, name, jobs, action, reason)
         services.polls.schedd_answered(name)
         log.info("jobs.acted", schedd=name, action=action, jobs=len(jobs), **result.as_dict())

@@ -39,10 +39,17 @@ def _filters(services: Services, f: dict[str, Any]) -> dict[str, Any]:
 
 
 def status(services: Services, f: dict[str, Any], *, active: bool = False, history: bool = False) -> dict[str, Any]:
-    """Jobs by id and filters, one page, with their jobsub view; history: final states only, newest first."""
+    """Jobs by id and filters, one page, with their jobsub view; history: final states only, newest first.
+
+    `total` counts the jobs the filters match and `truncated` says whether the page left some out
+    (limit 0: as many as a reply may hold, `page_max`). A page cut short keeps the newest jobs.
+    """
     cfg, ledger = services.config, services.ledger
     ids = f.get("ids") or []
-    limit = max(1, min(f.get("limit", cfg.page_default), cfg.page_max))
+    asked = f.get("limit", cfg.page_default)
+    if type(asked) is not int or asked < 0:
+        raise RequestError(ErrorCode.BAD_REQUEST, "limit must be an integer >= 0 (0: all)")
+    limit = min(asked or cfg.page_max, cfg.page_max)
     offset = min(max(0, f.get("offset", 0)), 2**62)
     sels = selectors(services, ids)
     filters = _filters(services, f)
@@ -51,8 +58,10 @@ def status(services: Services, f: dict[str, Any], *, active: bool = False, histo
     if scope is not None:
         filters["states"] = [s for s in filters["states"] or scope if s in scope]
         if not filters["states"]:  # asked only for states this view never shows
-            return {"jobs": [], "schedds": services.polls.freshness()}
+            return {"jobs": [], "total": 0, "truncated": False, "schedds": services.polls.freshness()}
     found = ledger.job_page(sels, **filters, newest_first=history, limit=limit, offset=offset)
+    # A page that is not full holds every job left: count only when it may not.
+    total = len(found) if len(found) < limit and not offset else ledger.job_count(sels, **filters)
     for sel, text in zip(sels, ids, strict=True):
         # Filters or the page may leave a job out; only a job the ledger lacks is an error.
         if not shows(found, sel) and not ledger.jobs([sel], limit=1):
@@ -60,7 +69,8 @@ def status(services: Services, f: dict[str, Any], *, active: bool = False, histo
     facts = services.facts.get(r["cluster_row"] for r in found)
     now = time.time()
     jobs = [{**job_view(r), "jobsub": jobsub_view(r, facts.get(r["cluster_row"], {}), owner(), now)} for r in found]
-    return {"jobs": jobs, "schedds": services.polls.freshness()}
+    return {"jobs": jobs, "total": total, "truncated": offset + len(jobs) < total,
+            "schedds": services.polls.freshness()}
 
 
 async def fetchlog(services: Services, text: str) -> dict[str, Any]:

@@ -68,26 +68,17 @@ class LedgerReads:
 
     # -- the jobsub views (read-only) ----------------------------------------------
 
-    def job_page(
-        self, selectors: Sequence[JobSelector] = (), *, states: Sequence[str] = (), schedd: str | None = None,
-        clusters: Sequence[int] = (), submitted_after: float | None = None, submitted_before: float | None = None,
-        newest_first: bool = False, limit: int = 1000, offset: int = 0,
-    ) -> list[Row]:
-        """One page of jobs, filtered, with their run times from the events: one statement for the page.
-
-        Each row is a `jobs` row (so it has `cluster_row`) plus `run_started_at` (when a poll
-        first saw the job running), `run_left_at` (when it last left running) and `finished_at`
-        (when it first became completed, removed or failed), each None if no event says so.
-        The events are read for the page's jobs only, through `events_job`. `newest_first`
-        orders by when the job finished (retrieved, else completed, else last changed), as
-        a history does; otherwise by schedd, cluster and proc, as `jobs` does.
-        """
+    @staticmethod
+    def _page_where(
+        selectors: Sequence[JobSelector], states: Sequence[str], schedd: str | None, clusters: Sequence[int],
+        submitted_after: float | None, submitted_before: float | None, args: list[Any],
+    ) -> str:
+        """The WHERE clause (or "") of a page's filters; appends their values to `args`."""
         where: list[str] = []
-        args: list[Any] = []
         if selectors:
             where.append(_selector_clause(selectors, args))
         if states:
-            # "+state": as in `jobs`, walk the primary key in the order shown and stop at the limit,
+            # "+state": as in `jobs`, walk the table in the order wanted and stop at the limit,
             # rather than read jobs_state (whose first column is the schedd) and sort.
             where.append(f"+state IN ({', '.join('?' * len(states))})")
             args.extend(states)
@@ -103,12 +94,32 @@ class LedgerReads:
         if submitted_before is not None:
             where.append("submitted_at <= ?")
             args.append(submitted_before)
+        return " WHERE " + " AND ".join(where) if where else ""
+
+    def job_page(
+        self, selectors: Sequence[JobSelector] = (), *, states: Sequence[str] = (), schedd: str | None = None,
+        clusters: Sequence[int] = (), submitted_after: float | None = None, submitted_before: float | None = None,
+        newest_first: bool = False, limit: int = 1000, offset: int = 0,
+    ) -> list[Row]:
+        """One page of jobs, filtered, with their run times from the events: one statement for the page.
+
+        Each row is a `jobs` row (so it has `cluster_row`) plus `run_started_at` (when a poll
+        first saw the job running), `run_left_at` (when it last left running) and `finished_at`
+        (when it first became completed, removed or failed), each None if no event says so.
+        The events are read for the page's jobs only, through `events_job`. `newest_first`
+        orders by when the job finished (retrieved, else completed, else last changed), as
+        a history does, and a page cut short keeps the most recently finished. Otherwise the
+        page holds the newest jobs submitted (rows are written in submit order: the rowid walks
+        backwards, no sort) shown by schedd, cluster and proc as condor_q shows them, newest
+        last: a page cut short leaves out the oldest, never the jobs just submitted.
+        """
+        args: list[Any] = []
+        where = self._page_where(selectors, states, schedd, clusters, submitted_after, submitted_before, args)
         order = ("coalesce(retrieved_at, completed_at, updated_at) DESC, schedd, cluster DESC, proc"
                  if newest_first else "schedd, cluster, proc")
+        pick = order if newest_first else "rowid DESC"
         sql = (
-            "WITH page AS MATERIALIZED (SELECT * FROM jobs"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + f" ORDER BY {order} LIMIT ? OFFSET ?)"
+            f"WITH page AS MATERIALIZED (SELECT * FROM jobs{where} ORDER BY {pick} LIMIT ? OFFSET ?)"
             # A LEFT JOIN reads the page first, then each job's events through events_job.
             " SELECT page.*,"
             " min(CASE WHEN e.to_state = 'running' THEN e.at END) AS run_started_at,"
@@ -120,6 +131,15 @@ class LedgerReads:
             f" ORDER BY {order}"
         )
         return self._query(sql, [*args, limit, offset])
+
+    def job_count(
+        self, selectors: Sequence[JobSelector] = (), *, states: Sequence[str] = (), schedd: str | None = None,
+        clusters: Sequence[int] = (), submitted_after: float | None = None, submitted_before: float | None = None,
+    ) -> int:
+        """How many jobs the same filters as `job_page` match, on every page."""
+        args: list[Any] = []
+        where = self._page_where(selectors, states, schedd, clusters, submitted_after, submitted_before, args)
+        return int(self._query(f"SELECT count(*) AS n FROM jobs{where}", args)[0]["n"])
 
     def submitted_descriptions(self, cluster_rows: Sequence[int]) -> dict[int, str]:
         """The submitted description of each cluster row (what the schedd was given)."""

@@ -152,10 +152,11 @@ class TokenManager:
         now = self.clock()
         with self._lock:
             if st.refreshing:
-                return {"refreshed": False, "reason": "a refresh of this profile is already running"}
+                return {"refreshed": False, "rate_limited": True,
+                        "reason": "a refresh of this profile is already running"}
             if manual and st.last_attempt_at is not None and now - st.last_attempt_at < st.profile.refresh_floor:
                 wait = st.profile.refresh_floor - (now - st.last_attempt_at)
-                return {"refreshed": False, "reason": f"rate limited: the last refresh was "
+                return {"refreshed": False, "rate_limited": True, "reason": f"rate limited: the last refresh was "
                         f"{now - st.last_attempt_at:.0f} s ago; try again in {wait:.0f} s"}
             st.refreshing = True
             st.last_attempt_at = now

@@ -19,6 +19,7 @@ from typing import Any
 
 import classad2
 
+from rsub.wire.paths import ensure_private_dir
 from rsubd.backends.local import events
 from rsubd.backends.local.ads import Ad, Constraint, to_classad
 from rsubd.backends.local.index import QueueIndex
@@ -40,9 +41,10 @@ class JobQueue:
         self.slots = slots or max(1, os.cpu_count() or 1)
         self._clock = clock
         self._owner = getpass.getuser()
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._spool = root / "spool"
         self._execute = root / "execute"
+        for private in (root, self._spool, self._execute):  # users' inputs and outputs: mode 0700, as the README says
+            ensure_private_dir(private)
         self._store = QueueStore(root / "queue.db")
         self._lock = threading.RLock()
         self._clusters, self._procs = self._store.load()
