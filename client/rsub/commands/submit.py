@@ -28,6 +28,7 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", help="the token profile to use, by name (default: the schedd's)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     jobsub.add_options(parser)
+    jobsub.unsupported(parser)
 
 
 def submit_options_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,28 @@ def show_submitted(result: dict[str, Any], source: str) -> None:
         print(job)
     for key in result.get("replaced", []):
         print(f"note: rsub set its own {key}; the value in {source} was replaced", file=sys.stderr)
+    for note in result.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
+
+
+def jobsub_config(args: argparse.Namespace) -> Any:
+    """The [jobsub] table of the config file rsub reads (as it reads `socket`): the site's jobsub defaults."""
+    import tomllib
+
+    from rsub.wire import paths
+    from rsub.wire.jobsubconf import JobsubConfigError, from_file
+
+    cfg = paths.config_file(args.config)
+    try:
+        return from_file(cfg)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, JobsubConfigError) as e:
+        raise Failure(EXIT_USAGE, f"cannot read config {cfg}: {e}") from None
+
+
+def check_role(args: argparse.Namespace) -> None:
+    if args.role and not args.group:
+        raise Failure(EXIT_USAGE, f"--role {args.role}: give the group too, as -G GROUP --role {args.role}: "
+                      "a role is one within a group")
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -51,12 +74,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
     target = list(args.target)
     if target[:1] == ["--"]:
         target = target[1:]
+    check_role(args)
     if not target:
         raise Failure(EXIT_USAGE, "submit needs a submit description file, or a script as file:///path/to/script")
     if target[0].startswith("file://"):
         return submit_script(args, target[0], target[1:])
     if target[1:]:
-        submit_options_parser().parse_args(target[1:], namespace=args)
+        parser = submit_options_parser()
+        args, extra = parser.parse_known_args(target[1:], namespace=args)
+        if extra:
+            raise Failure(EXIT_USAGE, f"{' '.join(extra)}: after a submit file rsub takes only its own options "
+                          "(see rsub submit --help)")
+        check_role(args)
     from rsub import jobsub
 
     if used := jobsub.options_used(args):
@@ -93,8 +122,15 @@ def submit_script(args: argparse.Namespace, url: str, job_args: list[str]) -> in
         plan = jobsub.build(url, job_args, count=args.count, input_files=args.input_files, tars=args.tars,
                             memory=args.memory, disk=args.disk, cpus=args.cpus, lifetime=args.lifetime,
                             environment=args.environment, lines=args.lines, cwd=os.getcwd(), environ=os.environ)
+        import getpass
+
+        extras = jobsub.build_extras(
+            jobsub_config(args), user=getpass.getuser(), group=args.group, mail=args.mail, email_to=args.email_to,
+            image=args.image, no_singularity=args.no_singularity, usage_model=args.usage_model, sites=args.sites,
+            resources=args.resources, requirements=args.requirements, timeout=args.timeout, log_file=args.log_file,
+            gpus=args.gpus, lines=plan.lines)
         directory = jobsub.submit_dir(plan.script.name)
-        text = jobsub.describe(plan, directory)
+        text = jobsub.describe(plan, directory, extras)
         if args.dry_run:
             print(text, end="")
             print("rsub: dry run: nothing was written or submitted", file=sys.stderr)
