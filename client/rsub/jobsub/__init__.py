@@ -39,8 +39,8 @@ from rsub.jobsub.submitdir import PROGRESS_THRESHOLD, Progress, human_size, inpu
 from rsub.wire.vocabulary import WRAPPER
 
 __all__ = [
-    "INPUT_DIR", "LIFETIMES", "PROGRESS_THRESHOLD", "SUBMIT_FILE", "UNWIND", "WRAPPER", "BuildError", "Plan",
-    "Extras", "Progress", "TarInput", "add_options", "build", "build_extras", "count", "describe", "disk_kb", "human_size", "input_bytes",
-    "lifetime_seconds", "materialize", "memory_mb", "options_used", "quote_arguments", "quote_environment",
-    "submit_dir", "tar_path", "unsupported", "wrapper",
+    "INPUT_DIR", "LIFETIMES", "PROGRESS_THRESHOLD", "SUBMIT_FILE", "UNWIND", "WRAPPER", "BuildError", "Extras",
+    "Plan", "Progress", "TarInput", "add_options", "build", "build_extras", "count", "describe", "disk_kb",
+    "human_size", "input_bytes", "lifetime_seconds", "materialize", "memory_mb", "options_used", "quote_arguments",
+    "quote_environment", "submit_dir", "tar_path", "unsupported", "wrapper",
 ]

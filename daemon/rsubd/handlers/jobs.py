@@ -52,7 +52,15 @@ def status(services: Services, f: dict[str, Any], *, active: bool = False, histo
         filters["states"] = [s for s in filters["states"] or scope if s in scope]
         if not filters["states"]:  # asked only for states this view never shows
             return {"jobs": [], "schedds": services.polls.freshness()}
-    found = ledger.job_page(sels, **filters, newest_first=history, limit=limit, offset=offset)
+    group, user = f.get("group"), f.get("user")
+    if user is not None and user != owner():  # every job rsubd submits is its own user's
+        return {"jobs": [], "schedds": services.polls.freshness()}
+    if group is None:
+        found = ledger.job_page(sels, **filters, newest_first=history, limit=limit, offset=offset)
+    else:  # the group is in the submitted description, not a column: filter the widest page, then cut it
+        found = ledger.job_page(sels, **filters, newest_first=history, limit=cfg.page_max, offset=0)
+        groups = services.facts.get(r["cluster_row"] for r in found)
+        found = [r for r in found if groups.get(r["cluster_row"], {}).get("group") == group][offset:offset + limit]
     for sel, text in zip(sels, ids, strict=True):
         # Filters or the page may leave a job out; only a job the ledger lacks is an error.
         if not shows(found, sel) and not ledger.jobs([sel], limit=1):

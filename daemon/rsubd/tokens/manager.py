@@ -371,7 +371,8 @@ class TokenManager:
                 raise KeyError(f"no token profile named {token!r}; configured: {', '.join(self.states) or 'none'}")
             return token, False
         if role and not group:
-            raise KeyError(f"--role {role}: give the group too, as -G GROUP --role {role}: a role is one within a group")
+            raise KeyError(f"--role {role}: give the group too, as -G GROUP --role {role}: "
+                           "a role is one within a group")
         if group:
             for name, st in self.states.items():
                 p = st.profile
