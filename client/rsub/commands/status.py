@@ -48,7 +48,9 @@ def filter_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields = {"states": states, "schedd": args.schedd, "clusters": args.cluster or [],
               "since": args.since, "older_than": args.older_than}
     # Sent only when given, so an older rsubd still answers the common case.
-    fields.update({k: v for k, v in (("group", getattr(args, "group", None)), ("user", getattr(args, "user", None))) if v is not None})
+    for key in ("group", "user"):
+        if getattr(args, key, None) is not None:
+            fields[key] = getattr(args, key)
     return fields
 
 

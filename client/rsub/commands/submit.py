@@ -71,7 +71,7 @@ def check_role(args: argparse.Namespace) -> None:
 def cmd_submit(args: argparse.Namespace) -> int:
     # The submit file (or file:// script) and what follows it arrive as one list: after a
     # file:// script everything is the job's arguments, as with jobsub_submit.
-    target = list(args.target)
+    target = [*getattr(args, "displaced", []), *args.target]  # what `--gpu` took that is not its count
     if target[:1] == ["--"]:
         target = target[1:]
     check_role(args)

@@ -56,6 +56,24 @@ def count(text: str) -> int:
     return value
 
 
+class _OptionalCount(argparse.Action):
+    """`--gpu [N]`: a count if the next argument is one; else 1, and that argument stays where it was.
+
+    argparse gives an optional value whatever follows (`--gpu file:///run.sh`); a value that is not a
+    count is kept in `displaced`, and `rsub submit` puts it back in front of its target.
+    """
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if values is not None and not (isinstance(values, str) and values.isascii() and values.isdigit()):
+            namespace.displaced = [*getattr(namespace, "displaced", []), values]
+            values = None
+        try:
+            setattr(namespace, self.dest, 1 if values is None else count(values))
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentError(self, str(e)) from None
+
+
 def add_options(parser: argparse.ArgumentParser) -> None:
     """The jobsub_submit options of `rsub submit`; they apply to file:// submits only."""
     g = parser.add_argument_group("jobsub-style options (with file:///path/to/script; they go before it)")
@@ -101,7 +119,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                    help="remove the job once it has run this long: 90s, 30m, 2h, 1d (no unit: s)")
     g.add_argument("-L", "--log-file", "--log_file", dest="log_file", metavar="FILE",
                    help="the job event log (log = FILE); a relative name lands in the output directory")
-    g.add_argument("--gpu", "--gpus", dest="gpus", type=count, nargs="?", const=1, metavar="N",
+    g.add_argument("--gpu", "--gpus", dest="gpus", action=_OptionalCount, nargs="?", metavar="N",
                    help="request_gpus (default 1)")
     g.add_argument("--dry-run", action="store_true",
                    help="print the submit description as it would be sent (any submit, after every check) and exit;"
