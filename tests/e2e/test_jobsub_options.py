@@ -202,6 +202,8 @@ def test_role_needs_a_group_and_a_profile(rsubd: Rsubd, workdir: Path) -> None:
     (workdir / "job.sub").write_text("executable = run.sh\nqueue\n")
     plain = rsubd.rsub("submit", "--role", "production", "job.sub", cwd=workdir)
     assert plain.returncode == 2 and "give the group too" in plain.stderr and "None" not in plain.stderr
+    named = rsubd.rsub("submit", "--token", "fnal", "--role", "production", "job.sub", cwd=workdir)
+    assert named.returncode == 2 and "no token profile named 'fnal'" in named.stderr  # --token decides, not --role
     both = rsubd.rsub("submit", "-G", "dune", "--role", "production", f"file://{workdir}/run.sh", cwd=workdir)
     assert both.returncode == 2
     assert "no token profile for group 'dune' and role 'production'; configured: none" in both.stderr

@@ -63,7 +63,7 @@ def jobsub_config(args: argparse.Namespace) -> Any:
 
 
 def check_role(args: argparse.Namespace) -> None:
-    if args.role and not args.group:
+    if args.role and not args.group and not args.token:  # a named profile wins over group and role, as in rsubd
         raise Failure(EXIT_USAGE, f"--role {args.role}: give the group too, as -G GROUP --role {args.role}: "
                       "a role is one within a group")
 
