@@ -16,6 +16,7 @@ import sys
 
 from rsub import __version__
 from rsub.connection import Failure
+from rsub.wire.vocabulary import EXIT_USAGE
 
 # `rsub q` must start in little more than Python's own time: modules only some commands need
 # (subprocess, shutil, jobsub) are imported where they are used, and typing only for the checker.
@@ -103,13 +104,26 @@ def command_of(argv: list[str]) -> str | None:
     return None
 
 
+def unrecognized(command: str, extra: list[str]) -> str:
+    """What rsub says of arguments its parser does not know: their names, and for submit the way around."""
+    options = [a for a in extra if a.startswith("-")]
+    if command == "submit" and options:
+        return (f"rsub submit does not know {', '.join(options)} (neither an rsub option nor a jobsub_submit one "
+                "that rsub takes); any submit command can be given with -l 'key = value' or -l '+Attr = value'")
+    what = "option" if options else "argument"
+    return f"rsub {command}: unrecognized {what}{'s' if len(extra) > 1 else ''} {' '.join(extra)} " \
+        f"(see rsub {command} --help)"
+
+
 EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell sees from coreutils whose reader went away (`rsub q | head -1`)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        args = build_parser(command_of(argv)).parse_args(argv)
+        args, extra = build_parser(command_of(argv)).parse_known_args(argv)
+        if extra:
+            raise Failure(EXIT_USAGE, unrecognized(args.command, extra))
         code: int = args.func(args)
         sys.stdout.flush()  # here, where a closed pipe can be caught, not at the interpreter's exit
         return code

@@ -114,7 +114,8 @@ class Daemon:
                                        max_age_seconds=int(cfg.leave_in_queue_days * 86400))
         self.services = Services(config=cfg, ledger=self.ledger, schedds=self.schedds, pollers=self.pollers,
                                  tokens=self.tokens, submissions=self.submissions, polls=self, control=self,
-                                 facts=ClusterFacts(self.ledger.submitted_descriptions, size=cfg.facts_cache_size))
+                                 facts=ClusterFacts(self.ledger.submitted_descriptions, size=cfg.facts_cache_size,
+                                                    group_attribute=cfg.jobsub.group_attribute))
         try:
             passed = systemd.listen_socket()
         except ValueError as e:

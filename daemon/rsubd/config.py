@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rsub.wire import paths
+from rsub.wire.jobsubconf import JobsubConfig, JobsubConfigError
+from rsub.wire.jobsubconf import parse as parse_jobsub
 from rsubd.services.notify import EVENTS as NOTIFY_EVENTS
 from rsubd.services.notify import NotifyConfig
 from rsubd.tokens.claims import KINDS as TOKEN_KINDS
@@ -66,6 +68,7 @@ class Config:
     tokens: dict[str, TokenProfile] = field(default_factory=dict)
     unspooled: str = "resubmit"
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    jobsub: JobsubConfig = field(default_factory=JobsubConfig)  # the site's defaults for jobsub-style submits
     source: Path | None = None
     # The daemon's own knobs: defaults only, no TOML key (a test or a wrapper sets them on Config).
     token_scan_interval: float = 1.0  # seconds between two looks at the token files (a stat each)
@@ -94,7 +97,7 @@ class Config:
 
 
 TOP_KEYS = {"socket", "state_dir", "log_level", "log_file", "log_max_bytes", "log_backups", "leave_in_queue_days",
-            "schedd", "tokens", "unspooled", "notify"}
+            "schedd", "tokens", "unspooled", "notify", "jobsub"}
 NOTIFY_KEYS = {"command", "on", "desktop"}
 UNSPOOLED = ("resubmit", "report")
 SCHEDD_KEYS = {"name", "backend", "poll_interval", "slots", "pool", "address", "condor_config", "params",
@@ -317,7 +320,11 @@ def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
                               f"configured: {', '.join(tokens) or 'none'}")
     if len(str(socket)) > 100:
         raise ConfigError(f"socket path {socket} is too long for a Unix socket (at most 100 characters)")
+    try:
+        jobsub = parse_jobsub(data.get("jobsub", {}))
+    except JobsubConfigError as e:
+        raise ConfigError(str(e)) from None
     return Config(socket=socket, state_dir=state, log_level=level, log_file=log_file, log_max_bytes=max_bytes,
                   log_backups=backups, leave_in_queue_days=days,
                   schedds=schedds, tokens=tokens, unspooled=unspooled,
-                  notify=_notify(data.get("notify", {})), source=source)
+                  notify=_notify(data.get("notify", {})), jobsub=jobsub, source=source)

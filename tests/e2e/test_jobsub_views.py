@@ -42,7 +42,7 @@ VIEW_KEYS = {"id", "cluster", "proc", "schedd", "state", "job_status", "exit_cod
              "hold_code", "hold_hint", "remove_reason", "error", "iwd", "submitted_at", "completed_at",
              "retrieved_at", "needs_attention", "attention", "retrieve_failures", "retrieve_retry_at",
              "retrieved_to", "jobsub"}
-JOBSUB_KEYS = {"owner", "status", "run_time", "command", "priority", "size"}
+JOBSUB_KEYS = {"owner", "status", "run_time", "command", "priority", "size", "group"}
 
 
 class World:
@@ -306,7 +306,7 @@ t rsub completion ""
     out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0].split() == COMMANDS
     assert out[1:] == ["--state", "retrieved removed", "status stop log install",
-                       "--help --constraint --schedd --reason --json", "bash zsh"]
+                       "--help --constraint --schedd --reason --json --jobid", "bash zsh"]
 
 
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")

@@ -47,13 +47,25 @@ def test_every_state_has_a_distinct_meaningful_letter() -> None:
 def test_description_facts() -> None:
     text = ("executable = /home/a/bin/analyse.sh\narguments = 1 2\nrequest_memory = 2048\npriority = 5\n"
             "queue 3 item from (\na\npriority = 9\n)\n")
-    assert description_facts(text) == {"command": "analyse.sh", "priority": 5, "size": "2048"}
-    assert description_facts("executable = x\nqueue\n") == {"command": "x", "priority": 0, "size": None}
+    assert description_facts(text) == {"command": "analyse.sh", "priority": 5, "size": "2048",
+                                       "group": None}
+    assert description_facts("executable = x\nqueue\n") == {"command": "x", "priority": 0, "size": None,
+                                                                  "group": None}
     assert description_facts("executable = x\npriority = $(Process)\nqueue\n")["priority"] == "$(Process)"
     # A jobsub-built job runs rsub's wrapper: the command is the user's script.
     wrapped = ("executable = /s/jobs/d/rsub_wrapper.sh\ntransfer_input_files = /w/run.sh, /w/one.txt\n"
                "request_memory = 1536\nqueue 2\n")
-    assert description_facts(wrapped) == {"command": "run.sh", "priority": 0, "size": "1536"}
+    assert description_facts(wrapped) == {"command": "run.sh", "priority": 0, "size": "1536",
+                                         "group": None}
+
+
+def test_description_facts_group() -> None:
+    # -G writes the [jobsub] group_attribute; a description may also set it itself, as My.Attr.
+    assert description_facts('executable = x\n+Jobsub_Group = "dune"\nqueue\n')["group"] == "dune"
+    assert description_facts('executable = x\nMy.jobsub_group = "nova"\nqueue\n')["group"] == "nova"
+    assert description_facts('executable = x\n+Exp = "mu2e"\nqueue\n', group_attribute="Exp")["group"] == "mu2e"
+    assert description_facts('executable = x\n+Jobsub_Group = "dune"\nqueue\n', group_attribute="Exp")["group"] is None
+    assert description_facts("executable = x\n+Jobsub_Group = dune\nqueue\n")["group"] is None  # not a string
 
 
 def test_run_seconds() -> None:

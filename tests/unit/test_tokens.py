@@ -314,11 +314,32 @@ def test_choose_by_group_and_role(tmp_path: Path) -> None:
     a = TokenProfile(name="dune", kind="scitoken", file=tmp_path / "a", group="dune")
     b = TokenProfile(name="dunepro", kind="scitoken", file=tmp_path / "b", group="dune", role="production")
     m = manager(tmp_path, a, b)
-    assert m.choose(token=None, group="dune", role=None, default=None) == "dune"
-    assert m.choose(token=None, group="dune", role="production", default=None) == "dunepro"
-    assert m.choose(token=None, group=None, role=None, default="dune") == "dune"
-    with pytest.raises(KeyError, match="no token profile for group 'nova'"):
-        m.choose(token=None, group="nova", role=None, default=None)
+    assert m.choose(token=None, group="dune", role=None, default=None) == ("dune", False)
+    assert m.choose(token=None, group="dune", role="production", default=None) == ("dunepro", False)
+    assert m.choose(token=None, group=None, role=None, default="dune") == ("dune", False)
+    assert m.choose(token="dunepro", group="nova", role=None, default=None) == ("dunepro", False)
+
+
+def test_a_group_without_a_profile_uses_the_schedds_token(tmp_path: Path) -> None:
+    a = TokenProfile(name="dune", kind="scitoken", file=tmp_path / "a", group="dune")
+    m = manager(tmp_path, a)
+    # jobsub users give -G by reflex: a group no profile has only names the job's group.
+    assert m.choose(token=None, group="nova", role=None, default=None) == (None, True)
+    assert m.choose(token=None, group="nova", role=None, default="dune") == ("dune", True)
+    assert manager(tmp_path).choose(token=None, group="dune", role=None, default=None) == (None, True)
+
+
+def test_a_role_needs_a_group_and_a_matching_profile(tmp_path: Path) -> None:
+    a = TokenProfile(name="dune", kind="scitoken", file=tmp_path / "a", group="dune")
+    m = manager(tmp_path, a)
+    with pytest.raises(KeyError) as e:
+        m.choose(token=None, group="nova", role="production", default=None)
+    assert e.value.args[0].startswith("no token profile for group 'nova' and role 'production'; configured: "
+                                      "dune (dune/-). A role picks a token")
+    with pytest.raises(KeyError) as e:
+        m.choose(token=None, group=None, role="production", default="dune")
+    assert e.value.args[0].startswith("--role production: give the group too, as -G GROUP --role production")
+    assert "None" not in e.value.args[0]
 
 
 def test_no_token_value_reaches_status_or_the_log(tmp_path: Path) -> None:

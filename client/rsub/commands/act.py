@@ -41,6 +41,7 @@ def act_summary(action: str, name: str, counts: dict[str, Any]) -> str:
 
 
 def cmd_act(args: argparse.Namespace) -> int:
+    args.ids = [*args.ids, *args.jobids]
     constraint = args.constraint
     if constraint is not None:
         if args.ids:
@@ -70,7 +71,7 @@ ACTIONS = {"hold": "hold", "release": "release", "rm": "remove"}  # the command,
 def add_parser(name: str, add: AddParser) -> None:
     action = ACTIONS[name]
     s = add(name, f"{action} jobs: by id, or rsub's own that match a constraint",
-            f"rsub {name} --reason 'fixing input' 12.0\nrsub {name} 12\n"
+            f"rsub {name} --reason 'fixing input' 12.0\nrsub {name} 12\nrsub {name} -J 12.0@local\n"
             f"rsub {name} --constraint 'JobStatus == 5 && HoldReasonCode == 26'")
     s.add_argument("ids", nargs="*", metavar="ID", help="CLUSTER, CLUSTER.PROC, optionally @SCHEDD")
     s.add_argument("--constraint", metavar="EXPR",
@@ -78,4 +79,6 @@ def add_parser(name: str, add: AddParser) -> None:
     s.add_argument("--schedd", help="the schedd for --constraint, or of ids without @SCHEDD (default: the first)")
     s.add_argument("--reason", help="recorded by the schedd with the action")
     s.add_argument("--json", action="store_true", help=f"print JSON (shape version {JSON_VERSION})")
+    s.add_argument("-J", "--jobid", dest="jobids", action="append", default=[], metavar="ID",
+                   help="a job id, as jobsub's -J takes it: 12.0@SCHEDD (repeatable)")
     s.set_defaults(func=cmd_act, action=action)

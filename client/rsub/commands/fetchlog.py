@@ -83,7 +83,11 @@ def missing_why(state: str) -> str:
 
 
 def cmd_fetchlog(args: argparse.Namespace) -> int:
-    result = call(args, "fetchlog", job=args.id)
+    given = [i for i in (args.id, args.jobid) if i is not None]
+    if len(given) != 1:
+        raise Failure(EXIT_USAGE, "fetchlog needs one job id: ID or -J ID (12.0, 12, 12.0@local)"
+                      + (f", not both {given[0]} and -J {given[1]}" if given else ""))
+    result = call(args, "fetchlog", job=given[0])
     dest = Path(args.dest or ".")
     try:
         dest.mkdir(parents=True, exist_ok=True)
@@ -104,8 +108,9 @@ def cmd_fetchlog(args: argparse.Namespace) -> int:
 
 def add_parser(name: str, add: AddParser) -> None:
     s = add("fetchlog", "pack a job's stdout, stderr, job log and submit description into ID.tgz",
-            "rsub fetchlog 12.0\nrsub fetchlog 12@local --dest logs/")
-    s.add_argument("id", metavar="ID", help="CLUSTER.PROC, or CLUSTER for all its jobs; optionally @SCHEDD")
+            "rsub fetchlog 12.0\nrsub fetchlog 12@local --dest logs/\nrsub fetchlog -J 12.0@local")
+    s.add_argument("id", metavar="ID", nargs="?", help="CLUSTER.PROC, or CLUSTER for all its jobs; optionally @SCHEDD")
+    s.add_argument("-J", "--jobid", metavar="ID", help="the job id, as jobsub_fetchlog's -J takes it: 12.0@SCHEDD")
     s.add_argument("--dest", metavar="DIR", help="where to write the archive (default: here)")
     s.add_argument("--json", action="store_true", help=f"print JSON (shape version {JSON_VERSION})")
     s.set_defaults(func=cmd_fetchlog)

@@ -57,13 +57,25 @@ def truncation_note(result: dict[str, Any], limit: int) -> str | None:
 
 def filter_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The filters of q, status and history, as the request's fields."""
-    return {"states": args.state or [], "schedd": args.schedd, "clusters": args.cluster or [],
-            "since": args.since, "older_than": args.older_than}
+    states = [*(args.state or []), *(getattr(args, "state_flags", None) or [])]
+    fields = {"states": states, "schedd": args.schedd, "clusters": args.cluster or [],
+              "since": args.since, "older_than": args.older_than}
+    # Sent only when given, so an older rsubd still answers the common case.
+    for key in ("group", "user"):
+        if getattr(args, key, None) is not None:
+            fields[key] = getattr(args, key)
+    return fields
+
+
+def add_jobid(parser: argparse.ArgumentParser) -> None:
+    """jobsub's -J/--jobid: another way to give a job id (12.0@schedd), as the jobsub commands take it."""
+    parser.add_argument("-J", "--jobid", dest="jobids", action="append", default=[], metavar="ID",
+                        help="a job id, as jobsub's -J takes it: 12.0@SCHEDD (repeatable)")
 
 
 def cmd_status(args: argparse.Namespace, *, view: str = "status") -> int:
     """`rsub status` (rsub's own columns), `rsub q` (active jobs) and `rsub history` (final ones), jobsub's columns."""
-    fields = {"ids": args.ids, "limit": args.limit, **filter_fields(args)}
+    fields = {"ids": [*args.ids, *getattr(args, "jobids", [])], "limit": args.limit, **filter_fields(args)}
     if view == "history":
         result = call(args, "history", **fields)
     else:
@@ -89,7 +101,7 @@ def cmd_status(args: argparse.Namespace, *, view: str = "status") -> int:
 
 VIEWS = {
     "q": ("jobs still active, in jobsub_q's columns",
-          "rsub q\nrsub q --state held --schedd fnal\nrsub q --since 2h --json"),
+          "rsub q\nrsub q --state held --schedd fnal\nrsub q -G dune --user $USER --run\nrsub q --since 2h --json"),
     "status": ("jobs, all or by id, with their exit codes and what to do about them",
                "rsub status 12\nrsub status --state failed --older-than 3d\nrsub status 12.0@local --json"),
     "history": ("jobs that are done (retrieved, removed or failed), newest first, in jobsub's columns",
@@ -112,4 +124,11 @@ def add_parser(name: str, add: AddParser) -> None:
     s.add_argument("--since", type=parse_age, metavar="AGE",
                    help="only jobs submitted at most AGE ago (90s, 45m, 2h, 3d, 1w)")
     s.add_argument("--older-than", type=parse_age, metavar="AGE", help="only jobs submitted at least AGE ago")
+    s.add_argument("-G", "--group", help="only jobs submitted with -G GROUP (their [jobsub] group attribute)")
+    s.add_argument("--user", help="only jobs of this user (every job rsubd submits is its own user's)")
+    add_jobid(s)
+    if name == "q":  # jobsub_q's state shortcuts, the same as --state
+        for flag, state in (("--hold", "held"), ("--run", "running"), ("--idle", "idle")):
+            s.add_argument(flag, dest="state_flags", action="append_const", const=state,
+                           help=f"only {state} jobs (as --state {state})")
     s.set_defaults(func=lambda a, view=name: cmd_status(a, view=view))

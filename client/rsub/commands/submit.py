@@ -29,6 +29,7 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help=f"print the result as JSON (shape version {JSON_VERSION})")
     parser.add_argument("-v", "--verbose", action="store_true", help="also print each job's id, one per line")
     jobsub.add_options(parser)
+    jobsub.unsupported(parser)
 
 
 def submit_options_parser() -> argparse.ArgumentParser:
@@ -45,6 +46,28 @@ def show_submitted(result: dict[str, Any], source: str, *, verbose: bool = False
         print("\n".join(result["jobs"]))
     for key in result.get("replaced", []):
         print(f"note: rsub set its own {key}; the value in {source} was replaced", file=sys.stderr)
+    for note in result.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
+
+
+def jobsub_config(args: argparse.Namespace) -> Any:
+    """The [jobsub] table of the config file rsub reads (as it reads `socket`): the site's jobsub defaults."""
+    import tomllib
+
+    from rsub.wire import paths
+    from rsub.wire.jobsubconf import JobsubConfigError, from_file
+
+    cfg = paths.config_file(args.config)
+    try:
+        return from_file(cfg)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, JobsubConfigError) as e:
+        raise Failure(EXIT_USAGE, f"cannot read config {cfg}: {e}") from None
+
+
+def check_role(args: argparse.Namespace) -> None:
+    if args.role and not args.group and not args.token:  # a named profile wins over group and role, as in rsubd
+        raise Failure(EXIT_USAGE, f"--role {args.role}: give the group too, as -G GROUP --role {args.role}: "
+                      "a role is one within a group")
 
 
 def read_description(path: Path) -> str:
@@ -67,15 +90,21 @@ def read_description(path: Path) -> str:
 def cmd_submit(args: argparse.Namespace) -> int:
     # The submit file (or file:// script) and what follows it arrive as one list: after a
     # file:// script everything is the job's arguments, as with jobsub_submit.
-    target = list(args.target)
+    target = [*getattr(args, "displaced", []), *args.target]  # what `--gpu` took that is not its count
     if target[:1] == ["--"]:
         target = target[1:]
+    check_role(args)
     if not target:
         raise Failure(EXIT_USAGE, "submit needs a submit description file, or a script as file:///path/to/script")
     if target[0].startswith("file://"):
         return submit_script(args, target[0], target[1:])
     if target[1:]:
-        submit_options_parser().parse_args(target[1:], namespace=args)
+        parser = submit_options_parser()
+        args, extra = parser.parse_known_args(target[1:], namespace=args)
+        if extra:
+            raise Failure(EXIT_USAGE, f"{' '.join(extra)}: after a submit file rsub takes only its own options "
+                          "(see rsub submit --help)")
+        check_role(args)
     from rsub import jobsub
 
     if used := jobsub.options_used(args):
@@ -109,8 +138,15 @@ def submit_script(args: argparse.Namespace, url: str, job_args: list[str]) -> in
         plan = jobsub.build(url, job_args, count=args.count, input_files=args.input_files, tars=args.tars,
                             memory=args.memory, disk=args.disk, cpus=args.cpus, lifetime=args.lifetime,
                             environment=args.environment, lines=args.lines, cwd=os.getcwd(), environ=os.environ)
+        import getpass
+
+        extras = jobsub.build_extras(
+            jobsub_config(args), user=getpass.getuser(), group=args.group, mail=args.mail, email_to=args.email_to,
+            image=args.image, no_singularity=args.no_singularity, usage_model=args.usage_model, sites=args.sites,
+            resources=args.resources, requirements=args.requirements, timeout=args.timeout, log_file=args.log_file,
+            gpus=args.gpus, lines=plan.lines)
         directory = jobsub.submit_dir(plan.script.name)
-        text = jobsub.describe(plan, directory)
+        text = jobsub.describe(plan, directory, extras)
         if args.dry_run:
             print(text, end="")
             print("rsub: dry run: nothing was written or submitted", file=sys.stderr)

@@ -1,7 +1,9 @@
 """`rsub submit [options] file:///path/to/script [ARG ...]`: build the submit description the way jobsub_submit does.
 
 The options and their meaning follow jobsub_lite (`-N`, `-f`, `--tar`, `--memory`,
-`--disk`, `--cpus`, `--expected-lifetime`, `-e`, `-l`). Each submit gets a fresh
+`--disk`, `--cpus`, `--expected-lifetime`, `-e`, `-l`, and those that are submit commands: `--mail_*`,
+`--email-to`, `--singularity-image`, `--onsite`/`--offsite`/`--site`, `--resource-provides`, `-c`,
+`--timeout`, `-L`, `--gpu`). Each submit gets a fresh
 directory of its own under rsub's state directory:
 
     <state>/jobs/<UTC time>-<script>-<id>/
@@ -19,7 +21,8 @@ in `$INPUT_TAR_DIR_LOCAL` (then `$INPUT_TAR_DIR_LOCAL_1`, ...); `$CLUSTER` and `
 Standard library only: the client must start fast.
 """
 
-from rsub.jobsub.options import add_options, count, options_used
+from rsub.jobsub.extras import Extras, build_extras
+from rsub.jobsub.options import add_options, count, options_used, unsupported
 from rsub.jobsub.plan import (
     INPUT_DIR,
     LIFETIMES,
@@ -36,8 +39,8 @@ from rsub.jobsub.submitdir import PROGRESS_THRESHOLD, Progress, human_size, inpu
 from rsub.wire.vocabulary import WRAPPER
 
 __all__ = [
-    "INPUT_DIR", "LIFETIMES", "PROGRESS_THRESHOLD", "SUBMIT_FILE", "UNWIND", "WRAPPER", "BuildError", "Plan",
-    "Progress", "TarInput", "add_options", "build", "count", "describe", "disk_kb", "human_size", "input_bytes",
-    "lifetime_seconds", "materialize", "memory_mb", "options_used", "quote_arguments", "quote_environment",
-    "submit_dir", "tar_path", "wrapper",
+    "INPUT_DIR", "LIFETIMES", "PROGRESS_THRESHOLD", "SUBMIT_FILE", "UNWIND", "WRAPPER", "BuildError", "Extras",
+    "Plan", "Progress", "TarInput", "add_options", "build", "build_extras", "count", "describe", "disk_kb",
+    "human_size", "input_bytes", "lifetime_seconds", "materialize", "memory_mb", "options_used", "quote_arguments",
+    "quote_environment", "submit_dir", "tar_path", "unsupported", "wrapper",
 ]

@@ -89,19 +89,28 @@ def disk_kb(text: str) -> int:
     return _size(text, "--disk", 1, "KB")
 
 
+def duration_seconds(text: str, option: str, *, words: str = "") -> int:
+    """A jobsub duration, NUMBER[s|m|h|d] (no unit: seconds), in whole seconds of at least one."""
+    m = _DURATION_RE.fullmatch(text.strip().lower())
+    if m is None:
+        raise BuildError(f"{option} {text!r}: expected {words}a duration like 3h, 45m, 3600s or 2d")
+    seconds = round(float(m.group(1)) * _SECONDS[m.group(2).upper()])
+    if seconds < 1:
+        raise BuildError(f"{option} {text!r}: must be at least one second")
+    return seconds
+
+
 def lifetime_seconds(text: str) -> int:
     """--expected-lifetime in seconds: short, medium, long, or NUMBER[s|m|h|d] (no unit: seconds)."""
     word = text.strip().lower()
     if word in LIFETIMES:
         return LIFETIMES[word]
-    m = _DURATION_RE.fullmatch(word)
-    if m is None:
-        raise BuildError(f"--expected-lifetime {text!r}: expected short, medium, long or a duration "
-                         "like 3h, 45m, 3600s or 2d")
-    seconds = round(float(m.group(1)) * _SECONDS[m.group(2).upper()])
-    if seconds < 1:
-        raise BuildError(f"--expected-lifetime {text!r}: must be at least one second")
-    return seconds
+    return duration_seconds(text, "--expected-lifetime", words="short, medium, long or ")
+
+
+def writable(text: str, what: str) -> str:
+    """Refuse text a submit description line cannot carry unchanged (a line break, a macro)."""
+    return _writable(text, what)
 
 
 def _writable(text: str, what: str) -> str:

@@ -7,6 +7,7 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
+from rsub.jobsub.extras import Extras
 from rsub.jobsub.plan import INPUT_DIR, Plan, TarInput
 from rsub.wire.vocabulary import WRAPPER
 
@@ -43,8 +44,9 @@ def tar_path(plan: Plan, tar: TarInput, directory: Path) -> Path:
     return directory / tar.name if tar.from_directory else tar.source
 
 
-def describe(plan: Plan, directory: Path) -> str:
-    """The submit description, with the per-submit directory as initialdir."""
+def describe(plan: Plan, directory: Path, extras: Extras | None = None) -> str:
+    """The submit description, with the per-submit directory as initialdir, and the lines of `extras`."""
+    extras = extras or Extras()
     inputs = [plan.script, *plan.inputs, *(tar_path(plan, t, directory) for t in plan.tars)]
     out = [
         f"# written by rsub submit for file://{plan.script}",
@@ -60,7 +62,7 @@ def describe(plan: Plan, directory: Path) -> str:
         "when_to_transfer_output = ON_EXIT",
         "output = $(Cluster).$(Process).out",
         "error = $(Cluster).$(Process).err",
-        "log = $(Cluster).log",
+        f"log = {extras.log or '$(Cluster).log'}",
         # jobsub's jobs know their ids as $CLUSTER and $PROCESS.
         f"environment = {quote_environment(plan.environment, preset='CLUSTER=$(Cluster) PROCESS=$(Process)')}",
     ]
@@ -72,6 +74,7 @@ def describe(plan: Plan, directory: Path) -> str:
         out.append(f"request_cpus = {plan.cpus}")
     if plan.lifetime is not None:
         out.append(f"+JOB_EXPECTED_MAX_LIFETIME = {plan.lifetime}")
+    out += list(extras.lines)
     out += list(plan.lines)
     out.append(f"queue {plan.count}" if plan.count != 1 else "queue")
     return "\n".join(out) + "\n"

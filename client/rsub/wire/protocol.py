@@ -28,6 +28,8 @@ MAX_FRAME = 8 * 1024 * 1024
 FILTERS: dict[str, tuple[type, ...]] = {
     "states": (list,), "schedd": (str, type(None)), "clusters": (list,),
     "since": (int, float, type(None)), "older_than": (int, float, type(None)),
+    # jobsub_q's -G and --user: the job's group (the [jobsub] group_attribute), and its owner.
+    "group": (str, type(None)), "user": (str, type(None)),
 }
 
 # Request kinds and the fields each takes (name -> accepted types).

@@ -59,9 +59,18 @@ def status(services: Services, f: dict[str, Any], *, active: bool = False, histo
         filters["states"] = [s for s in filters["states"] or scope if s in scope]
         if not filters["states"]:  # asked only for states this view never shows
             return {"jobs": [], "total": 0, "truncated": False, "schedds": services.polls.freshness()}
-    found = ledger.job_page(sels, **filters, newest_first=history, limit=limit, offset=offset)
-    # A page that is not full holds every job left: count only when it may not.
-    total = len(found) if len(found) < limit and not offset else ledger.job_count(sels, **filters)
+    group, user = f.get("group"), f.get("user")
+    if user is not None and user != owner():  # every job rsubd submits is its own user's
+        return {"jobs": [], "total": 0, "truncated": False, "schedds": services.polls.freshness()}
+    if group is None:
+        found = ledger.job_page(sels, **filters, newest_first=history, limit=limit, offset=offset)
+        # A page that is not full holds every job left: count only when it may not.
+        total = len(found) if len(found) < limit and not offset else ledger.job_count(sels, **filters)
+    else:  # the group is in the submitted description, not a column: filter the widest page, then cut it
+        wide = ledger.job_page(sels, **filters, newest_first=history, limit=cfg.page_max, offset=0)
+        groups = services.facts.get(r["cluster_row"] for r in wide)
+        matched = [r for r in wide if groups.get(r["cluster_row"], {}).get("group") == group]
+        total, found = len(matched), matched[offset:offset + limit]
     for sel, text in zip(sels, ids, strict=True):
         # Filters or the page may leave a job out; only a job the ledger lacks is an error.
         if not shows(found, sel) and not ledger.jobs([sel], limit=1):

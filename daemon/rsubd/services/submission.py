@@ -249,8 +249,8 @@ class Submissions:
             if existing["state"] != ClusterState.INTERRUPTED:
                 return submitted_view(existing, replaced=())
         try:
-            profile = self.tokens.choose(token=order.token, group=order.group, role=order.role,
-                                         default=self.schedds[name])
+            profile, fell_back = self.tokens.choose(token=order.token, group=order.group, role=order.role,
+                                                    default=self.schedds[name])
         except KeyError as e:
             raise RequestError(ErrorCode.BAD_REQUEST, str(e.args[0])) from None
         if profile is not None and (blocker := self.tokens.blocker(profile)):
@@ -266,7 +266,12 @@ class Submissions:
                 submitted_description=prepared.request.text, submit_dir=order.cwd, submit_file=order.submit_file,
             )
         crashpoint("submit.after_intent")
-        return await self.run_submit(row, name, profile, prepared)
+        result = await self.run_submit(row, name, profile, prepared)
+        if fell_back:
+            token = f"its token profile {profile!r}" if profile else "the credentials it has by default"
+            result["notes"] = [f"no token profile for group {order.group!r}: -G {order.group} names the job's group; "
+                               f"it goes to schedd {name} with {token}"]
+        return result
 
     async def prepare(self, description: str, cwd: str) -> Prepared:
         """`prepare` in a thread; a refusal becomes the request error the client sees."""

@@ -100,13 +100,14 @@ def status_letter(state: str) -> str:
     return STATUS_LETTERS.get(state, "?")
 
 
-def description_facts(text: str) -> dict[str, Any]:
+def description_facts(text: str, group_attribute: str = "Jobsub_Group") -> dict[str, Any]:
     """What jobsub_q shows of a cluster, read cheaply from its submitted description (no macro expansion).
 
     The command is the executable's name; for a job `rsub submit file://` built, whose
     executable is rsub's wrapper, the script's (the first input file). The priority is
     `priority` when it is an integer (its text when it is a macro), else 0; the size is
-    `request_memory` as written (MB unless it names a unit), else None.
+    `request_memory` as written (MB unless it names a unit), else None. The group is the
+    string value of `group_attribute` (the [jobsub] group_attribute that -G sets), else None.
     """
     values: dict[str, str] = {}
     for line in text.splitlines():  # a submitted description is rendered: one command per line, queue last
@@ -125,7 +126,9 @@ def description_facts(text: str) -> dict[str, Any]:
             priority = int(text_priority)
         except ValueError:
             priority = text_priority
-    return {"command": command, "priority": priority, "size": values.get("request_memory") or None}
+    group_value = values.get(f"+{group_attribute.lower()}") or values.get(f"my.{group_attribute.lower()}") or ""
+    group = group_value[1:-1] if len(group_value) >= 2 and group_value[0] == group_value[-1] == '"' else None
+    return {"command": command, "priority": priority, "size": values.get("request_memory") or None, "group": group}
 
 
 def run_seconds(row: dict[str, Any], now: float) -> float | None:
@@ -157,8 +160,10 @@ class ClusterFacts:
     `read` gives the submitted descriptions of cluster rows; a submitted description never changes.
     """
 
-    def __init__(self, read: Callable[[list[int]], dict[int, str]], *, size: int = 10_000) -> None:
+    def __init__(self, read: Callable[[list[int]], dict[int, str]], *, size: int = 10_000,
+                 group_attribute: str = "Jobsub_Group") -> None:
         self._read = read
+        self._group_attribute = group_attribute
         self._size = size  # clusters kept; past it the cache starts again
         self._facts: dict[int, dict[str, Any]] = {}
 
@@ -169,7 +174,7 @@ class ClusterFacts:
             if len(self._facts) + len(missing) > self._size:
                 self._facts.clear()
             for row, text in self._read(missing).items():
-                self._facts[row] = description_facts(text)
+                self._facts[row] = description_facts(text, self._group_attribute)
         return {r: self._facts[r] for r in wanted if r in self._facts}
 
 

@@ -360,18 +360,29 @@ class TokenManager:
         return out
 
     def choose(self, *, token: str | None, group: str | None, role: str | None,
-               default: str | None) -> str | None:
-        """The profile a submit uses: named, else matched by group and role, else the schedd's own."""
+               default: str | None) -> tuple[str | None, bool]:
+        """The profile a submit uses, and whether -G named a group no profile has (the schedd's own is used).
+
+        Named, else matched by group and role, else the schedd's own. jobsub users give -G by reflex: a
+        group without a profile only names the job's group. A role picks a credential, so a role without
+        a matching profile is refused, as is a role without a group.
+        """
         if token:
             if token not in self.states:
                 raise KeyError(f"no token profile named {token!r}; configured: {', '.join(self.states) or 'none'}")
-            return token
-        if group or role:
+            return token, False
+        if role and not group:
+            raise KeyError(f"--role {role}: give the group too, as -G GROUP --role {role}: "
+                           "a role is one within a group")
+        if group:
             for name, st in self.states.items():
                 p = st.profile
-                if (group is None or p.group == group) and (role or None) == (p.role or None):
-                    return name
-            want = f"group {group!r}" + (f" and role {role!r}" if role else "")
+                if p.group == group and (role or None) == (p.role or None):
+                    return name, False
+            if not role:
+                return default, True
             have = ", ".join(f"{n} ({s.profile.group}/{s.profile.role or '-'})" for n, s in self.states.items())
-            raise KeyError(f"no token profile for {want}; configured: {have or 'none'}")
-        return default
+            raise KeyError(f"no token profile for group {group!r} and role {role!r}; configured: {have or 'none'}. "
+                           f"A role picks a token: add a [tokens.NAME] profile with group = \"{group}\" and "
+                           f"role = \"{role}\", or leave --role out to use the schedd's own token")
+        return default, False

@@ -35,7 +35,10 @@ STRING_COMMANDS = {
     "accounting_group": "AcctGroup",
     "accounting_group_user": "AcctGroupUser",
     "log": "UserLog",
+    "notify_user": "NotifyUser",
 }
+# `notification` as condor_submit stores it: JobNotification, an integer (HTCondor's NotifyWhen).
+NOTIFICATION = {"never": 0, "always": 1, "complete": 2, "error": 3}
 # Submit commands whose value is a ClassAd expression.
 EXPR_COMMANDS = {
     "leave_in_queue": "LeaveJobInQueue",
@@ -49,6 +52,7 @@ EXPR_COMMANDS = {
     "request_cpus": "RequestCpus",
     "request_memory": "RequestMemory",
     "request_disk": "RequestDisk",
+    "request_gpus": "RequestGPUs",
     "priority": "JobPrio",
     "preserve_relative_paths": "PreserveRelativePaths",
     "transfer_executable": "TransferExecutable",
@@ -193,6 +197,11 @@ def proc_ad(
     for key, value in commands.items():
         if key in STRING_COMMANDS:
             ad[STRING_COMMANDS[key]] = value.strip()
+        elif key == "notification":
+            if value.strip().lower() not in NOTIFICATION:
+                raise ScheddError(ErrorKind.REJECTED, f"Notification must be 'Never', 'Always', 'Complete', or "
+                                  f"'Error', not {value.strip()!r}")
+            ad["JobNotification"] = NOTIFICATION[value.strip().lower()]
         elif key in REQUEST_UNITS:
             ad[EXPR_COMMANDS[key]] = request_size(value, key)
         elif key in EXPR_COMMANDS:
