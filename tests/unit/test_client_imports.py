@@ -27,3 +27,16 @@ def test_a_command_imports_only_its_own_module() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "rsub.commands.status"
+
+
+def test_only_rsub_watch_loads_curses_and_only_wait_and_watch_the_stream_follower() -> None:
+    code = (
+        "import sys, rsub.cli\n"
+        "for name in ('q', 'status', 'submit', 'wait', 'watch'):\n"
+        "    rsub.cli.build_parser(name)\n"
+        "    print(name, sorted(m for m in sys.modules if m in ('curses', '_curses', 'rsub.watchview', 'rsub.follow')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # Building a parser is what every command does first; curses comes in only when rsub watch draws.
+    assert result.stdout.splitlines() == ["q []", "status []", "submit []", "wait ['rsub.follow']",
+                                          "watch ['rsub.follow']"]

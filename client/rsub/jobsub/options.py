@@ -28,7 +28,6 @@ UNSUPPORTED: tuple[tuple[tuple[str, ...], bool, str], ...] = (
     (("--generate-email-summary",), False, "rsub submits no DAGs; see --mail_always and --email-to"),
     (("-n", "--no_submit", "--no-submit"), False, "use --dry-run: it prints the description and sends nothing"),
     (("--debug",), False, "use --dry-run to see the submit description"),
-    (("--verbose",), True, "use --dry-run to see the submit description"),
     (("--tarball-exclusion-file",), True, "tar the directory yourself and give the tarball to --tar"),
     (("--use-cvmfs-dropbox", "--use-pnfs-dropbox"), False, "rsub ships -f and --tar inputs with the job itself"),
     (("--devserver",), False, "name the schedd with --schedd NAME"),
