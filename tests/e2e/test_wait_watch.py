@@ -9,23 +9,15 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import BIN, Rsubd
+from tests.support.jobs import submit_shell
 from tests.support.terminal import Terminal
 
 pytestmark = pytest.mark.e2e
 
 
-def submit(rsubd: Rsubd, workdir: Path, body: str, queue: str) -> int:
-    (workdir / "job.sub").write_text(f"executable = /bin/sh\narguments = \"-c '{body}'\"\n"
-                                     f"transfer_executable = false\noutput = out.$(Process)\n{queue}\n")
-    result = rsubd.rsub("submit", "--json", "job.sub", cwd=workdir)
-    assert result.returncode == 0, result.stderr
-    cluster: int = json.loads(result.stdout)["cluster"]
-    return cluster
-
-
 def test_wait_prints_each_change_as_it_happens_and_its_exit_code_says_how_it_ended(
         rsubd: Rsubd, workdir: Path) -> None:
-    cluster = submit(rsubd, workdir, "sleep 1; exit $(Process)", "queue 3")
+    cluster = submit_shell(rsubd, workdir, "sleep 1; exit $(Process)", "queue 3")
     result = rsubd.rsub("wait", str(cluster), cwd=workdir)
     assert result.returncode == 13, result.stderr  # some job exited non-zero
     lines = result.stdout.splitlines()
@@ -33,7 +25,7 @@ def test_wait_prints_each_change_as_it_happens_and_its_exit_code_says_how_it_end
         mine = [line for line in lines if line.startswith(f"{cluster}.{proc}@local: ")]
         assert mine[0] == f"{cluster}.{proc}@local: spooling" or mine[0].endswith(("idle", "running")), mine
         assert mine[-1].startswith(f"{cluster}.{proc}@local: retrieved (exit {proc}; output in {workdir}")
-    assert f"3 job(s): 3 retrieved (1 exit 0, 2 exit != 0), 0 removed, 0 failed" in lines
+    assert "3 job(s): 3 retrieved (1 exit 0, 2 exit != 0), 0 removed, 0 failed" in lines
     assert f"  exit != 0: {cluster}.1 exit 1, {cluster}.2 exit 2" in lines
     assert "2 job(s) exited non-zero" in result.stderr
     again = rsubd.rsub("wait", "--json", f"{cluster}.0")
@@ -42,7 +34,7 @@ def test_wait_prints_each_change_as_it_happens_and_its_exit_code_says_how_it_end
 
 
 def test_wait_exit_codes_for_removed_and_timeout(rsubd: Rsubd, workdir: Path) -> None:
-    cluster = submit(rsubd, workdir, "sleep 60", "queue 1")
+    cluster = submit_shell(rsubd, workdir, "sleep 60", "queue 1")
     timed = rsubd.rsub("wait", "--timeout", "2s", str(cluster))
     assert timed.returncode == 6 and "timed out after 2 s; 1 job(s) still active" in timed.stderr
     assert rsubd.rsub("wait", "--timeout", "soon", str(cluster)).returncode == 2
@@ -53,7 +45,7 @@ def test_wait_exit_codes_for_removed_and_timeout(rsubd: Rsubd, workdir: Path) ->
 
 
 def test_wait_on_a_terminal_keeps_a_progress_line_per_cluster(rsubd: Rsubd, workdir: Path) -> None:
-    cluster = submit(rsubd, workdir, "sleep 0.$(Process); test $(Process) -lt 28", "queue 30")
+    cluster = submit_shell(rsubd, workdir, "sleep 0.$(Process); test $(Process) -lt 28", "queue 30")
     term = Terminal([str(BIN / "rsub"), "wait", str(cluster)], rsubd.env, cwd=workdir)
     try:
         code = term.wait(120)
@@ -75,7 +67,7 @@ def test_watch_shows_the_active_clusters_live_and_q_quits(rsubd: Rsubd, workdir:
     term = Terminal([str(BIN / "rsub"), "watch"], rsubd.env, cwd=workdir, lines=24)
     try:
         term.until(lambda s: any("(no active clusters)" in line for line in s), 30, "the empty view")
-        cluster = submit(rsubd, workdir, "sleep 0.5", "queue 12")
+        cluster = submit_shell(rsubd, workdir, "sleep 0.5", "queue 12")
         screen = term.until(lambda s: any(line.startswith(f"{cluster}@local  [##########]  12/12 done") for line in s),
                             90, "the cluster done")
         assert screen[0].startswith("rsub watch: every active cluster") and "(q quits)" in screen[0]
@@ -90,7 +82,7 @@ def test_watch_shows_the_active_clusters_live_and_q_quits(rsubd: Rsubd, workdir:
 
 
 def test_watch_plain_prints_lines_without_escape_codes_and_exit_ends_it(rsubd: Rsubd, workdir: Path) -> None:
-    cluster = submit(rsubd, workdir, "exit 0", "queue 4")
+    cluster = submit_shell(rsubd, workdir, "exit 0", "queue 4")
     result = rsubd.rsub("watch", "--exit", str(cluster), timeout=90)
     assert result.returncode == 0, result.stderr
     assert "\x1b" not in result.stdout

@@ -14,6 +14,7 @@ import pytest
 from rsub.wire.protocol import Connection, encode, make_request
 from tests.support.daemon import Rsubd
 from tests.support.deadlines import wait_until
+from tests.support.jobs import submit_shell
 
 pytestmark = pytest.mark.e2e
 
@@ -30,18 +31,9 @@ def watch(rsubd: Rsubd, **fields: Any) -> list[dict[str, Any]]:
     return [f["result"] for f in frames]
 
 
-def submit(rsubd: Rsubd, workdir: Path, body: str, queue: str) -> int:
-    (workdir / "job.sub").write_text(f"executable = /bin/sh\narguments = \"-c '{body}'\"\n"
-                                     f"transfer_executable = false\noutput = out.$(Process)\n{queue}\n")
-    result = rsubd.rsub("submit", "--json", "job.sub", cwd=workdir)
-    assert result.returncode == 0, result.stderr
-    cluster: int = json.loads(result.stdout)["cluster"]
-    return cluster
-
-
 def test_a_watch_starts_with_a_snapshot_then_sends_each_change_and_ends_when_all_are_final(
         rsubd: Rsubd, workdir: Path) -> None:
-    cluster = submit(rsubd, workdir, "sleep 1; exit $(Process)", "queue 3")
+    cluster = submit_shell(rsubd, workdir, "sleep 1; exit $(Process)", "queue 3")
     frames = watch(rsubd, ids=[str(cluster)], jobs=True, until_final=True, timeout=60)
     snapshot = frames[0]
     assert snapshot["type"] == "snapshot" and snapshot["complete"] is True
@@ -63,7 +55,7 @@ def test_a_watch_starts_with_a_snapshot_then_sends_each_change_and_ends_when_all
 def test_a_watcher_that_comes_back_with_since_misses_nothing(rsubd: Rsubd, workdir: Path) -> None:
     first = watch(rsubd, timeout=0)  # nothing submitted yet: where the record stands
     since = first[0]["since"]
-    cluster = submit(rsubd, workdir, "true", "queue 2")
+    cluster = submit_shell(rsubd, workdir, "true", "queue 2")
     wait_until(lambda: set(rsubd.states(str(cluster)).values()) == {"retrieved"}, 60, "both retrieved")
     replay = watch(rsubd, since=since, timeout=0)
     changes = [(f["id"], f["from"], f["to"]) for f in replay if f["type"] == "change"]
@@ -107,7 +99,7 @@ def test_fifty_watchers_at_once_and_a_slow_reader_all_end_right(rsubd: Rsubd, wo
     reader = raw.makefile("rb")
     first = json.loads(reader.readline())
     assert first["result"]["type"] == "snapshot"
-    cluster_box.append(submit(rsubd, workdir, "true", "queue 20"))
+    cluster_box.append(submit_shell(rsubd, workdir, "true", "queue 20"))
     cluster = cluster_box[0]
     wait_until(lambda: set(rsubd.states(str(cluster)).values()) == {"retrieved"}, 60, "all twenty retrieved")
     slow: list[dict[str, Any]] = []
