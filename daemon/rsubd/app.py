@@ -303,8 +303,8 @@ class Daemon:
                 "next_poll_in": self.loops[name].schedule.state()["next_poll_in"], **self.early[name].state()}
 
     def schedd_answered(self, name: str) -> None:
-        """A submit or an action succeeded: the schedd is up, so any backoff ends."""
-        self.policies[name].on_success()
+        """A submit or an action succeeded: the schedd is up, so any backoff ends (it was no query)."""
+        self.policies[name].on_answered()
 
     async def wait_for_poll(self, timeout: float) -> None:
         async with self._poll_done:
@@ -323,7 +323,7 @@ class Daemon:
         for s in self.config.schedds:
             st = self.pollers[s.name].stats
             schedds[s.name] = {
-                "backend": s.backend,
+                "backend": s.backend, "schedd_name": s.schedd_name,
                 "poll_interval": s.poll_interval,
                 "last_poll_at": iso(st.last_poll_at),
                 "last_poll_duration": None if st.last_duration is None else round(st.last_duration, 4),

@@ -32,7 +32,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class ScheddConfig:
-    name: str
+    name: str  # rsub's own name: the one in ids (12.0@NAME) and on the command line
     backend: str
     poll_interval: float
     slots: int | None = None
@@ -53,6 +53,11 @@ class ScheddConfig:
     poll_max_duration: float = 3600.0  # seconds one poll may run before it counts as stalled
     retrieve_retry_max: float = 600.0  # seconds: the longest wait between two tries of a retrieve that failed
     retrieve_attention_after: float = 3600.0  # seconds a retrieve may keep failing before a person is asked
+    schedd_name: str = ""  # the schedd's Name in the pool (HTCondor's "schedd2@host"); "" until set from name
+
+    def __post_init__(self) -> None:
+        if not self.schedd_name:
+            object.__setattr__(self, "schedd_name", self.name)
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ TOP_KEYS = {"socket", "state_dir", "log_level", "log_file", "log_max_bytes", "lo
             "schedd", "tokens", "unspooled", "notify", "jobsub"}
 NOTIFY_KEYS = {"command", "on", "desktop"}
 UNSPOOLED = ("resubmit", "report")
-SCHEDD_KEYS = {"name", "backend", "poll_interval", "slots", "pool", "address", "condor_config", "params",
+SCHEDD_KEYS = {"name", "schedd_name", "backend", "poll_interval", "slots", "pool", "address", "condor_config", "params",
                "call_timeout", "transfer_timeout", "own_schedd", "token", "poll_jitter", "poll_backoff_max",
                "early_poll_every", "early_poll_burst", "faults_file", "poll_stall_slack", "poll_max_duration",
                "retrieve_retry_max", "retrieve_attention_after"}
@@ -183,13 +188,17 @@ def _schedd(table: Any, index: int) -> ScheddConfig:
     if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
         raise ConfigError(f"{where}early_poll_burst must be a whole number >= 1, not {burst!r}")
     token = _string(table["token"], f"{where}token") if "token" in table else None
+    pool_name = _string(table["schedd_name"], f"{where}schedd_name").strip() if "schedd_name" in table else name
+    if "schedd_name" in table and (any(c.isspace() for c in pool_name) or '"' in pool_name):
+        raise ConfigError(f"{where}schedd_name {pool_name!r} is not a schedd Name: no blanks or quotes "
+                          "(HTCondor names its schedds like \"schedd2@host.example.org\")")
     call_timeout = _number(table.get("call_timeout", 60.0), f"{where}call_timeout", minimum=0.1)
     transfer_timeout = _number(table.get("transfer_timeout", 600.0), f"{where}transfer_timeout", minimum=0.1)
     # A poll is at most a query, a history call, a retrieve and an edit (plus recovery's calls):
     # past what the backend's own limits allow, it is stuck. The embedded scheduler has no limits.
     max_duration = 4 * call_timeout + 2 * transfer_timeout if backend == "htcondor" else 3600.0
     return ScheddConfig(
-        name=name, backend=backend, poll_interval=poll, slots=slots, own_schedd=own, token=token,
+        name=name, schedd_name=pool_name, backend=backend, poll_interval=poll, slots=slots, own_schedd=own, token=token,
         poll_jitter=jitter, early_poll_burst=burst,
         poll_backoff_max=None if "poll_backoff_max" not in table else _number(
             table["poll_backoff_max"], f"{where}poll_backoff_max", minimum=poll),
@@ -306,7 +315,10 @@ def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
         if names.count(n) > 1:
             raise ConfigError(f"[[schedd]] name {n!r} is used more than once; names must be unique")
         if not n.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise ConfigError(f"[[schedd]] name {n!r} may hold only letters, digits, '-', '_' and '.'")
+            hint = (f"; a schedd HTCondor names {n!r} is configured as name = {n.split('@')[0]!r}, "
+                    f"schedd_name = {n!r}" if "@" in n else "")
+            raise ConfigError(f"[[schedd]] name {n!r} may hold only letters, digits, '-', '_' and '.' "
+                              f"(it is rsub's own name, used in ids like 12.0@NAME){hint}")
     unspooled = data.get("unspooled", "resubmit")
     if unspooled not in UNSPOOLED:
         raise ConfigError(f"unspooled must be one of {', '.join(map(repr, UNSPOOLED))}, not {unspooled!r}")

@@ -356,6 +356,20 @@ def test_hold_of_a_spool_held_job_changes_nothing(schedd: Schedd, kit: JobKit) -
     assert_spool_held(kit.ads(job)[0])
 
 
+def test_a_hold_while_spooling_is_lost_at_the_spool_release_and_works_after_it(schedd: Schedd, kit: JobKit) -> None:
+    """What rsub keeps the user's hold for (issue 18, 5): the schedd releases the job once spooled, hold or not;
+    a hold sent after that release holds it (code 1)."""
+    job = kit.submit_job("sleep 30")
+    assert schedd.act(Action.HOLD, job.constraint, "hold while spooling").already_done == 1
+    schedd.spool(job.result)
+    kit.wait_status(job, IDLE, RUNNING)  # released: the hold asked for while spooling is gone
+    held = schedd.act(Action.HOLD, job.constraint, "hold once spooled")
+    assert held.success == 1
+    ad = kit.wait_status(job, HELD)[0]
+    assert ad["HoldReasonCode"] == 1
+    assert "hold once spooled" in str(ad["HoldReason"])
+
+
 @pytest.mark.parametrize("form", ["list", "string"])
 @pytest.mark.parametrize("action", list(Action))
 def test_act_on_a_nonexistent_job_counts_it_not_found(

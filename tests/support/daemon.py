@@ -52,7 +52,7 @@ class Rsubd:
             "XDG_CONFIG_HOME": str(root / "config"),
         }
         # Set by whoever runs the suite, these would point rsubd elsewhere or make it crash on purpose.
-        for name in ("RSUB_CONFIG", "RSUB_SOCKET", CRASH_ENV, "RSUB_LOCAL_EXECUTE"):
+        for name in ("RSUB_CONFIG", "RSUB_SOCKET", CRASH_ENV, "RSUB_LOCAL_EXECUTE", "RSUB_LOCAL_SPOOL_RELEASE"):
             self.env.pop(name, None)
         if config is not None:
             cfg = root / "config" / "rsub" / "config.toml"

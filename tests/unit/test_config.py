@@ -319,3 +319,22 @@ def test_log_keys(tmp_path: Path, clean_env: Path) -> None:
     assert "log_file must be a non-empty string" in refusal(tmp_path, 'log_file = ""\n')
     message = refusal(tmp_path, 'log_level = "loud"\n')
     assert "log_level must be one of debug, info, warning, error, not 'loud'" in message
+
+
+def test_schedd_name_in_the_pool_may_hold_an_at(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[[schedd]]\nname = "vm"\n[[schedd]]\nname = "two"\nschedd_name = "schedd2@vm"\n')
+    cfg = config.load(str(path))
+    assert [(s.name, s.schedd_name) for s in cfg.schedds] == [("vm", "vm"), ("two", "schedd2@vm")]
+    assert cfg.schedd("two").schedd_name == "schedd2@vm"
+
+
+def test_an_at_in_rsubs_name_points_to_schedd_name(tmp_path: Path) -> None:
+    message = refusal(tmp_path, '[[schedd]]\nname = "schedd2@vm"\n')
+    assert "name = 'schedd2', schedd_name = 'schedd2@vm'" in message
+
+
+@pytest.mark.parametrize("value", ['"a b@vm"', '""', "3"])
+def test_schedd_name_is_checked(tmp_path: Path, value: str) -> None:
+    message = refusal(tmp_path, f'[[schedd]]\nname = "two"\nschedd_name = {value}\n')
+    assert "[[schedd]] #1: schedd_name" in message

@@ -189,7 +189,7 @@ def test_a_backoff_ended_by_a_submit_is_not_a_stall_while_the_backed_off_poll_wa
     sim = Simulation(make(clock), clock)
     sim.poll(outcome="error")  # next poll in 20 s
     clock.now += 1.0
-    sim.s.policy.on_success()  # a submit got through: the schedd is up
+    sim.s.policy.on_answered()  # a submit got through: the schedd is up
     assert sim.s.bound() == 15.0
     clock.now += 18.0  # 19 s after the poll ended: past today's bound, within the one it was set under
     assert sim.s.check() is None

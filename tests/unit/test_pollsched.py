@@ -374,7 +374,48 @@ def test_force_does_not_bypass_the_bucket() -> None:
     assert early.request(force=True).granted
     policy.on_success()
     policy.next_delay()
+    # The queue changed again and the bucket is empty: the poll moves to when the next token comes,
+    # which is spent now, so the budget holds: the next forced change waits a whole period more.
+    assert early.request(force=True) is EarlyDecision.DEFERRED
+    assert policy.due_in() == pytest.approx(EARLY_POLL_PERIOD)
+    assert early.bucket.next_available_in() == pytest.approx(2 * EARLY_POLL_PERIOD)
     assert early.request(force=True) is EarlyDecision.RATE_LIMITED
+    assert policy.due_in() == pytest.approx(EARLY_POLL_PERIOD)
+    # A plain poke (rsub wait) is never deferred.
+    clock.advance(EARLY_POLL_PERIOD)
+    policy.on_success()
+    policy.next_delay()
+    clock.advance(1.0)
+    assert early.request() is EarlyDecision.RATE_LIMITED
+    assert policy.due_in() == 59.0
+
+
+def test_a_deferred_poll_never_moves_a_sooner_regular_one_later() -> None:
+    clock = FakeClock()
+    policy = make_policy(clock, interval=10.0, jitter=0.0)
+    policy.next_delay()
+    early = EarlyPolls(policy)
+    assert early.request(force=True).granted
+    policy.on_success()
+    policy.next_delay()  # 10 s away; the bucket refills in 15 s
+    assert early.request(force=True) is EarlyDecision.RATE_LIMITED
+    assert policy.due_in() == 10.0
+
+
+def test_an_answer_to_a_submit_ends_a_backoff_but_is_no_query() -> None:
+    """Issue 18, 4: the early poll after a submit was refused as "recent", so a new cluster waited a whole
+    (backed-off) interval for its first poll."""
+    clock = FakeClock()
+    policy, early = scheduled(clock)
+    policy.on_error()
+    policy.on_error()
+    policy.next_delay()  # 240 s away
+    clock.advance(30.0)
+    last = policy.last_query_at
+    policy.on_answered()  # the submit succeeded
+    assert not policy.backing_off and policy.last_query_at == last
+    assert early.request(force=True) is EarlyDecision.GRANTED
+    assert policy.due_in() == 0.0
 
 
 def test_early_polls_state_counts_decisions() -> None:
@@ -386,7 +427,8 @@ def test_early_polls_state_counts_decisions() -> None:
     policy.next_delay()
     early.request()
     state = early.state()
-    assert state["early_polls"] == {"granted": 1, "due": 1, "recent": 1, "backoff": 0, "rate_limited": 0, "queued": 0}
+    assert state["early_polls"] == {"granted": 1, "due": 1, "recent": 1, "backoff": 0, "rate_limited": 0, "queued": 0,
+                                    "deferred": 0}
     assert state["early_poll_tokens"] == 0.0
     assert state["early_poll_available_in"] == pytest.approx(EARLY_POLL_PERIOD)
     off = EarlyPolls(policy, bucket=TokenBucket(rate_per_s=0.0, burst=0.0, clock=clock))

@@ -57,6 +57,10 @@ def cmd_act(args: argparse.Namespace) -> int:
         return 0
     for name, counts in result["schedds"].items():
         print(act_summary(args.action, name, counts))
+        if spooling := counts.get("held_once_spooled"):
+            who = ", ".join(spooling) if len(spooling) <= 3 else f"{len(spooling)} jobs"
+            print(f"{name}: {who} {'is' if len(spooling) == 1 else 'are'} still held for spooling the input; "
+                  "rsubd holds them as soon as that ends (the schedd would release them)")
         if counts.get("reason_missing"):
             print(f"rsub: {name} does not show the reason on {', '.join(counts['reason_missing'])}", file=sys.stderr)
     if "reason" in result:

@@ -82,7 +82,9 @@ def schedd_line(name: str, s: dict[str, Any], now: float) -> str:
         polling = f"idle: nothing to track (a poll queries it every {human_duration(every)} once a job is in flight)"
     else:
         polling = f"poll every {human_duration(every)}, {last_poll_text(s['last_poll_at'], now)}{outcome}"
-    return (f"  schedd {name} ({s['backend']}): {polling}; {s['polls']} polls, {s['queries']} queries, "
+    pool_name = s.get("schedd_name") or name
+    known_as = "" if pool_name == name else f", {pool_name} in the pool"
+    return (f"  schedd {name} ({s['backend']}{known_as}): {polling}; {s['polls']} polls, {s['queries']} queries, "
             f"{s['retrieve_calls']} retrieves, {s['edit_calls']} edits, {s['history_calls']} history, "
             f"{s['errors']} errors; jobs: {jobs}")
 

@@ -67,6 +67,19 @@ def filter_fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
+def submit_lines(submits: list[dict[str, Any]]) -> list[str]:
+    """Submits that made no job (cut off, interrupted, refused), after the jobs: the job table cannot show them."""
+    if not submits:
+        return []
+    lines = ["", f"{len(submits)} submit(s) with no jobs:"]
+    for s in submits:
+        what = s["submit_file"] or f"a description on stdin in {s['submit_dir']}"
+        lines.append(f"  {s['created_at']}  {s['state']:<11}  {what}, schedd {s['schedd']}")
+        if s.get("note"):
+            lines.append(f"      {s['note']}")
+    return lines
+
+
 def add_jobid(parser: argparse.ArgumentParser) -> None:
     """jobsub's -J/--jobid: another way to give a job id (12.0@schedd), as the jobsub commands take it."""
     parser.add_argument("-J", "--jobid", dest="jobids", action="append", default=[], metavar="ID",
@@ -92,6 +105,8 @@ def cmd_status(args: argparse.Namespace, *, view: str = "status") -> int:
         show_jobsub(result["jobs"])
     if cut:
         print(cut, file=sys.stderr)
+    for line in submit_lines(result.get("submits") or []):
+        print(line)
     for name, info in result.get("schedds", {}).items():
         if info.get("last_error"):
             print(f"warning: schedd {name} is not answering ({info['last_error']}); "

@@ -24,6 +24,8 @@ class BackendConfig(Protocol):
     @property
     def name(self) -> str: ...
     @property
+    def schedd_name(self) -> str: ...
+    @property
     def backend(self) -> str: ...
     @property
     def slots(self) -> int | None: ...
@@ -64,7 +66,8 @@ def make_schedd(cfg: BackendConfig, state_dir: Path, credential: Callable[[], Cr
         from rsubd.backends.condor import CondorSchedd, CondorSettings
 
         return CondorSchedd(CondorSettings(
-            name=cfg.name, pool=cfg.pool, address=cfg.address, condor_config=cfg.condor_config,
+            name=cfg.name, schedd_name=cfg.schedd_name, pool=cfg.pool, address=cfg.address,
+            condor_config=cfg.condor_config,
             params=dict(cfg.params), call_timeout=cfg.call_timeout, transfer_timeout=cfg.transfer_timeout,
         ), credential)
     # The config accepts only the backends above; this guards a new one added there and not here.

@@ -9,8 +9,9 @@ import structlog
 
 from rsub.wire.vocabulary import FINAL_STATES, ErrorCode, RequestError
 from rsubd.backends.classads import check_expression
-from rsubd.backends.schedd import Action, ActResult, ErrorKind, ScheddError, ids_constraint, job_id
+from rsubd.backends.schedd import Action, ActResult, ErrorKind, JobSpec, ScheddError, ids_constraint, job_id
 from rsubd.handlers.context import Services, check_schedd, rows
+from rsubd.services.spoolholds import LOOK_AGAIN_AFTER, keep_intent
 from rsubd.services.views import owner
 
 log = structlog.get_logger("rsubd.handlers")
@@ -135,6 +136,8 @@ async def act(services: Services, action: str, ids: list[Any], reason: str | Non
         except ScheddError as e:
             raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: {e}") from None
         summary[name] = result.as_dict()
+        if action == "hold" and result.already_done:
+            await _keep_hold(services, name, jobs, reason, summary[name])
         if name in finished:
             summary[name]["finished"] = finished[name]
         if check_reason and result.success:
@@ -164,7 +167,35 @@ async def _act_constraint(services: Services, action: str, constraint: str, reas
         raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: {e}") from None
     except ValueError as e:  # text the ClassAd parser refuses before parsing (it passed the checks above)
         raise RequestError(ErrorCode.BAD_REQUEST, f"invalid constraint: {e}") from None
+    counts = result.as_dict()
+    if action == "hold" and result.already_done:
+        await _keep_hold(services, name, spec, reason or default_reason("hold"), counts)
     services.polls.schedd_answered(name)
     log.info("jobs.acted", schedd=name, action=action, constraint=True, **result.as_dict())
     services.polls.poke(name, force=True)
-    return {"action": action, "constraint": spec, "schedds": {name: result.as_dict()}}
+    return {"action": action, "constraint": spec, "schedds": {name: counts}}
+
+
+async def _keep_hold(services: Services, name: str, spec: JobSpec, reason: str, counts: dict[str, Any]) -> None:
+    """Jobs a hold found "already done" may be held for spooling only: keep the hold for when that ends."""
+    spooling = await asyncio.to_thread(keep_intent, services.schedds[name], services.ledger, name, spec, reason)
+    if spooling:
+        counts["held_once_spooled"] = spooling
+        task = asyncio.get_running_loop().create_task(_look_again(services, name))
+        _LOOKING.add(task)
+        task.add_done_callback(_LOOKING.discard)
+
+
+_LOOKING: set[asyncio.Task[None]] = set()  # the tasks below, kept from the garbage collector
+
+
+async def _look_again(services: Services, name: str) -> None:
+    """Polls soon after the schedd should release the jobs (2, 4, 8, 16 s), each within the early-poll budget,
+    until no hold is pending; after that the regular polls settle what is left."""
+    delay = LOOK_AGAIN_AFTER
+    for _ in range(4):
+        await asyncio.sleep(delay)
+        if not services.ledger.pending_hold_count(name):
+            return
+        services.polls.poke(name, force=True)
+        delay *= 2

@@ -14,8 +14,9 @@ from rsub.wire.vocabulary import ACTIVE_STATES, FINAL_STATES, STATES, ErrorCode,
 from rsubd.backends.schedd import MAX_ID, ScheddError, job_id
 from rsubd.handlers.context import Services, check_schedd, parse_selector, rows, seconds_field, selectors, shows
 from rsubd.services import retrieval
-from rsubd.services.views import fetchlog_files, job_view, jobsub_view, owner
+from rsubd.services.views import fetchlog_files, job_view, jobsub_view, owner, submit_view
 
+SUBMITS_HISTORY_DAYS = 30  # how far back `rsub history` shows submits that made no job
 log = structlog.get_logger("rsubd.handlers")
 
 
@@ -78,8 +79,23 @@ def status(services: Services, f: dict[str, Any], *, active: bool = False, histo
     facts = services.facts.get(r["cluster_row"] for r in found)
     now = time.time()
     jobs = [{**job_view(r), "jobsub": jobsub_view(r, facts.get(r["cluster_row"], {}), owner(), now)} for r in found]
-    return {"jobs": jobs, "total": total, "truncated": offset + len(jobs) < total,
-            "schedds": services.polls.freshness()}
+    reply = {"jobs": jobs, "total": total, "truncated": offset + len(jobs) < total,
+             "schedds": services.polls.freshness()}
+    if not ids and not offset and not f.get("clusters") and (submits := _submits(services, f, history, now)):
+        reply["submits"] = submits
+    return reply
+
+
+def _submits(services: Services, f: dict[str, Any], history: bool, now: float) -> list[dict[str, Any]]:
+    """Submits that made no job (cut off, interrupted, refused): the job views would not show them otherwise.
+
+    The last day's in `rsub q`/`status`, the last SUBMITS_HISTORY_DAYS' in `rsub history`.
+    """
+    since = now - (SUBMITS_HISTORY_DAYS if history else 1) * 86400
+    states = set(f.get("states") or ())
+    if states and not states & {"failed", "submitting"}:
+        return []  # asked for job states no submit without jobs has
+    return [submit_view(r) for r in services.ledger.submits_without_jobs(since=since, schedd=f.get("schedd"))]
 
 
 async def fetchlog(services: Services, text: str) -> dict[str, Any]:

@@ -132,6 +132,27 @@ class LedgerReads:
         )
         return self._query(sql, [*args, limit, offset])
 
+    def submits_without_jobs(self, *, since: float, schedd: str | None = None, limit: int = 20) -> list[Row]:
+        """Submits that made no cluster: being settled (`submitting`), interrupted or failed; newest first.
+
+        They have no job rows, so the job views would show nothing of them. A scan of the clusters
+        table, one row per submit: small beside the jobs.
+        """
+        args: list[Any] = [since]
+        where = ""
+        if schedd is not None:
+            where = " AND schedd = ?"
+            args.append(schedd)
+        args.append(limit)
+        return self._query("SELECT id, request_id, schedd, state, submit_dir, submit_file, error, created_at"
+                           " FROM clusters WHERE cluster IS NULL AND state IN ('submitting', 'interrupted', 'failed')"
+                           f" AND created_at >= ?{where}"
+                           # One submitted again since (the same description from the same directory) is settled.
+                           " AND NOT EXISTS (SELECT 1 FROM clusters AS later WHERE later.id > clusters.id"
+                           " AND later.cluster IS NOT NULL AND later.submit_dir = clusters.submit_dir"
+                           " AND later.description = clusters.description)"
+                           " ORDER BY id DESC LIMIT ?", args)
+
     def job_count(
         self, selectors: Sequence[JobSelector] = (), *, states: Sequence[str] = (), schedd: str | None = None,
         clusters: Sequence[int] = (), submitted_after: float | None = None, submitted_before: float | None = None,

@@ -96,6 +96,19 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN attention TEXT;
     ALTER TABLE jobs ADD COLUMN retrieved_to TEXT;
     """,
+    # 5: holds asked for while the schedd still held the job for spooling (code 16): the schedd
+    # answers "already done" and releases the job once its input is in, so rsubd keeps the
+    # user's intent here and holds the job when a poll sees the spool hold over.
+    """
+    CREATE TABLE pending_holds (
+        schedd TEXT NOT NULL,
+        cluster INTEGER NOT NULL,
+        proc INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        asked_at REAL NOT NULL,
+        PRIMARY KEY (schedd, cluster, proc)
+    );
+    """,
 )
 
 # Fields a poll may change on a job row.

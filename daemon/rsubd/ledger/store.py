@@ -19,6 +19,7 @@ from typing import Any
 
 from rsubd.ledger import schema
 from rsubd.ledger.diagnosis import LedgerError, check_ours, refusal
+from rsubd.ledger.pendingholds import PendingHolds
 from rsubd.ledger.reads import LedgerReads
 from rsubd.ledger.schema import JobSelector, Row, TrackedJob
 from rsubd.ledger.watchreads import WatchReads
@@ -27,7 +28,7 @@ __all__ = ["JobSelector", "Ledger", "LedgerError", "Row", "TrackedJob"]
 Key = tuple[int, int]
 
 
-class Ledger(LedgerReads, WatchReads):
+class Ledger(LedgerReads, WatchReads, PendingHolds):
     """The durable record of rsub's clusters and jobs; safe to use from several threads."""
 
     def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
@@ -143,6 +144,11 @@ class Ledger(LedgerReads, WatchReads):
         """Submits whose outcome rsubd did not record (it stopped between intent and outcome)."""
         return self._query("SELECT * FROM clusters WHERE schedd = ?"
                            " AND state IN ('submitting', 'spooling', 'replacing') ORDER BY id", [schedd])
+
+    def note_submit(self, row: int, note: str) -> None:
+        """Say why a submit's outcome is unknown (its call was cut off), while recovery settles it."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE clusters SET error = ? WHERE id = ? AND state = 'submitting'", (note, row))
 
     def record_interrupted(self, row: int, error: str) -> None:
         """The submit never reached the schedd: nothing exists there; a retry may submit it again."""

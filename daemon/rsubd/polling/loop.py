@@ -93,8 +93,8 @@ class PollSchedule:
         if self.repoll:
             self.repoll = False
             # The running poll may have read the queue before the change the poke was about.
-            if self.early.request(force=True).granted:
-                delay = 0.0
+            if self.early.request(force=True).moves_poll:
+                delay = self.wait_time()
         return delay
 
     def abort(self) -> None:
@@ -196,8 +196,8 @@ class PollLoop:
         if self._stopping:
             return EarlyDecision.DUE  # rsubd is stopping: no more polls
         decision = self.schedule.poke(force=force)
-        if decision.granted:
-            self._wake.set()
+        if decision.moves_poll:
+            self._wake.set()  # the loop's sleep was for the old time
         return decision
 
     def rearm(self) -> None:

@@ -31,6 +31,7 @@ import structlog
 from rsubd.backends.schedd import (
     POLL_PROJECTION,
     ErrorKind,
+    JobAd,
     JobStatus,
     Schedd,
     ScheddError,
@@ -42,6 +43,7 @@ from rsubd.platform.crash import crashpoint
 from rsubd.polling.observing import OBSERVED, OBSERVED_END, diff, fate, fields_from_ad, observe
 from rsubd.polling.retrieving import RETRIEVE_HEALED, RETRY_BASE, Change, Key, Retriever
 from rsubd.services import notify
+from rsubd.services.spoolholds import SpoolHolds
 
 log = structlog.get_logger("rsubd.polling.poller")
 HISTORY_PROJECTION = ("ClusterId", "ProcId", "JobStatus", "RemoveReason", "ExitCode", "ExitSignal",
@@ -100,6 +102,7 @@ class Poller:
         self.retriever = Retriever(ledger, schedd, clock=clock, count=self.stats.count, tell=self._tell,
                                    retry_base=retry_base, retry_max=retry_max, attention_after=attention_after)
         self._busy = threading.Lock()  # a poll and an `rsub retrieve` never retrieve at once
+        self.spool_holds = SpoolHolds(ledger, schedd)
 
     def _tell(self, changes: Sequence[Change]) -> None:
         """Report recorded state changes (notifications); never lets a listener break a poll."""
@@ -162,6 +165,9 @@ class Poller:
         self.stats.count("queries", started_at)
         ads = self.schedd.query(self.constraint, POLL_PROJECTION)
         crashpoint("poll.after_query")
+        pending = self.spool_holds.pending()  # holds asked for while spooling: almost always none
+        pending_ads = {k: ad for ad in ads if (k := (ad.get("ClusterId"), ad.get("ProcId"))) in pending
+                       } if pending else {}
         changes: list[Change] = []
         unseen = set(tracked)
         to_retrieve: list[Key] = []
@@ -228,6 +234,9 @@ class Poller:
         self.ledger.apply_changes(self.schedd.name, changes)  # the poll's one transaction of news
         crashpoint("poll.after_news")
         self._tell(changes)
+        if pending and (held := self.spool_holds.settle(pending, cast(Mapping[Key, JobAd], pending_ads))):
+            self.ledger.apply_changes(self.schedd.name, held)  # the hold sent, as the next query will show it
+            self._tell(held)
 
         retrieved = self.retriever.retrieve(to_retrieve, tracked)
         # Jobs retrieved in this poll are marked in the next, once its query shows the schedd

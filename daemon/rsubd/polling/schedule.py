@@ -90,6 +90,11 @@ class TokenBucket:
         self._refill()
         return self._tokens
 
+    def take_ahead(self, n: float = 1.0) -> None:
+        """Spend `n` tokens not yet refilled: the bucket owes them, and refills that much later."""
+        self._refill()
+        self._tokens -= n
+
     def try_take(self, n: float = 1.0) -> bool:
         """Take `n` tokens if there are that many; False (and nothing taken) otherwise."""
         self._refill()
@@ -152,6 +157,14 @@ class PollPolicy:
         """The schedd answered: back to the normal interval at once."""
         self.consecutive_errors = 0
         self.last_query_at = self.clock()
+
+    def on_answered(self) -> None:
+        """A submit or an action succeeded: the schedd is up, so any backoff ends.
+
+        Not a query: the ledger's view of the queue is no fresher, so `last_query_at`
+        stays (the early poll that follows a submit must not be refused as recent).
+        """
+        self.consecutive_errors = 0
 
     def on_error(self) -> None:
         """A query failed or timed out: back off one step further."""
@@ -237,10 +250,16 @@ class EarlyDecision(enum.StrEnum):
     BACKOFF = "backoff"  # the schedd last failed: only the backoff schedule may retry it
     RATE_LIMITED = "rate_limited"  # the bucket is empty
     QUEUED = "queued"  # a poll is running: one more follows it, if the bucket allows
+    DEFERRED = "deferred"  # the queue changed and the bucket is empty: the poll moves to when it refills
 
     @property
     def granted(self) -> bool:
         return self is EarlyDecision.GRANTED
+
+    @property
+    def moves_poll(self) -> bool:
+        """The next poll was moved earlier (now, or to when the budget allows)."""
+        return self in (EarlyDecision.GRANTED, EarlyDecision.DEFERRED)
 
 
 class EarlyPolls:
@@ -259,7 +278,9 @@ class EarlyPolls:
 
         `force` skips only the gap after the last query (the caller has just changed
         the queue, so a fresh answer is worth having); it never skips an active
-        backoff or the bucket, which exist so that clients cannot hammer a schedd.
+        backoff or the bucket, which exist so that clients cannot hammer a schedd. A
+        forced request that finds the bucket empty is DEFERRED: the next poll moves to
+        when the next token comes (spent now), if that is sooner than the regular one.
         """
         decision = self._decide(force)
         self.counts[decision] += 1
@@ -280,9 +301,14 @@ class EarlyPolls:
         last = policy.last_query_at
         if not force and last is not None and policy.clock() - last < self.min_gap:
             return EarlyDecision.RECENT
-        if not self.bucket.try_take():
-            return EarlyDecision.RATE_LIMITED
-        return EarlyDecision.GRANTED
+        if self.bucket.try_take():
+            return EarlyDecision.GRANTED
+        wait = self.bucket.next_available_in()
+        if force and math.isfinite(wait) and (due is None or wait < due):
+            self.bucket.take_ahead()
+            policy.next_poll_at = policy.clock() + wait
+            return EarlyDecision.DEFERRED
+        return EarlyDecision.RATE_LIMITED
 
     def state(self) -> dict[str, Any]:
         """For `rsub daemon status`."""

@@ -28,7 +28,7 @@ from rsub.wire.vocabulary import ClusterState, RequestError
 from rsubd.backends.schedd import Action, HoldCode, JobStatus, Schedd, job_id
 from rsubd.ledger.store import Ledger
 from rsubd.platform.crash import crashpoint
-from rsubd.services.submission import Prepared, Submissions
+from rsubd.services.submission import ASKING, Prepared, Submissions
 
 log = structlog.get_logger("rsubd.services.recovery")
 PROJECTION = ("ClusterId", "ProcId", "JobStatus", "HoldReasonCode", "SUBMIT_Iwd", "Iwd")
@@ -74,8 +74,10 @@ class _Recovery:
                         # rsub's own resubmission, cut short: no client waits to retry it, so rsubd does.
                         await self._submit_again(row)
                         continue
-                    ledger.record_interrupted(row["id"], "rsubd stopped before the schedd received this submit; "
-                                              "nothing was submitted (running the same rsub submit again submits it)")
+                    what = (row["error"].removesuffix(ASKING) if row["error"] else
+                            "rsubd stopped before the schedd received this submit")
+                    ledger.record_interrupted(row["id"], f"{what}; the schedd has no job of it, so nothing was "
+                                              "submitted (running the same rsub submit again submits it)")
                     log.warning("recovery.interrupted", schedd=name, request_id=row["request_id"])
                     continue
                 cluster = int(ads[0]["ClusterId"])  # type: ignore[arg-type]  # an ad's values are untyped

@@ -27,6 +27,8 @@ from rsubd.services import eventlog, retrieval
 from rsubd.services.views import submitted_view
 from rsubd.tokens.manager import TokenManager
 
+# The tail of a cut-off submit's note while recovery asks the schedd (recovery rewords the note after).
+ASKING = "; rsubd asks the schedd whether it made the cluster"
 log = structlog.get_logger("rsubd.services.submission")
 # Failures after which the schedd may or may not have done what was asked.
 UNKNOWN_OUTCOME = (ErrorKind.TIMEOUT, ErrorKind.OTHER)
@@ -294,6 +296,7 @@ class Submissions:
             log.warning("submit.failed", schedd=name, error=str(e))
             if e.kind in UNKNOWN_OUTCOME:
                 # The schedd may have made the cluster before the call was cut off: the recovery asks it by tag.
+                self.ledger.note_submit(row, f"the submit call to schedd {name} was cut off ({e}){ASKING}")
                 hooks.needs_recovery(name)
                 raise RequestError(ErrorCode.SCHEDD, f"schedd {name} did not answer the submit ({e}); rsubd will "
                                    "find out whether the cluster was made: see `rsub status` shortly") from None
@@ -327,7 +330,7 @@ class Submissions:
         crashpoint("submit.after_spooled")
         hooks.schedd_answered(name)
         log.info("cluster.submitted", schedd=name, cluster=result.cluster, procs=result.num_procs)
-        hooks.poke(name)
+        hooks.poke(name, force=True)  # the queue changed: worth a poll now, within the early-poll budget
         cluster_row = self.ledger.cluster_row(row)
         assert cluster_row is not None
         return submitted_view(cluster_row, replaced=prepared.replaced)

@@ -78,6 +78,14 @@ def job_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def submit_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A submit that made no job: where it came from, where it stands, and what happened."""
+    return {"request_id": row["request_id"], "schedd": row["schedd"], "state": row["state"],
+            "created_at": iso(row["created_at"]), "submit_dir": row["submit_dir"], "submit_file": row["submit_file"],
+            "note": row["error"] or ("rsubd is settling this submit with the schedd" if row["state"] == "submitting"
+                                     else None)}
+
+
 def submitted_view(row: dict[str, Any], replaced: tuple[str, ...]) -> dict[str, Any]:
     """The reply to a submit: the cluster, its job ids, and rsub's commands that replaced the user's."""
     ids = [f"{row['cluster']}.{p}@{row['schedd']}" for p in range(row["num_procs"] or 0)]

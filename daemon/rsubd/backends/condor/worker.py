@@ -45,7 +45,8 @@ TRANSFER_OPS = ("spool", "retrieve")
 class CondorSettings:
     """How a worker finds its schedd and which HTCondor settings it runs with."""
 
-    name: str
+    name: str  # rsub's name for the schedd, in logs and messages
+    schedd_name: str | None = None  # its Name in the pool, looked up in the collector; None: `name`
     pool: str | None = None
     address: str | None = None  # a sinful string "<host:port>", bypassing the collector
     condor_config: str | None = None
@@ -88,17 +89,18 @@ class _Worker:
             import classad2
 
             s = self.settings
+            lookup = s.name if s.schedd_name is None else s.schedd_name
             if s.address:
-                ad = classad2.ClassAd({"MyAddress": s.address, "Name": s.name, "MyType": "Scheduler",
+                ad = classad2.ClassAd({"MyAddress": s.address, "Name": lookup, "MyType": "Scheduler",
                                        "CondorVersion": "$CondorVersion: 25.0.0 2025-01-01 $"})
             else:
                 collector = self.h.Collector(s.pool)
                 # An empty name means the pool's local schedd (the contract suite's default).
-                ad = collector.locate(self.h.DaemonType.Schedd, s.name) if s.name else collector.locate(
+                ad = collector.locate(self.h.DaemonType.Schedd, lookup) if lookup else collector.locate(
                     self.h.DaemonType.Schedd)
                 if ad is None:
                     raise ScheddError(ErrorKind.UNKNOWN_SCHEDD,
-                                      f"the collector {s.pool or '(default)'} knows no schedd named {s.name!r}")
+                                      f"the collector {s.pool or '(default)'} knows no schedd named {lookup!r}")
             self._schedd = self.h.Schedd(ad)
         return self._schedd
 

@@ -44,6 +44,7 @@ from rsubd.backends.schedd import (
 TICK_SECONDS = 0.2
 SPOOL_RELEASE_SECONDS = 1.0  # a real schedd releases spooled jobs about 1.0 s after spool() returns
 EXECUTE_ENV = "RSUB_LOCAL_EXECUTE"
+RELEASE_ENV = "RSUB_LOCAL_SPOOL_RELEASE"  # seconds, for drills and tests: a slower schedd's release
 EXECUTE_MODES = ("real", "fake")
 
 
@@ -65,7 +66,7 @@ class LocalSchedd(QueueActions):
         if mode not in EXECUTE_MODES:
             raise ValueError(f"execute must be one of {', '.join(EXECUTE_MODES)}, not {mode!r}")
         if release_delay is None:  # fake mode serves benchmarks that move jobs themselves
-            release_delay = SPOOL_RELEASE_SECONDS if mode == "real" else 0.0
+            release_delay = float(os.environ.get(RELEASE_ENV, SPOOL_RELEASE_SECONDS)) if mode == "real" else 0.0
         super().__init__(name, root, slots=slots, clock=clock, execute=mode, release_delay=release_delay)
         if autostart:
             self.start()
