@@ -290,7 +290,18 @@ def test_bucket_refuses_bad_settings() -> None:
     with pytest.raises(ValueError):
         TokenBucket(rate_per_s=-1.0, clock=FakeClock())
     with pytest.raises(ValueError):
-        TokenBucket.every(0.0, clock=FakeClock())
+        TokenBucket.every(-1.0, clock=FakeClock())
+
+
+def test_a_period_of_zero_turns_early_polls_off() -> None:
+    """`early_poll_every = 0` in the config: no poke moves a poll, and none is deferred either."""
+    clock = FakeClock()
+    policy = make_policy(clock, jitter=0.0)
+    policy.next_delay()
+    early = EarlyPolls(policy, bucket=TokenBucket.every(0.0, clock=clock))
+    assert early.request() is EarlyDecision.RATE_LIMITED
+    assert early.request(force=True) is EarlyDecision.RATE_LIMITED
+    assert policy.due_in() == 60.0
 
 
 # -- early polls ---------------------------------------------------------------------

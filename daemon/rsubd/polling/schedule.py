@@ -70,10 +70,10 @@ class TokenBucket:
     @classmethod
     def every(cls, period: float, burst: float = EARLY_POLL_BURST, *,
               clock: Clock = time.monotonic) -> TokenBucket:
-        """A bucket that refills one token per `period` seconds."""
+        """A bucket that refills one token per `period` seconds; a period of 0 is one that never serves."""
         period = _check(period, "period", minimum=0.0)
         if period == 0:
-            raise ValueError("period must be more than 0")
+            return cls(0.0, 0.0, clock=clock)  # early polls off: only the regular schedule polls
         return cls(1.0 / period, burst, clock=clock)
 
     def _refill(self) -> None:
