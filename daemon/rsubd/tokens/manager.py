@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import structlog
 
 from rsub.wire.vocabulary import iso
 from rsubd.platform import logs
+from rsubd.tokens import scoped
 from rsubd.tokens.choice import choose
 from rsubd.tokens.claims import OLD_FILE_PREFIX, TokenError, TokenProfile, check, validate_new
 from rsubd.tokens.files import Found, read_profile, stamp, write_private
@@ -68,6 +69,7 @@ class TokenManager:
         self.states = {name: ProfileState(p) for name, p in profiles.items()}
         self._lock = threading.Lock()
         self._cancel = threading.Event()
+        scoped.sweep(private_dir)
         for name, st in self.states.items():
             _rename_old_file(st.profile)
             self.reload(name)
@@ -332,6 +334,13 @@ class TokenManager:
             env = {"_condor_SEC_TOKEN_DIRECTORY": str(p.directory)}
             path = st.found.path if st.found else None
         return Credential(profile=name, generation=st.generation, env=env, token_file=path)
+
+    def scoped(self, name: str, scopes: Sequence[str], *, key: str) -> tuple[scoped.ScopedToken, Credential]:
+        """A token of one submit's own with more scopes (tokens/scoped.py), and how a backend presents it."""
+        st = self.states[name]
+        token = scoped.fetch(name, st.profile, st.found.claims if st.found else None, scopes, key=key,
+                             private_dir=self.private_dir, run=self.run, cancel=self._cancel, now=self.clock())
+        return token, Credential(profile=name, generation=0, env=token.env, token_file=token.path)
 
     def status(self) -> list[dict[str, Any]]:
         now = self.clock()
