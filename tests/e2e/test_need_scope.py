@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from rsubd.tokens.claims import decode
 from tests import tokenkit
-from tests.support.daemon import Rsubd, short_root
+from tests.support.daemon import BIN, Rsubd, short_root
 from tests.support.deadlines import wait_until
 from tests.support.jobs import write_job
 
@@ -129,3 +130,30 @@ def test_what_cannot_have_its_scopes_is_refused_and_nothing_is_sent(daemon: Rsub
     assert message in result.stderr and "nothing was submitted" in result.stderr
     assert len(daemon.json("status")["jobs"]) == jobs
     assert leftovers(daemon) == []
+
+
+def test_a_scoped_submit_cut_before_its_spool_is_reported_not_resubmitted_without_its_token(
+        short_tmp: Path, workdir: Path) -> None:
+    from rsubd.platform.crash import ENV
+
+    d = Rsubd(short_tmp, CONFIG.format(root=short_tmp, python=sys.executable, kit=KIT))
+    (short_tmp / "idtoken").write_text(tokenkit.idtoken(3600) + "\n")
+    (short_tmp / "idtoken").chmod(0o600)
+    d.start(extra_env={ENV: "submit.after_record"})
+    wait_until(lambda: d.rsub("token", "status").returncode == 0, 15, "the tokens")
+    client = subprocess.Popen([str(BIN / "rsub"), "submit", "-G", "dune", "--need-scope", "compute.create",
+                               f"file://{script(workdir)}"], cwd=workdir, env=d.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    assert d.proc is not None
+    d.proc.wait(timeout=30)  # killed itself between the schedd's submit and the spool
+    assert leftovers(d)  # the submit's token was still on disk
+    d.start(note="restarted")
+    try:
+        _, err = client.communicate(timeout=90)
+        assert client.returncode == 7, err
+        assert "it had a token of its own (--need-scope), which rsubd does not keep" in err
+        assert leftovers(d) == []  # swept at start
+        jobs = d.json("status")["jobs"]
+        assert jobs and {j["state"] for j in jobs} == {"failed"}
+    finally:
+        d.stop()
