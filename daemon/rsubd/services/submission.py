@@ -321,8 +321,8 @@ class Submissions:
         try:
             return await self._submit_and_spool(row, name, profile, prepared, schedd, own_token)
         finally:
-            if own_token is not None:
-                schedd.close()
+            if own_token is not None:  # in a thread: closing a binding worker waits for its process
+                await asyncio.to_thread(schedd.close)
 
     async def _submit_and_spool(self, row: int, name: str, profile: str | None, prepared: Prepared, schedd: Schedd,
                                 own_token: Credential | None) -> dict[str, Any]:

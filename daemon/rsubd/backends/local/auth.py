@@ -34,6 +34,8 @@ from rsubd.tokens.manager import Credential
 # What each call needs, as the schedd's command table has it; the rest needs WRITE.
 NEEDS = {"query": "READ", "history": "READ"}
 _LEVELS = {"condor:/READ": ("READ",), "condor:/WRITE": ("WRITE", "READ"), "compute.read": ("READ",),
+           # HTCondor's hierarchy: ADMINISTRATOR and DAEMON imply WRITE, which implies READ.
+           "condor:/ADMINISTRATOR": ("WRITE", "READ"), "condor:/DAEMON": ("WRITE", "READ"),
            "compute.create": ("WRITE", "READ"), "compute.modify": ("WRITE", "READ"),
            "compute.cancel": ("WRITE", "READ")}
 
