@@ -10,7 +10,8 @@ print (print the token on stdout, as condor_token_fetch does), fail (exit 1),
 usage (exit 2), hang (sleep for ever), login (print a browser URL and wait),
 garbage (write something that is not a JWT), expired (write an expired token),
 nogroup (write a token without the wlcg.groups asked for), silent (exit 0 and
-write nothing). Each run appends a line to $FAKE_REFRESH_LOG when it is set.
+write nothing), scoped (a token with exactly the scopes of $RSUB_TOKEN_SCOPES, as
+htgettoken --scopes gives, or SCOPED_BASE without it). Each run appends a line to $FAKE_REFRESH_LOG when it is set.
 """
 
 from __future__ import annotations
@@ -39,11 +40,16 @@ def make_jwt(claims: dict[str, Any], key: bytes = KEY) -> str:
     return f"{header}.{payload}.{_b64(signature)}"
 
 
+SCOPE = "compute.create compute.read storage.read:/dune"
+# The "scoped" mode's token when no scopes are asked for: it may query, not submit, and may modify one tree.
+SCOPED_BASE = "compute.read storage.read:/dune storage.modify:/dune/scratch/users/alice"
+
+
 def scitoken(lifetime: float, *, groups: tuple[str, ...] = ("/dune",), now: float | None = None,
-             sub: str = "alice") -> str:
+             sub: str = "alice", scope: str = SCOPE) -> str:
     now = time.time() if now is None else now
     return make_jwt({"iss": "https://cilogon.org/dune", "sub": sub, "iat": int(now), "nbf": int(now),
-                     "exp": int(now + lifetime), "scope": "compute.create compute.read storage.read:/dune",
+                     "exp": int(now + lifetime), "scope": scope,
                      "wlcg.groups": list(groups), "wlcg.ver": "1.0", "jti": os.urandom(8).hex()})
 
 
@@ -94,6 +100,8 @@ def main(argv: list[str]) -> int:
         _write(scitoken(lifetime, groups=("/other",)))
     elif mode == "silent":
         pass
+    elif mode == "scoped":
+        _write(scitoken(lifetime, scope=os.environ.get("RSUB_TOKEN_SCOPES") or SCOPED_BASE))
     else:
         return 2
     return 0

@@ -221,9 +221,7 @@ class Daemon:
     # -- tokens ------------------------------------------------------------------
 
     def _credential_for(self, profile: str | None) -> Callable[[], Credential] | None:
-        if profile is None:
-            return None
-        return lambda: self.tokens.credential(profile)
+        return None if profile is None else (lambda: self.tokens.credential(profile))
 
     async def refresh_due_tokens(self) -> None:
         """Start a refresh of every profile that is due; each runs in a thread of its own."""
@@ -238,17 +236,20 @@ class Daemon:
             self._refreshes[name] = task
         return task
 
-    def submitter(self, schedd: str, profile: str | None) -> Schedd:
-        """The backend a submit goes through: the schedd's own, or one presenting another token profile."""
+    def submitter(self, schedd: str, profile: str | None, own_token: Credential | None = None) -> Schedd:
+        """The backend a submit goes through: the schedd's own, one presenting another token profile, or
+        (`own_token`: a token of this submit's own) a new one, with a worker of its own, that the caller closes."""
         cfg = self.config.schedd(schedd)
-        if profile is None or profile == cfg.token:
+        if own_token is None and (profile is None or profile == cfg.token):
             return self.schedds[schedd]
-        key = (schedd, profile)
-        if key not in self._submitters:
+        key = (schedd, profile or "")
+        if own_token is not None or key not in self._submitters:
             base = self.schedds[schedd]
             local = base.inner if isinstance(base, TokenCheckedSchedd) else base
-            built = make_schedd(cfg, self.config.state_dir, self._credential_for(profile),
-                                local=local if cfg.backend == "local" else None)
+            built = make_schedd(cfg, self.config.state_dir, self._credential_for(profile) if own_token is None
+                                else lambda: own_token, local=local if cfg.backend == "local" else None)
+            if own_token is not None:
+                return built
             self._submitters[key] = built
         return self._submitters[key]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import BIN, Rsubd
+from tests.support.deadlines import wait_until
 from tests.support.jobs import write_job
 
 pytestmark = pytest.mark.e2e
@@ -137,3 +138,33 @@ def test_a_new_token_replaces_the_binding_worker_but_never_between_submit_and_sp
         assert worker_pid() != second
     finally:
         schedd.close()
+
+
+def test_a_submit_with_a_token_of_its_own_goes_through_a_worker_of_its_own(short_tmp: Path, workdir: Path) -> None:
+    import sys
+
+    from tests import tokenkit
+
+    kit = Path(tokenkit.__file__)
+    daemon = Rsubd(short_tmp, config=condor_config(free_port()) + f"""
+        [tokens.dune]
+        kind = "scitoken"
+        file = "{short_tmp}/bt"
+        group = "dune"
+        refresh_command = ["{sys.executable}", "{kit}", "scoped", "3600"]
+    """)
+    daemon.start()
+    try:
+        wait_until(lambda: daemon.rsub("token", "status").returncode == 0 and (short_tmp / "bt").exists(), 15,
+                   "the profile's token")
+        write_job(workdir, "run.sh", "true\n")
+        result = daemon.rsub("submit", "--schedd", "remote", "-G", "dune", "--need-scope", "compute.create",
+                             f"file://{workdir}/run.sh", cwd=workdir)
+        # The bindings, in a worker started with the submit's token, got as far as the (dead) schedd.
+        assert result.returncode == 7, result.stderr
+        assert "Failed to connect" in result.stderr
+        scoped = daemon.state_dir / "tokens" / "scoped"
+        assert not scoped.exists() or list(scoped.iterdir()) == []
+        assert "token.scoped_fetched" in daemon.log.read_text()
+    finally:
+        daemon.stop()

@@ -154,6 +154,8 @@ def test_without_a_jobsub_table_there_is_no_image(rsubd: Rsubd, workdir: Path) -
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--timeout", "2x"], "--timeout '2x': expected a duration"),
+    (["--need-storage-modify", "dune/out"], "--need-storage-modify 'dune/out': an absolute path"),
+    (["--need-scope", "storage.read:/a storage.read:/b"], "a scope is one word without blanks"),
     (["--resource-provides", "CVMFS"], "--resource-provides 'CVMFS': expected KEY=VALUE"),
     (["-c", "(Memory > 1"], "-c '(Memory > 1': unbalanced parentheses"),
     (["--email-to", "a@b c@d"], "--email-to 'a@b c@d': one address"),
@@ -174,9 +176,6 @@ def test_bad_option_values_are_refused_before_anything_is_written(
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--need-scope", "storage.read:/dune"], "rsub submit does not support jobsub_submit's --need-scope: rsub sends "
-                                              "the job no token of its own yet"),
-    (["--need-storage-modify", "/dune/scratch"], "does not support jobsub_submit's --need-storage-modify"),
     (["--blacklist", "BNL"], "--blacklist: keep the jobs off those sites with -c"),
     (["--dag"], "--dag: rsub submits no DAGs"),
     (["-n"], "-n: use --dry-run"),

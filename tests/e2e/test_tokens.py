@@ -52,7 +52,10 @@ def start(root: Path, profile: str) -> Rsubd:
 
 
 def token_status(daemon: Rsubd) -> dict[str, object]:
-    status: dict[str, object] = daemon.json("token", "status")["tokens"][0]
+    result = daemon.rsub("token", "status", "--json")
+    status: dict[str, object] = json.loads(result.stdout)["tokens"][0]
+    # Every look checks the exit code too: 8 ("a person must act") exactly when there is an ACTION NEEDED.
+    assert result.returncode == (8 if status["action_needed"] else 0), (result.returncode, status)
     return status
 
 
@@ -133,6 +136,7 @@ def test_a_rate_limited_refresh_says_try_again_later_with_exit_10(short_tmp: Pat
     daemon = start(short_tmp, f"{command('ok')}\nrefresh_floor = 3600")
     try:
         wait_until(lambda: token_status(daemon)["state"] == "ok", 10, "the first refresh")
+        assert daemon.rsub("token", "status").returncode == 0  # nothing to do: exit 0
         manual = daemon.rsub("token", "refresh", "dune")
         # Nothing for a person to do (the token is fine): not 8, but "not now".
         assert manual.returncode == 10, (manual.stdout, manual.stderr)
@@ -155,8 +159,9 @@ def test_a_login_wait_is_shown_and_the_daemon_stays_responsive(short_tmp: Path) 
         started = time.monotonic()
         assert daemon.rsub("ping").returncode == 0
         assert time.monotonic() - started < 5
-        text = daemon.rsub("token", "status").stdout
-        assert "ACTION NEEDED: log in: open https://vault.example.org" in text
+        shown = daemon.rsub("token", "status")
+        assert "ACTION NEEDED: log in: open https://vault.example.org" in shown.stdout
+        assert shown.returncode == 8
     finally:
         daemon.stop()
 

@@ -282,6 +282,23 @@ def test_the_wrapper_says_when_an_input_is_missing(tmp_path: Path) -> None:
     assert "rsub wrapper: input file in.txt is not in the job directory" in run.stderr
 
 
+def test_the_wrapper_gives_the_job_its_own_token_or_stops(tmp_path: Path) -> None:
+    script(tmp_path, body='echo "$BEARER_TOKEN_FILE"\n')
+    exe = tmp_path / "w.sh"
+    exe.write_text(jobsub.wrapper(build(tmp_path), job_token=True))
+    exe.chmod(0o755)
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    shutil.copy2(tmp_path / "run.sh", sandbox / "run.sh")
+    env = {"PATH": "/usr/bin:/bin", "_CONDOR_SCRATCH_DIR": str(sandbox)}
+    missing = subprocess.run([str(exe)], cwd=sandbox, env=env, capture_output=True, text=True, check=False)
+    assert missing.returncode == 1 and "the token asked for with --need-scope is not in" in missing.stderr
+    (sandbox / "rsub_bearer_token").write_text("eyJ.x.y\n")
+    ran = subprocess.run([str(exe)], cwd=sandbox, env=env, capture_output=True, text=True, check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == f"{sandbox}/rsub_bearer_token\n"
+
+
 def test_materialize_writes_a_private_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     script(tmp_path)

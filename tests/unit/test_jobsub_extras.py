@@ -155,13 +155,27 @@ def test_exclusive_options(argv: list[str]) -> None:
         parse_args(*argv)
 
 
-@pytest.mark.parametrize("option", ["--need-scope", "--need-storage-modify", "--blacklist", "--OS", "--dag", "-n",
-                                    "--maxConcurrent", "--debug"])
+@pytest.mark.parametrize("option", ["--blacklist", "--OS", "--dag", "-n", "--maxConcurrent", "--debug"])
 def test_unsupported_options_are_refused_by_name(option: str) -> None:
     with pytest.raises(Failure) as e:
         parse_args(option, "x")
     assert e.value.exit_code == 2
     assert e.value.message.startswith(f"rsub submit does not support jobsub_submit's {option}: ")
+
+
+def test_need_scope_and_storage_modify_as_jobsub_lite_reads_them() -> None:
+    from rsub.jobsub import BuildError, need_scopes
+
+    args = parse_args("--need-scope", "storage.create:/dune/x", "--need-storage-modify", "/dune/out/../out2",
+                      "--need-storage-modify", "/pnfs/dune/scratch/u")
+    scopes, notes = need_scopes(args.need_scopes, args.need_modify)
+    assert scopes == ["storage.create:/dune/x", "storage.modify:/dune/out2", "storage.modify:/dune/scratch/u"]
+    assert notes == ["--need-storage-modify /pnfs/dune/scratch/u: the storage path starts after the mount point; "
+                     "asking for /dune/scratch/u"]
+    with pytest.raises(BuildError, match="an absolute path"):
+        need_scopes([], ["relative/dir"])
+    with pytest.raises(BuildError, match="one word without blanks"):
+        need_scopes(["a b"], [])
 
 
 # -- the [jobsub] table ---------------------------------------------------------------

@@ -296,3 +296,18 @@ def test_a_read_only_output_directory_is_refused(cwd: Path) -> None:
         assert "(errno 30) Read-only file system" in refusal("executable = job.sh\noutput = ro/x.out\nqueue\n", cwd)
     finally:
         subprocess.run(["umount", str(ro)])
+
+
+def test_a_submits_own_token_joins_its_input_files(cwd: Path) -> None:
+    token = cwd / "tok"
+    token.write_text("t\n")
+    (cwd / "in.txt").write_text("x")
+    text = "executable = job.sh\ntransfer_input_files = in.txt\nqueue\n"
+    got = prepare(text, cwd=str(cwd), instance_id=INSTANCE, max_age_seconds=MAX_AGE, job_token=str(token))
+    assert commands(got)["transfer_input_files"] == f"in.txt, {token}"
+    alone = prepare("executable = job.sh\nqueue\n", cwd=str(cwd), instance_id=INSTANCE, max_age_seconds=MAX_AGE,
+                    job_token=str(token))
+    assert commands(alone)["transfer_input_files"] == str(token)
+    token.unlink()  # checked like any input: a token that is gone refuses the submit
+    with pytest.raises(SubmitRefused, match="tok does not exist"):
+        prepare(text, cwd=str(cwd), instance_id=INSTANCE, max_age_seconds=MAX_AGE, job_token=str(token))

@@ -15,6 +15,7 @@ import pytest
 from rsubd import config
 from rsubd.platform import logs
 from rsubd.tokens import claims as tokens
+from rsubd.tokens import files
 from rsubd.tokens.claims import Claims, TokenError, TokenProfile
 from rsubd.tokens.manager import TokenManager
 from tests import tokenkit
@@ -92,13 +93,13 @@ def test_check_refuses_expired_and_missing_groups() -> None:
         tokens.check("scitoken", Claims({"sub": "x"}), now)
 
 
-def test_default_margin_is_a_quarter_of_the_lifetime_or_30_minutes() -> None:
+def test_default_margin_is_a_quarter_of_the_lifetime() -> None:
     p = TokenProfile(name="p", kind="scitoken", file=Path("/x"))
-    long = Claims({"iat": 0, "exp": 4 * 3600 * 24})
-    short = Claims({"iat": 0, "exp": 3600})
-    assert p.margin(long) == 3600 * 24
-    assert p.margin(short) == 1800
-    assert TokenProfile(name="p", kind="scitoken", file=Path("/x"), refresh_margin=20).margin(long) == 20
+    assert p.margin(Claims({"iat": 0, "exp": 4 * 3600 * 24})) == 3600 * 24
+    assert p.margin(Claims({"iat": 0, "exp": 3600})) == 900
+    assert p.margin(Claims({"iat": 0, "exp": 120})) == 30  # never more than the token lasts
+    assert p.margin(Claims({"exp": 120})) == 1800  # no iat: the lifetime is unknown
+    assert TokenProfile(name="p", kind="scitoken", file=Path("/x"), refresh_margin=20).margin(Claims({})) == 20
 
 
 def test_htgettoken_is_the_default_command_with_the_profiles_options(tmp_path: Path) -> None:
@@ -116,20 +117,56 @@ def test_default_bearer_file_follows_htcondors_order() -> None:
     assert tokens.default_bearer_file({}) == Path(f"/tmp/bt_u{os.getuid()}")
 
 
-def test_a_directory_of_idtokens_yields_the_longest_lived_and_warns_of_loose_modes(tmp_path: Path) -> None:
+def test_a_directory_of_idtokens_yields_the_first_in_name_order_and_warns_of_loose_modes(tmp_path: Path) -> None:
     d = tmp_path / "tokens.d"
     d.mkdir()
-    write_token(d / "short", tokenkit.idtoken(60))
-    write_token(d / "long", tokenkit.idtoken(7200))
-    write_token(d / "loose", tokenkit.idtoken(10**6), mode=0o644)
-    found = tokens.read_profile(TokenProfile(name="i", kind="idtoken", directory=d), time.time())
-    assert found.path == d / "long"
-    assert any("loose" in w and "chmod 600" in w for w in found.warnings)
+    write_token(d / "b-short", tokenkit.idtoken(60))
+    write_token(d / "c-long", tokenkit.idtoken(7200))
+    write_token(d / "a-loose", tokenkit.idtoken(10**6), mode=0o644)
+    found = files.read_profile(TokenProfile(name="i", kind="idtoken", directory=d), time.time())
+    # HTCondor's findTokens: the first file in name order that it reads, whatever the expiry.
+    assert found.path == d / "b-short"
+    assert any("a-loose" in w and "chmod 600" in w for w in found.warnings)
+
+
+def test_an_expired_token_sorting_first_is_what_htcondor_presents(tmp_path: Path) -> None:
+    d = tmp_path / "tokens.d"
+    d.mkdir()
+    clock = Clock()
+    profile = TokenProfile(name="fnal", kind="idtoken", directory=d, refresh_command=fake("print", 3600),
+                           refresh_floor=0)
+    assert profile.target.name == "00-rsub-fnal"
+    write_token(d / "aaa.token", tokenkit.idtoken(-60, now=clock.now))  # expired, and before "rsub_fnal"
+    write_token(d / "rsub_fnal", tokenkit.idtoken(7200, now=clock.now))  # where rsub wrote its token before
+    write_token(d / "zzz", tokenkit.make_jwt({"iss": "other.example.org", "sub": "x", "exp": clock.now + 10}))
+    m = manager(tmp_path, profile, clock=clock)
+    # rsub's own file is renamed to sort first, so the good token is the one presented.
+    assert sorted(p.name for p in d.iterdir()) == ["00-rsub-fnal", "aaa.token", "zzz"]
+    st = m.status()[0]
+    assert st["state"] == "ok" and st["file"] == str(d / "00-rsub-fnal") and st["warnings"] == []
+    # A file a person names to sort before rsub's own shadows it: status says so, and what to remove.
+    write_token(d / "0.token", tokenkit.idtoken(-60, now=clock.now))
+    m.scan()
+    st = m.status()[0]
+    assert st["state"] == "expired" and st["file"] == str(d / "0.token")
+    assert any("0.token sorts before 00-rsub-fnal" in w and f"remove {d / '0.token'}" in w
+               for w in st["warnings"])
+    assert m.blocker("fnal") is not None
+    assert m.credential("fnal").token_file == d / "0.token"  # what the embedded schedd checks, too
+
+
+def test_a_directory_without_rsubs_file_presents_its_first_token(tmp_path: Path) -> None:
+    d = tmp_path / "tokens.d"
+    d.mkdir()
+    write_token(d / "a", tokenkit.idtoken(-60))
+    write_token(d / "b", tokenkit.idtoken(7200))
+    found = files.read_profile(TokenProfile(name="i", kind="idtoken", directory=d), time.time())
+    assert found.path == d / "a" and found.warnings == ()
 
 
 def test_write_private_is_0600_and_atomic(tmp_path: Path) -> None:
     target = tmp_path / "t"
-    tokens.write_private(target, "secret\n")
+    files.write_private(target, "secret\n")
     assert target.read_text() == "secret\n"
     assert target.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["t"]
@@ -367,3 +404,52 @@ def test_scrub_redacts_opaque_secrets_it_was_told_about() -> None:
     logs.add_secret("hvs.CAESIJ7-opaque-vault-token")
     assert logs.scrub("got hvs.CAESIJ7-opaque-vault-token ok") == "got [redacted] ok"
     assert logs.scrub("short ok") == "short ok"
+
+
+# -- the refresh cadence, on an injected clock ------------------------------------------
+
+
+def cadence(tmp_path: Path, lifetime: float, span: float, step: float) -> tuple[list[float], list[str], list[dict]]:
+    """Run the scan/refresh loop as rsubd's timer does, for `span` seconds of a fake clock; a fake
+    refresh command mints a token of `lifetime` seconds. Returns the refresh times, the states seen
+    and the log events."""
+    from structlog.testing import capture_logs
+
+    from rsubd.tokens.refresher import RunResult
+
+    clock = Clock()
+    start = clock.now
+
+    def run(argv: tuple[str, ...], env: object, timeout: float, on_line: object, cancel: object) -> RunResult:
+        assert isinstance(env, dict)
+        Path(env["BEARER_TOKEN_FILE"]).write_text(tokenkit.scitoken(lifetime, now=clock.now) + "\n")
+        return RunResult(0)
+
+    m = TokenManager({"dune": sci_profile(tmp_path, refresh_floor=10.0)}, private_dir=tmp_path / "p",
+                     clock=clock, run=run)
+    times: list[float] = []
+    states: list[str] = []
+    with capture_logs() as events:
+        while clock.now - start < span:
+            for name in m.scan():
+                assert m.refresh(name)["refreshed"] is True
+                times.append(clock.now - start)
+            states.append(m.state_label("dune", clock.now))
+            clock.now += step
+    return times, states, events
+
+
+def test_a_120_second_token_is_refreshed_every_90_seconds(tmp_path: Path) -> None:
+    times, states, events = cadence(tmp_path, 120, 600, 1.0)
+    # Fetched at start, then each time three quarters of its lifetime are used: not every refresh_floor.
+    assert times == [0, 90, 180, 270, 360, 450, 540]
+    assert states.count("ok") / len(states) > 0.99  # "expiring" only for the moment of each refresh
+    assert not [e for e in events if e["log_level"] == "warning"]  # routine refreshes are info, not warnings
+    assert sum(e["event"] == "token.refreshed" for e in events) == 7
+
+
+def test_a_12_hour_token_is_refreshed_every_9_hours(tmp_path: Path) -> None:
+    times, states, events = cadence(tmp_path, 12 * 3600, 40 * 3600, 60.0)
+    assert times == [0, 9 * 3600, 18 * 3600, 27 * 3600, 36 * 3600]
+    assert set(states) == {"ok"}
+    assert not [e for e in events if e["log_level"] == "warning"]

@@ -48,6 +48,9 @@ def show_submitted(result: dict[str, Any], source: str, *, verbose: bool = False
         print(f"note: rsub set its own {key}; the value in {source} was replaced", file=sys.stderr)
     for note in result.get("notes", []):
         print(f"note: {note}", file=sys.stderr)
+    if result.get("scopes"):
+        print(f"note: the jobs have a token of their own in $BEARER_TOKEN_FILE, with {' '.join(result['scopes'])}",
+              file=sys.stderr)
 
 
 def jobsub_config(args: argparse.Namespace) -> Any:
@@ -145,20 +148,25 @@ def submit_script(args: argparse.Namespace, url: str, job_args: list[str]) -> in
             image=args.image, no_singularity=args.no_singularity, usage_model=args.usage_model, sites=args.sites,
             resources=args.resources, requirements=args.requirements, timeout=args.timeout, log_file=args.log_file,
             gpus=args.gpus, lines=plan.lines)
+        scopes, notes = jobsub.need_scopes(args.need_scopes, args.need_modify)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
         directory = jobsub.submit_dir(plan.script.name)
         text = jobsub.describe(plan, directory, extras)
         if args.dry_run:
             print(text, end="")
-            print("rsub: dry run: nothing was written or submitted", file=sys.stderr)
+            print("rsub: dry run: nothing was written or submitted" + (
+                f"; the job's token would be asked for {' '.join(scopes)}" if scopes else ""), file=sys.stderr)
             return 0
-        jobsub.materialize(plan, directory, text)
+        jobsub.materialize(plan, directory, text, job_token=bool(scopes))
     except jobsub.BuildError as e:
         raise Failure(EXIT_BAD_SUBMIT, str(e)) from None
     try:
         with jobsub.Progress(jobsub.input_bytes(plan, directory), sys.stderr):
             result = submit_call(args, description=text, cwd=str(directory),
                                  submit_file=str(directory / jobsub.SUBMIT_FILE), schedd=args.schedd,
-                                 token=args.token, group=args.group, role=args.role)
+                                 token=args.token, group=args.group, role=args.role,
+                                 **({"scopes": scopes} if scopes else {}))
     except Failure as e:
         # rsubd refused before sending anything to a schedd: no job will ever use the directory.
         if e.exit_code in (EXIT_BAD_SUBMIT, EXIT_USAGE, EXIT_TOKEN):

@@ -54,7 +54,8 @@ def cmd_token(args: argparse.Namespace) -> int:
             emit_json({"version": 1, **result})
         else:
             show_tokens(result["tokens"])
-        return 0
+        # ACTION NEEDED is "a person must act", whatever the form of the output.
+        return EXIT_TOKEN if any(t["action_needed"] for t in result["tokens"]) else 0
     if args.token_command == "refresh":
         result = call(args, "token_refresh", io_timeout=args.wait + 30.0, name=args.name, wait=args.wait)
         if args.json:

@@ -3,7 +3,8 @@
 The options and their meaning follow jobsub_lite (`-N`, `-f`, `--tar`, `--memory`,
 `--disk`, `--cpus`, `--expected-lifetime`, `-e`, `-l`, and those that are submit commands: `--mail_*`,
 `--email-to`, `--singularity-image`, `--onsite`/`--offsite`/`--site`, `--resource-provides`, `-c`,
-`--timeout`, `-L`, `--gpu`). Each submit gets a fresh
+`--timeout`, `-L`, `--gpu`; `--need-scope` and `--need-storage-modify` ask rsubd for a token of the
+submit's own, which the job finds in `$BEARER_TOKEN_FILE`). Each submit gets a fresh
 directory of its own under rsub's state directory:
 
     <state>/jobs/<UTC time>-<script>-<id>/
@@ -35,12 +36,13 @@ from rsub.jobsub.plan import (
     memory_mb,
 )
 from rsub.jobsub.render import SUBMIT_FILE, UNWIND, describe, quote_arguments, quote_environment, tar_path, wrapper
+from rsub.jobsub.scopes import need_scopes
 from rsub.jobsub.submitdir import PROGRESS_THRESHOLD, Progress, human_size, input_bytes, materialize, submit_dir
 from rsub.wire.vocabulary import WRAPPER
 
 __all__ = [
     "INPUT_DIR", "LIFETIMES", "PROGRESS_THRESHOLD", "SUBMIT_FILE", "UNWIND", "WRAPPER", "BuildError", "Extras",
     "Plan", "Progress", "TarInput", "add_options", "build", "build_extras", "count", "describe", "disk_kb",
-    "human_size", "input_bytes", "lifetime_seconds", "materialize", "memory_mb", "options_used", "quote_arguments",
-    "quote_environment", "submit_dir", "tar_path", "unsupported", "wrapper",
+    "human_size", "input_bytes", "lifetime_seconds", "materialize", "memory_mb", "need_scopes", "options_used",
+    "quote_arguments", "quote_environment", "submit_dir", "tar_path", "unsupported", "wrapper",
 ]

@@ -12,10 +12,6 @@ from rsub.wire.vocabulary import EXIT_USAGE
 # jobsub_lite's submit options that rsub does not support, and what to do instead. Each says so by name,
 # never with the bare usage line: (the option's names, whether it takes a value, the advice).
 UNSUPPORTED: tuple[tuple[tuple[str, ...], bool, str], ...] = (
-    (("--need-scope",), True, "rsub sends the job no token of its own yet; on a pool with a credd, ask for one "
-     "with -l 'use_oauth_services = scitokens' -l 'scitokens_oauth_permissions = SCOPES'"),
-    (("--need-storage-modify",), True, "rsub sends the job no token of its own yet; on a pool with a credd, ask "
-     "for one with -l 'use_oauth_services = scitokens' -l 'scitokens_oauth_permissions = storage.modify:/DIR'"),
     (("--blacklist",), True, "keep the jobs off those sites with -c '!stringListMember(GLIDEIN_Site, \"A,B\")'"),
     (("--OS",), True, "choose the OS with --singularity-image IMAGE, or -l '+DesiredOS = \"SL7\"'"),
     (("--overwrite-condor-requirements", "--overwrite_condor_requirements"), True,
@@ -120,6 +116,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
                    help="the job event log (log = FILE); a relative name lands in the output directory")
     g.add_argument("--gpu", "--gpus", dest="gpus", action=_OptionalCount, nargs="?", metavar="N",
                    help="request_gpus (default 1)")
+    g.add_argument("--need-scope", dest="need_scopes", action="append", default=[], metavar="SCOPE",
+                   help="ask the token profile for a token with this scope too, for this submit and its jobs "
+                        "(repeatable)")
+    g.add_argument("--need-storage-modify", dest="need_modify", action="append", default=[], metavar="PATH",
+                   help="... with storage.modify:PATH (within what the profile's token allows; repeatable)")
     g.add_argument("--dry-run", action="store_true",
                    help="print the submit description as it would be sent (any submit, after every check) and exit;"
                         " nothing is written or sent")
@@ -134,7 +135,8 @@ def options_used(args: argparse.Namespace) -> list[str]:
              "--singularity-image": args.image is not None, "--no-singularity": args.no_singularity,
              "--onsite/--offsite": args.usage_model is not None, "--site": args.sites is not None,
              "--resource-provides": bool(args.resources), "-c": bool(args.requirements),
-             "--timeout": args.timeout is not None, "-L": args.log_file is not None, "--gpu": args.gpus is not None}
+             "--timeout": args.timeout is not None, "-L": args.log_file is not None, "--gpu": args.gpus is not None,
+             "--need-scope": bool(args.need_scopes), "--need-storage-modify": bool(args.need_modify)}
     return [name for name, used in given.items() if used]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rsub.jobsub.extras import Extras
 from rsub.jobsub.plan import INPUT_DIR, Plan, TarInput
-from rsub.wire.vocabulary import WRAPPER
+from rsub.wire.vocabulary import JOB_TOKEN, WRAPPER
 
 SUBMIT_FILE = "job.sub"
 UNWIND = ".unwind_{}"  # where tarball N is moved and unpacked, as jobsub_lite names it
@@ -80,8 +80,11 @@ def describe(plan: Plan, directory: Path, extras: Extras | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
-def wrapper(plan: Plan) -> str:
-    """The job's executable (POSIX sh): lay out the inputs as jobsub's wrapper does, then run the script."""
+def wrapper(plan: Plan, *, job_token: bool = False) -> str:
+    """The job's executable (POSIX sh): lay out the inputs as jobsub's wrapper does, then run the script.
+
+    `job_token`: the submit asked for a token of its own (--need-scope), which rsubd ships as JOB_TOKEN.
+    """
     q = shlex.quote
     out = [
         "#!/bin/sh",
@@ -106,6 +109,13 @@ def wrapper(plan: Plan) -> str:
             f"INPUT_TAR_FILE{suffix}=$scratch/{UNWIND.format(i)}/{q(tar.name)}",
             f"INPUT_TAR_DIR_LOCAL{suffix}=$scratch/{UNWIND.format(i)}",
             f"export INPUT_TAR_FILE{suffix} INPUT_TAR_DIR_LOCAL{suffix}",
+        ]
+    if job_token:
+        out += [
+            f'[ -s "$scratch"/{JOB_TOKEN} ] || rsub_fail "the token asked for with --need-scope is not in the job\'s'
+            ' directory"',
+            f"BEARER_TOKEN_FILE=$scratch/{JOB_TOKEN}",
+            "export BEARER_TOKEN_FILE",
         ]
     out += [
         f'chmod u+x "$scratch"/{q(plan.script.name)} 2>/dev/null',

@@ -39,7 +39,7 @@ def _tar_directory(source: Path, dest: Path) -> None:
     tmp.replace(dest)
 
 
-def materialize(plan: Plan, directory: Path, description: str) -> None:
+def materialize(plan: Plan, directory: Path, description: str, *, job_token: bool = False) -> None:
     """Create the per-submit directory with the wrapper, the tarballs made from directories, and job.sub."""
     try:
         for parent in (directory.parent.parent, directory.parent):
@@ -55,7 +55,7 @@ def materialize(plan: Plan, directory: Path, description: str) -> None:
                 except (OSError, tarfile.TarError) as e:
                     raise BuildError(f"--tar {tar.source}: cannot tar it up: {e}") from None
         exe = directory / WRAPPER
-        exe.write_text(wrapper(plan), encoding="utf-8")
+        exe.write_text(wrapper(plan, job_token=job_token), encoding="utf-8")
         exe.chmod(0o755)
         (directory / SUBMIT_FILE).write_text(description, encoding="utf-8")
     except BaseException as e:

@@ -37,7 +37,7 @@ REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
     "ping": {},
     "submit": {"description": (str,), "cwd": (str,), "submit_file": (str, type(None)),
                "schedd": (str, type(None)), "request_id": (str,), "token": (str, type(None)),
-               "group": (str, type(None)), "role": (str, type(None))},
+               "group": (str, type(None)), "role": (str, type(None)), "scopes": (list,)},
     "status": {"ids": (list,), "active": (bool,), "limit": (int,), "offset": (int,), **FILTERS},
     "history": {"ids": (list,), "limit": (int,), "offset": (int,), **FILTERS},
     "fetchlog": {"job": (str,)},  # not "id": that is the request's own

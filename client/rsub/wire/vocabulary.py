@@ -107,3 +107,5 @@ def iso(ts: float | None) -> str | None:
 
 # The executable of a job `rsub submit file://` builds: views show the user's script instead.
 WRAPPER = "rsub_wrapper.sh"
+# The token of a submit's own (--need-scope), as the job finds it in its scratch directory.
+JOB_TOKEN = "rsub_bearer_token"

@@ -29,6 +29,7 @@ from rsubd.backends.schedd import Action, HoldCode, JobStatus, Schedd, job_id
 from rsubd.ledger.store import Ledger
 from rsubd.platform.crash import crashpoint
 from rsubd.services.submission import ASKING, Prepared, Submissions
+from rsubd.tokens import scoped
 
 log = structlog.get_logger("rsubd.services.recovery")
 PROJECTION = ("ClusterId", "ProcId", "JobStatus", "HoldReasonCode", "SUBMIT_Iwd", "Iwd")
@@ -115,6 +116,13 @@ class _Recovery:
             await asyncio.to_thread(schedd.act, Action.REMOVE, [job_id(cluster, p) for p in procs], f"rsub: {message}")
             ledger.record_submit_failed(row["id"], message)
             log.error("recovery.gave_up", schedd=name, cluster=cluster, attempts=attempts)
+            return
+        if scoped.mentions(self.submissions.tokens.private_dir, row["submitted_description"] or ""):
+            # Its token of its own (--need-scope) is not kept: a resubmit would send the job without it.
+            message = (f"cluster {cluster} was never spooled, and it had a token of its own (--need-scope), which "
+                       "rsubd does not keep; it was removed: submit it again")
+            await asyncio.to_thread(schedd.act, Action.REMOVE, [job_id(cluster, p) for p in procs], f"rsub: {message}")
+            ledger.record_submit_failed(row["id"], message)
             return
         reason = f"rsub: rsubd stopped between submit and spool; cluster {cluster} is submitted again"
         try:

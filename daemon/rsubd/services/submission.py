@@ -25,7 +25,8 @@ from rsubd.ledger.store import Ledger
 from rsubd.platform.crash import crashpoint
 from rsubd.services import eventlog, retrieval
 from rsubd.services.views import submitted_view
-from rsubd.tokens.manager import TokenManager
+from rsubd.tokens import scoped
+from rsubd.tokens.manager import Credential, TokenManager
 
 # The tail of a cut-off submit's note while recovery asks the schedd (recovery rewords the note after).
 ASKING = "; rsubd asks the schedd whether it made the cluster"
@@ -82,7 +83,7 @@ def _output_paths(commands: dict[str, str], iwd: Path) -> list[Path]:
 
 
 def prepare(
-    text: str, *, cwd: str, instance_id: str, max_age_seconds: int
+    text: str, *, cwd: str, instance_id: str, max_age_seconds: int, job_token: str | None = None
 ) -> Prepared:
     """Parse, check and complete a submit description for `Schedd.submit`.
 
@@ -112,6 +113,9 @@ def prepare(
         ("My.RsubId", f'"{tag}"'),
         ("leave_in_queue", leave_in_queue(max_age_seconds)),
     ]
+    if job_token is not None:  # a token of this submit's own goes with the job (tokens/scoped.py)
+        inputs = (desc.get("transfer_input_files") or "").strip()
+        extra.append(("transfer_input_files", f"{inputs}, {job_token}" if inputs else job_token))
     user_log = desc.get("log")
     per_proc_log = eventlog.per_proc_log(user_log) if user_log is not None else None
     if user_log is not None and per_proc_log is not None:
@@ -192,18 +196,19 @@ class SubmitOrder:
     token: str | None = None
     group: str | None = None
     role: str | None = None
+    scopes: tuple[str, ...] = ()  # --need-scope / --need-storage-modify: a token of this submit's own
 
     @classmethod
     def from_fields(cls, f: Mapping[str, Any]) -> SubmitOrder:
         return cls(request_id=f["request_id"], description=f["description"], cwd=f["cwd"],
                    submit_file=f.get("submit_file"), schedd=f.get("schedd"), token=f.get("token"),
-                   group=f.get("group"), role=f.get("role"))
+                   group=f.get("group"), role=f.get("role"), scopes=tuple(map(str, f.get("scopes") or ())))
 
 
 class ScheddHooks(Protocol):
     """What a submit needs from the daemon's schedds: the backend to submit through, and whom to tell."""
 
-    def submitter(self, schedd: str, profile: str | None) -> Schedd: ...
+    def submitter(self, schedd: str, profile: str | None, own_token: Credential | None = None) -> Schedd: ...
 
     def note_schedd_error(self, schedd: str, profile: str | None, kind: ErrorKind, message: str) -> None: ...
 
@@ -257,7 +262,30 @@ class Submissions:
             raise RequestError(ErrorCode.BAD_REQUEST, str(e.args[0])) from None
         if profile is not None and (blocker := self.tokens.blocker(profile)):
             raise RequestError(ErrorCode.TOKEN, f"nothing was submitted: {blocker}")
+        if order.scopes:
+            return await self._submit_scoped(order, name, profile, existing, fell_back)
         prepared = await self.prepare(order.description, order.cwd)
+        return await self._record_and_run(order, name, profile, existing, fell_back, prepared)
+
+    async def _submit_scoped(self, order: SubmitOrder, name: str, profile: str | None,
+                             existing: dict[str, Any] | None, fell_back: bool) -> dict[str, Any]:
+        """A submit with a token of its own: fetched, shipped with the job, used for the submit, then removed."""
+        if profile is None:
+            raise RequestError(ErrorCode.BAD_SUBMIT, "nothing was submitted: --need-scope and --need-storage-modify "
+                               "ask a token profile for a token with more scopes, and this submit uses none: give "
+                               "-G GROUP (or --token NAME) of a [tokens.NAME] profile with kind = \"scitoken\"")
+        token, credential = await asyncio.to_thread(self.tokens.scoped, profile, order.scopes, key=order.request_id)
+        try:
+            prepared = await self.prepare(order.description, order.cwd, job_token=str(token.path))
+            result = await self._record_and_run(order, name, profile, existing, fell_back, prepared, credential)
+        finally:
+            scoped.discard(token)
+        result["scopes"] = list(token.scopes)
+        return result
+
+    async def _record_and_run(self, order: SubmitOrder, name: str, profile: str | None,
+                              existing: dict[str, Any] | None, fell_back: bool, prepared: Prepared,
+                              credential: Credential | None = None) -> dict[str, Any]:
         if existing is not None:  # interrupted before the schedd heard of it: this retry submits it
             row = int(existing["id"])
             self.ledger.restart_submit(row, tag=prepared.tag, submitted_description=prepared.request.text)
@@ -268,30 +296,47 @@ class Submissions:
                 submitted_description=prepared.request.text, submit_dir=order.cwd, submit_file=order.submit_file,
             )
         crashpoint("submit.after_intent")
-        result = await self.run_submit(row, name, profile, prepared)
+        result = await self.run_submit(row, name, profile, prepared, credential)
         if fell_back:
             token = f"its token profile {profile!r}" if profile else "the credentials it has by default"
             result["notes"] = [f"no token profile for group {order.group!r}: -G {order.group} names the job's group; "
                                f"it goes to schedd {name} with {token}"]
         return result
 
-    async def prepare(self, description: str, cwd: str) -> Prepared:
+    async def prepare(self, description: str, cwd: str, job_token: str | None = None) -> Prepared:
         """`prepare` in a thread; a refusal becomes the request error the client sees."""
         try:
             return await asyncio.to_thread(
                 prepare, description, cwd=cwd, instance_id=self.ledger.instance_id,
-                max_age_seconds=self.max_age_seconds,
+                max_age_seconds=self.max_age_seconds, job_token=job_token,
             )
         except SubmitRefused as e:
             raise RequestError(ErrorCode.BAD_SUBMIT, str(e)) from None
 
-    async def run_submit(self, row: int, name: str, profile: str | None, prepared: Prepared) -> dict[str, Any]:
-        """Submit and spool a cluster whose intent is recorded; each outcome is recorded before the next step."""
+    async def run_submit(self, row: int, name: str, profile: str | None, prepared: Prepared,
+                         own_token: Credential | None = None) -> dict[str, Any]:
+        """Submit and spool a cluster whose intent is recorded; each outcome is recorded before the next step.
+
+        With `own_token` (this submit's own) the submit goes through a backend of its own, closed after.
+        """
+        schedd = self.hooks.submitter(name, profile, own_token)
+        try:
+            return await self._submit_and_spool(row, name, profile, prepared, schedd, own_token)
+        finally:
+            if own_token is not None:  # in a thread: closing a binding worker waits for its process
+                await asyncio.to_thread(schedd.close)
+
+    async def _submit_and_spool(self, row: int, name: str, profile: str | None, prepared: Prepared, schedd: Schedd,
+                                own_token: Credential | None) -> dict[str, Any]:
         hooks = self.hooks
-        schedd = hooks.submitter(name, profile)
         try:
             result = await asyncio.to_thread(schedd.submit, prepared.request)
         except ScheddError as e:
+            if own_token is not None and e.kind is ErrorKind.AUTHENTICATION:
+                # The refused token is this submit's own: the profile's token is not in question.
+                self.ledger.record_submit_failed(row, str(e))
+                raise RequestError(ErrorCode.TOKEN, f"schedd {name} refused the token fetched for this submit's "
+                                   f"scopes; nothing was submitted: {e}") from None
             hooks.note_schedd_error(name, profile, e.kind, str(e))
             log.warning("submit.failed", schedd=name, error=str(e))
             if e.kind in UNKNOWN_OUTCOME:

@@ -12,17 +12,19 @@ import base64
 import binascii
 import json
 import os
-import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rsub.wire.vocabulary import iso
 
 KINDS = ("idtoken", "scitoken")
-# Default refresh point: when less than a quarter of the lifetime, or less than this, is left.
-DEFAULT_MARGIN_FLOOR = 1800.0
+# Default refresh point: once three quarters of the lifetime are used, whatever the lifetime, so that a
+# 120 s token is refreshed every 90 s and a 12 h one every 9 h (never "always due", as a fixed floor of
+# 30 minutes made every token of 30 minutes or less).
+DEFAULT_MARGIN_FRACTION = 0.25
+DEFAULT_MARGIN_UNKNOWN = 1800.0  # a token that does not say when it was issued: refresh 30 minutes before exp
 
 
 class TokenError(Exception):
@@ -34,6 +36,7 @@ class Claims:
     """The claims of one JWT that rsub reads."""
 
     raw: Mapping[str, Any]
+    kid: str | None = None  # the header's key id: HTCondor presents a token only to a schedd that has the key
 
     def _num(self, key: str) -> float | None:
         value = self.raw.get(key)
@@ -103,7 +106,8 @@ def decode(text: str) -> Claims:
         raise TokenError("not a JWT (its header or payload is not base64url JSON)") from None
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise TokenError("not a JWT (its header or payload is not a JSON object)")
-    return Claims(payload)
+    kid = header.get("kid")
+    return Claims(payload, kid=kid if isinstance(kid, str) else None)
 
 
 def required_groups(group: str | None, role: str | None) -> tuple[str, ...]:
@@ -131,6 +135,10 @@ def check(kind: str, claims: Claims, now: float, *, group: str | None = None, ro
 # -- profiles ------------------------------------------------------------------------
 
 
+OWN_FILE_PREFIX = "00-rsub-"
+OLD_FILE_PREFIX = "rsub_"  # what rsub named its file in a token directory before; renamed at start
+
+
 @dataclass(frozen=True)
 class TokenProfile:
     """A `[tokens.NAME]` table of the config."""
@@ -151,18 +159,22 @@ class TokenProfile:
 
     @property
     def target(self) -> Path:
-        """The file a refresh writes: the profile's file, or `rsub_<name>` in its directory."""
+        """The file a refresh writes: the profile's file, or `00-rsub-<name>` in its directory.
+
+        HTCondor presents the first token of a directory in name order whose issuer and key fit
+        (tokens/directory.py), so rsub's own file is named to sort before the files people name.
+        """
         if self.file is not None:
             return self.file
         assert self.directory is not None
-        return self.directory / f"rsub_{self.name}"
+        return self.directory / f"{OWN_FILE_PREFIX}{self.name}"
 
     def margin(self, claims: Claims | None) -> float:
         """Seconds before `exp` at which to refresh."""
         if self.refresh_margin is not None:
             return self.refresh_margin
         lifetime = claims.lifetime if claims is not None else None
-        return max(DEFAULT_MARGIN_FLOOR, (lifetime or 0.0) / 4)
+        return DEFAULT_MARGIN_UNKNOWN if not lifetime else lifetime * DEFAULT_MARGIN_FRACTION
 
     def command(self, output: Path, minsecs: float) -> tuple[str, ...] | None:
         """The refresh command: the configured one, else htgettoken for a SciToken with a vault."""
@@ -206,100 +218,6 @@ def default_token_directory(env: Mapping[str, str] | None = None) -> Path:
     return Path.home() / ".condor" / "tokens.d"
 
 
-# -- reading a profile's token ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Found:
-    """The token a profile would present now, and what was noticed on the way."""
-
-    claims: Claims | None
-    path: Path | None
-    fingerprint: tuple[Any, ...]  # changes when any token file changes
-    error: str | None = None
-    warnings: tuple[str, ...] = ()
-    values: tuple[str, ...] = field(default=(), repr=False)  # the secrets read, for log redaction
-
-
-def _read_file(path: Path) -> tuple[list[str], str | None]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        return [], f"{path} is not text"
-    except OSError as e:
-        return [], f"cannot read {path}: {e.strerror}"
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")], None
-
-
-def stamp(path: Path) -> tuple[Any, ...]:
-    try:
-        st = path.stat()
-    except OSError:
-        return (str(path), None)
-    return (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def read_profile(profile: TokenProfile, now: float) -> Found:
-    """Read a profile's token file, or the best token of its directory."""
-    if profile.kind == "idtoken" and profile.file is None:
-        return _read_directory(profile, now)
-    path = profile.target
-    if not path.exists():
-        return Found(None, None, stamp(path), error=f"no token file at {path}")
-    lines, error = _read_file(path)
-    if error:
-        return Found(None, path, stamp(path), error=error)
-    if not lines:
-        return Found(None, path, stamp(path), error=f"{path} is empty")
-    warnings = []
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        warnings.append(f"{path} is mode {mode:04o}; HTCondor skips token files not private to you (chmod 600)")
-    try:
-        claims = decode(lines[0])
-    except TokenError as e:
-        return Found(None, path, stamp(path), error=f"{path}: {e}", values=tuple(lines))
-    return Found(claims, path, stamp(path), warnings=tuple(warnings), values=tuple(lines))
-
-
-def _read_directory(profile: TokenProfile, now: float) -> Found:
-    directory = profile.directory
-    assert directory is not None
-    try:
-        files = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.endswith(".rsub-new"))
-    except FileNotFoundError:
-        return Found(None, None, (str(directory), None), error=f"no token directory at {directory}")
-    except OSError as e:
-        return Found(None, None, (str(directory), None), error=f"cannot read {directory}: {e.strerror}")
-    best: tuple[float, Path, Claims] | None = None
-    warnings: list[str] = []
-    values: list[str] = []
-    for path in files:
-        lines, error = _read_file(path)
-        values += lines
-        if error:
-            warnings.append(error)
-            continue
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            warnings.append(f"{path} is mode {mode:04o} and HTCondor skips it (chmod 600 {path})")
-            continue
-        for line in lines:
-            try:
-                claims = decode(line)
-            except TokenError:
-                warnings.append(f"{path} holds a line that is not a JWT")
-                continue
-            rank = claims.exp if claims.exp is not None else float("inf")
-            if best is None or rank > best[0]:
-                best = (rank, path, claims)
-    fingerprint = (str(directory), *(stamp(p) for p in files))
-    if best is None:
-        return Found(None, None, fingerprint, error=f"no usable IDTOKEN in {directory}",
-                     warnings=tuple(warnings), values=tuple(values))
-    return Found(best[2], best[1], fingerprint, warnings=tuple(warnings), values=tuple(values))
-
-
 def validate_new(kind: str, lines: Sequence[str], now: float, *, group: str | None, role: str | None) -> Claims:
     """Check what a refresh produced before it may replace the old token."""
     if not lines:
@@ -308,22 +226,3 @@ def validate_new(kind: str, lines: Sequence[str], now: float, *, group: str | No
     for c in claims:
         check(kind, c, now, group=group, role=role)
     return claims[0]
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically, mode 0600 from the first byte, fsynced."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.rsub-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)

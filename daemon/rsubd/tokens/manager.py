@@ -10,9 +10,10 @@ refused token) says so in `status()` instead of retrying hot.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,16 +22,10 @@ import structlog
 
 from rsub.wire.vocabulary import iso
 from rsubd.platform import logs
-from rsubd.tokens.claims import (
-    Found,
-    TokenError,
-    TokenProfile,
-    check,
-    read_profile,
-    stamp,
-    validate_new,
-    write_private,
-)
+from rsubd.tokens import scoped
+from rsubd.tokens.choice import choose
+from rsubd.tokens.claims import OLD_FILE_PREFIX, TokenError, TokenProfile, check, validate_new
+from rsubd.tokens.files import Found, read_profile, stamp, write_private
 from rsubd.tokens.refresher import LOGIN_PROMPT, URL, Runner, command_env, produced, run_command
 
 log = structlog.get_logger("rsubd.tokens.claims")
@@ -74,7 +69,9 @@ class TokenManager:
         self.states = {name: ProfileState(p) for name, p in profiles.items()}
         self._lock = threading.Lock()
         self._cancel = threading.Event()
-        for name in self.states:
+        scoped.sweep(private_dir)
+        for name, st in self.states.items():
+            _rename_old_file(st.profile)
             self.reload(name)
 
     # -- reading -----------------------------------------------------------------
@@ -141,8 +138,10 @@ class TokenManager:
         key = f"exp:{claims.exp}"
         if 0 < left <= st.profile.margin(claims) and key not in st.warned:
             st.warned.add(key)
-            log.warning("token.expiring", profile=name, expires_at=iso(claims.exp), seconds_left=round(left),
-                        action=self.action(name, now))
+            action = self.action(name, now)
+            # A token due for its routine refresh is news only when rsub cannot refresh it by itself.
+            (log.warning if action else log.info)("token.expiring", profile=name, expires_at=iso(claims.exp),
+                                                  seconds_left=round(left), action=action)
 
     # -- refreshing --------------------------------------------------------------
 
@@ -336,6 +335,13 @@ class TokenManager:
             path = st.found.path if st.found else None
         return Credential(profile=name, generation=st.generation, env=env, token_file=path)
 
+    def scoped(self, name: str, scopes: Sequence[str], *, key: str) -> tuple[scoped.ScopedToken, Credential]:
+        """A token of one submit's own with more scopes (tokens/scoped.py), and how a backend presents it."""
+        st = self.states[name]
+        token = scoped.fetch(name, st.profile, st.found.claims if st.found else None, scopes, key=key,
+                             private_dir=self.private_dir, run=self.run, cancel=self._cancel, now=self.clock())
+        return token, Credential(profile=name, generation=0, env=token.env, token_file=token.path)
+
     def status(self) -> list[dict[str, Any]]:
         now = self.clock()
         out = []
@@ -361,28 +367,19 @@ class TokenManager:
 
     def choose(self, *, token: str | None, group: str | None, role: str | None,
                default: str | None) -> tuple[str | None, bool]:
-        """The profile a submit uses, and whether -G named a group no profile has (the schedd's own is used).
+        """The profile a submit uses, and whether -G named a group no profile has (`choice.choose`)."""
+        return choose({n: st.profile for n, st in self.states.items()}, token=token, group=group, role=role,
+                      default=default)
 
-        Named, else matched by group and role, else the schedd's own. jobsub users give -G by reflex: a
-        group without a profile only names the job's group. A role picks a credential, so a role without
-        a matching profile is refused, as is a role without a group.
-        """
-        if token:
-            if token not in self.states:
-                raise KeyError(f"no token profile named {token!r}; configured: {', '.join(self.states) or 'none'}")
-            return token, False
-        if role and not group:
-            raise KeyError(f"--role {role}: give the group too, as -G GROUP --role {role}: "
-                           "a role is one within a group")
-        if group:
-            for name, st in self.states.items():
-                p = st.profile
-                if p.group == group and (role or None) == (p.role or None):
-                    return name, False
-            if not role:
-                return default, True
-            have = ", ".join(f"{n} ({s.profile.group}/{s.profile.role or '-'})" for n, s in self.states.items())
-            raise KeyError(f"no token profile for group {group!r} and role {role!r}; configured: {have or 'none'}. "
-                           f"A role picks a token: add a [tokens.NAME] profile with group = \"{group}\" and "
-                           f"role = \"{role}\", or leave --role out to use the schedd's own token")
-        return default, False
+def _rename_old_file(p: TokenProfile) -> None:
+    """rsub's own file in a token directory was `rsub_<name>`, which sorts after most names: rename it."""
+    if p.directory is None or p.file is not None:
+        return
+    old = p.directory / f"{OLD_FILE_PREFIX}{p.name}"
+    if old.is_file() and not p.target.exists():
+        try:
+            os.replace(old, p.target)
+        except OSError as e:
+            log.warning("token.rename_failed", profile=p.name, path=str(old), error=e.strerror)
+        else:
+            log.info("token.renamed", profile=p.name, old=str(old), new=str(p.target))

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from rsubd.tokens.claims import stamp
+from rsubd.tokens.files import stamp
 
 URL = re.compile(r"https?://[^\s'\"<>]+")
 # htgettoken names its vault's URL first; the login URL follows "Complete the authentication at:".
