@@ -19,7 +19,7 @@ demo: install
 test: install
 	$(BIN)/ruff check daemon client
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 stop:
 	-$(BIN)/rsub daemon stop
