@@ -190,6 +190,8 @@ def test_hold_and_release_running_dag(kit: JobKit) -> None:
     # B runs on while DAGMan is held, and ends.
     dags.wait_nodes(dag, "B finished while DAGMan is held", lambda n: "B" not in n)
     assert dags.ad(dag)["JobStatus"] == HELD  # type: ignore[index]
+    dags.schedd.retrieve(f"ClusterId == {dag.id}")  # mid-run: the partial state, the lock file with it
+    assert {"out_A.txt", "out_B.txt", "probe.dag.lock", "probe.dag.nodes.log"} <= set(os.listdir(where))
     dags.schedd.act(Action.RELEASE, f"ClusterId == {dag.id}", None)
     dags.wait(dag, "DAGMan running again", lambda ad: ad.get("JobStatus") == RUNNING or ad.get("JobStatus") == 4,
               timeout=30)

@@ -163,7 +163,7 @@ def test_parse_errors_name_the_line(tmp_path: Path) -> None:
 
 def test_subdag_external_is_refused_in_dagman_out_with_exit_1(schedd: LocalSchedd, tmp_path: Path) -> None:
     ad = run(schedd, tmp_path, "JOB A true.sub\nSUBDAG EXTERNAL S inner.dag\n")
-    assert (ad["JobStatus"], ad["ExitCode"]) == (4, 1)
+    assert (ad["JobStatus"], ad["ExitCode"], ad["DAG_Status"], ad["DAG_NodesDone"]) == (4, 1, 1, 0)
     out = (tmp_path / "x.dag.dagman.out").read_text(encoding="utf-8")
     assert "SUBDAG EXTERNAL is not supported by the embedded DAGMan" in out and "EXITING WITH STATUS 1" in out
     assert order(schedd, ad["ClusterId"]) == []

@@ -115,6 +115,7 @@ class DagRun:
             self.recovery = False
             self.out.write("       HTCondor Recovery Complete",
                            "...done with RECOVERY mode <<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<")
+            self._update_ad()
         self._report()
 
     @property
@@ -387,8 +388,7 @@ class DagRun:
 
     def _update_ad(self) -> None:
         self._last_update = self.clock()
-        if self.nodes:
-            self.host.update_dag_ad(self.cluster, self.ad_counts())
+        self.host.update_dag_ad(self.cluster, self.ad_counts())
 
     def _report(self, *, force: bool = False) -> None:
         counts = {s: self._count(s) for s in ("Done", "Prerun", "Queued", "Postrun", "Ready", "Unready",
