@@ -7,6 +7,7 @@ rescue, remove and hold; these cover the rest of what dagfile's docstring says i
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,10 +181,11 @@ RETRY C 1
 RETRY D 5 UNLESS-EXIT 9
 PRIORITY B 5
 SCRIPT PRE A pre.sh $JOB $RETRY
-SCRIPT POST C post.sh $JOB $RETURN $RETRY
+SCRIPT POST C post.sh $JOB $RETURN $RETRY out_$JOB.$JOBID
 """
     files = {"pre.sh": "#!/bin/sh\necho \"pre $1 $2\" >> scripts.txt\n",
-             "post.sh": "#!/bin/sh\necho \"post $1 $2 $3\" >> scripts.txt\n[ \"$3\" = 1 ] && exit 0\nexit 1\n"}
+             "post.sh": "#!/bin/sh\necho \"post $1 $2 $3\" >> scripts.txt\necho \"$4\" > posted\n"
+                        "[ \"$3\" = 1 ] && exit 0\nexit 1\n"}
     ad = run(schedd, tmp_path, dag, files, args=" -MaxJobs 1")
     lines = order(schedd, ad["ClusterId"])
     assert lines[0] == "B 0"  # PRIORITY first; -MaxJobs 1 runs one node at a time
@@ -192,6 +194,7 @@ SCRIPT POST C post.sh $JOB $RETURN $RETRY
     assert "pre A 0" in scripts(tmp_path)
     assert [s for s in scripts(tmp_path) if s.startswith("post")] == ["post C 3 0", "post C 3 1"]  # POST decides
     assert (ad["ExitCode"], ad["DAG_NodesDone"], ad["DAG_NodesFailed"], ad["DAG_Status"]) == (1, 3, 1, 2)
+    assert re.fullmatch(r"out_C\.\d+\.0\n", (tmp_path / "posted").read_text(encoding="utf-8"))  # inside a word
     assert (tmp_path / "C.try1.out").read_text(encoding="utf-8") == "ran C retry 1\n"
 
 
