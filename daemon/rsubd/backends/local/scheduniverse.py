@@ -12,6 +12,7 @@ its nodes left running) and sets the cool-down too; a remove first removes the j
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -65,7 +66,11 @@ class SchedulerUniverse(QueueActions):
                 self._set(key, JobStatus=int(JobStatus.IDLE), LastJobStatus=int(JobStatus.RUNNING),
                           EnteredCurrentStatus=int(now), **self._cool_down(key))
         for key, run in list(runs.items()):
-            run.step()
+            try:
+                run.step()
+            except Exception as e:  # noqa: BLE001 - one DAGMan's crash is its job's, not the scheduler's
+                self._write(self._std_path(self.ad(key), "Err", transfer.STDERR), f"condor_dagman crashed: {e!r}\n")
+                run.exit_code = 1
             if run.exit_code is not None:
                 del runs[key]
                 self._exited(key, run.exit_code)
@@ -125,7 +130,7 @@ class SchedulerUniverse(QueueActions):
     @staticmethod
     def _write(path: Path | None, text: str) -> None:
         if path is not None:
-            with open(path, "a", encoding="utf-8") as f:
+            with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as f:  # best effort, as a schedd's
                 f.write(text)
 
     def _cool_down(self, key: Key) -> dict[str, Any]:
