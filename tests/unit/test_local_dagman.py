@@ -52,13 +52,13 @@ def write(where: Path, files: dict[str, str]) -> None:
 
 
 def submit(schedd: LocalSchedd, where: Path, files: list[str], *, args: str = "", executable: str = DAGMAN,
-           extra: str = "transfer_executable = false") -> int:
+           extra: str = "transfer_executable = false", env: str = "") -> int:
     text = f"""universe = scheduler
 executable = {executable}
 {extra}
 initialdir = {where}
 arguments = "-f -l . -Lockfile x.dag.lock -AutoRescue 1 -DoRescueFrom 0 -Dag x.dag{args}"
-environment = "_CONDOR_DAGMAN_LOG=x.dag.dagman.out _CONDOR_DAGMAN_QUEUE_UPDATE_INTERVAL=1"
+environment = "_CONDOR_DAGMAN_LOG=x.dag.dagman.out _CONDOR_DAGMAN_QUEUE_UPDATE_INTERVAL=1{env}"
 output = x.dag.lib.out
 error = x.dag.lib.err
 log = x.dag.dagman.log
@@ -284,3 +284,14 @@ def test_hold_without_disable_cool_down_waits_300_s_after_release(schedd: LocalS
     assert schedd.query(f"DAGManJobId == {cluster}", ["JobStatus"])[0]["JobStatus"] == 2
     schedd.edit(f"ClusterId == {cluster}", "JobCoolDownExpiration", "0")  # as 06b: it starts at the next tick
     wait_until(lambda: schedd.query(f"ClusterId == {cluster} && JobStatus == 2", []), 5, "DAGMan running again")
+
+
+def test_a_client_condor_config_in_the_environment_makes_dagman_exit_1(schedd: LocalSchedd, tmp_path: Path) -> None:
+    """As 1e: getenv carried the client's CONDOR_CONFIG; condor_dagman cannot read it on the access point."""
+    write(tmp_path, {"x.dag": "JOB A true.sub\n", "true.sub": TRUE_SUB, "job.sh": JOB_SH})
+    cluster = submit(schedd, tmp_path, ["x.dag", "true.sub", "job.sh"], env=" CONDOR_CONFIG=/nonexistent/client_config")
+    ad = finished(schedd, cluster)
+    assert (ad["JobStatus"], ad["ExitCode"]) == (4, 1)
+    schedd.retrieve(f"ClusterId == {ad['ClusterId']}")
+    assert "Cannot stat file specified in CONDOR_CONFIG" in (tmp_path / "x.dag.lib.err").read_text(encoding="utf-8")
+    assert not schedd.history(f"DAGManJobId == {ad['ClusterId']}", ["ClusterId"])  # no node ran

@@ -104,6 +104,13 @@ class SchedulerUniverse(QueueActions):
         if ad.get("TransferExecutable") is False and cmd == self.dagman:
             self._write(out, "Executing condor dagman ... \n")
             self._write(err, "")
+            config = env.get("CONDOR_CONFIG")
+            if config is not None and not os.access(config, os.R_OK):
+                # The client's CONDOR_CONFIG (getenv): condor_dagman cannot read it and exits 1 at once (ref. 1e).
+                self._write(err, f'Cannot stat file specified in CONDOR_CONFIG environment variable:\n"{config}", '
+                                 "errno: 2\n")
+                programs[key] = subprocess.Popen(["/bin/sh", "-c", "exit 1"])
+                return
             runs[key] = DagRun(key[0], iwd, argv, env, self, self.dagman, self._clock)
             return
         exe = cmd if os.path.isabs(cmd) else str(iwd / cmd)
