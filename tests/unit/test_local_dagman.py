@@ -16,7 +16,7 @@ import pytest
 
 from rsubd.backends.local import dagfile
 from rsubd.backends.local.scheduler import LocalSchedd
-from rsubd.backends.schedd import Action, JobAd, SubmitRequest
+from rsubd.backends.schedd import Action, JobAd, ScheddError, SubmitRequest
 from tests.support.deadlines import holds_for, wait_until
 
 DAGMAN = "/usr/bin/condor_dagman"
@@ -295,3 +295,16 @@ def test_a_client_condor_config_in_the_environment_makes_dagman_exit_1(schedd: L
     schedd.retrieve(f"ClusterId == {ad['ClusterId']}")
     assert "Cannot stat file specified in CONDOR_CONFIG" in (tmp_path / "x.dag.lib.err").read_text(encoding="utf-8")
     assert not schedd.history(f"DAGManJobId == {ad['ClusterId']}", ["ClusterId"])  # no node ran
+
+
+def test_transfer_output_files_narrows_the_dags_retrieve_and_a_missing_one_raises(
+        schedd: LocalSchedd, tmp_path: Path) -> None:
+    """As 08: only the named files (and output, error, log) come back; one never created makes it raise."""
+    write(tmp_path, {"x.dag": "JOB A true.sub\n", "true.sub": TRUE_SUB, "job.sh": JOB_SH})
+    cluster = submit(schedd, tmp_path, ["x.dag", "true.sub", "job.sh"],
+                     extra="transfer_executable = false\ntransfer_output_files = A.try0.out,never_created.txt")
+    finished(schedd, cluster)
+    with pytest.raises(ScheddError, match=r"7003:.*never_created.txt: \(errno 2\)"):
+        schedd.retrieve(f"ClusterId == {cluster}")
+    back = {p.name for p in tmp_path.iterdir()} - {"x.dag", "true.sub", "job.sh", "schedd"}
+    assert back == {"A.try0.out", "x.dag.lib.out", "x.dag.lib.err", "x.dag.dagman.log"}  # no dagman.out, no metrics

@@ -270,12 +270,16 @@ class SchedulerUniverse(QueueActions):
             staged = {}
         iwd = Path(ad["SUBMIT_Iwd"])
         remaps = transfer.parse_remaps(ad.get("SUBMIT_TransferOutputRemaps"))
+        # transfer_output_files narrows it to the files named (with output, error and the log), as in ref. 08.
+        named = set(transfer.split_list(ad.get("TransferOutput")))
+        if named:
+            named |= {str(ad.get(a)) for a in ("Out", "Err", "UserLog") if isinstance(ad.get(a), str)}
         for path in sorted(spool_iwd.rglob("*")) if spool_iwd.is_dir() else []:
             rel = str(path.relative_to(spool_iwd))
-            if not path.is_file() or path.name.endswith(".rsub-partial"):
+            if not path.is_file() or path.name.endswith(".rsub-partial") or (named and rel not in named):
                 continue
             stat = path.stat()
-            if staged.get(rel) == [stat.st_mtime_ns, stat.st_size]:
+            if not named and staged.get(rel) == [stat.st_mtime_ns, stat.st_size]:
                 continue
             dest = {transfer.STDOUT: ad.get("Out"), transfer.STDERR: ad.get("Err")}.get(rel) or remaps.get(rel, rel)
             target = Path(dest) if os.path.isabs(dest) else iwd / dest
@@ -283,3 +287,9 @@ class SchedulerUniverse(QueueActions):
                 transfer.copy_file_durably(path, target)
             except FileNotFoundError:
                 continue  # gone meanwhile (a lock file DAGMan removed): a real retrieve sends what exists
+        missing = sorted(n for n in transfer.split_list(ad.get("TransferOutput")) if not (spool_iwd / n).exists())
+        if missing:  # the others are written; the retrieve fails naming the first missing one
+            raise transfer.TransferError(
+                f"File transfer failed for target job {key[0]}.{key[1]}: SCHEDD failed to send file(s) to TOOL: "
+                f"|Error: 1 total failures: first failure: reading from file {spool_iwd / missing[0]}: "
+                "(errno 2) No such file or directory")
