@@ -338,3 +338,22 @@ def test_an_at_in_rsubs_name_points_to_schedd_name(tmp_path: Path) -> None:
 def test_schedd_name_is_checked(tmp_path: Path, value: str) -> None:
     message = refusal(tmp_path, f'[[schedd]]\nname = "two"\nschedd_name = {value}\n')
     assert "[[schedd]] #1: schedd_name" in message
+
+
+def test_dagman_path_is_a_per_schedd_key_with_a_default(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", f"""
+socket = "{tmp_path}/r.sock"
+state_dir = "{tmp_path}/state"
+[[schedd]]
+name = "here"
+[[schedd]]
+name = "ap"
+backend = "htcondor"
+pool = "cm.example.org"
+dagman = "/opt/condor/bin/condor_dagman"
+""")
+    cfg = config.load(str(path))
+    assert [s.dagman for s in cfg.schedds] == ["/usr/bin/condor_dagman", "/opt/condor/bin/condor_dagman"]
+    write(path, f'socket = "{tmp_path}/r.sock"\n[[schedd]]\nname = "x"\ndagman = "bin/condor_dagman"\n')
+    with pytest.raises(ConfigError, match="dagman must be condor_dagman's absolute path"):
+        config.load(str(path))
