@@ -36,17 +36,20 @@ class SubmitRefused(Exception):
     """The description cannot be submitted; the message says why."""
 
 
-def leave_in_queue(max_age_seconds: int) -> str:
+def leave_in_queue(max_age_seconds: int, *, keep_removed: bool = False) -> str:
     """Keep a completed job until rsub marks it retrieved, or until it is `max_age_seconds` old.
 
     The remote-submit example users copy has its parentheses misplaced; here the
     age test is one parenthesised alternative, so the expression is false for
     every job that is not completed (held, idle, running, removed).
     """
-    return (
-        "JobStatus == 4 && RETRIEVED =!= true && (CompletionDate =?= undefined || CompletionDate == 0 || "
-        f"(time() - CompletionDate) < {max_age_seconds})"
-    )
+    completed = ("JobStatus == 4 && RETRIEVED =!= true && (CompletionDate =?= undefined || CompletionDate == 0 || "
+                 f"(time() - CompletionDate) < {max_age_seconds})")
+    if not keep_removed:
+        return completed
+    # A removed DAG's spool holds its outputs and rescue file: kept until retrieved, as a completed one.
+    return (f"({completed}) || (JobStatus == 3 && RETRIEVED =!= true && "
+            f"(time() - EnteredCurrentStatus) < {max_age_seconds})")
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def _output_paths(commands: dict[str, str], iwd: Path) -> list[Path]:
 
 
 def prepare(
-    text: str, *, cwd: str, instance_id: str, max_age_seconds: int
+    text: str, *, cwd: str, instance_id: str, max_age_seconds: int, keep_removed: bool = False
 ) -> Prepared:
     """Parse, check and complete a submit description for `Schedd.submit`.
 
@@ -108,7 +111,7 @@ def prepare(
         ("My.RETRIEVED", "false"),
         ("My.RsubInstance", f'"{instance_id}"'),
         ("My.RsubId", f'"{tag}"'),
-        ("leave_in_queue", leave_in_queue(max_age_seconds)),
+        ("leave_in_queue", leave_in_queue(max_age_seconds, keep_removed=keep_removed)),
     ]
     user_log = desc.get("log")
     per_proc_log = eventlog.per_proc_log(user_log) if user_log is not None else None
@@ -190,6 +193,7 @@ class SubmitOrder:
     token: str | None = None
     group: str | None = None
     role: str | None = None
+    keep_removed: bool = False  # a DAG: its removed DAGMan job stays until retrieved
 
     @classmethod
     def from_fields(cls, f: Mapping[str, Any]) -> SubmitOrder:
@@ -255,7 +259,7 @@ class Submissions:
             raise RequestError(ErrorCode.BAD_REQUEST, str(e.args[0])) from None
         if profile is not None and (blocker := self.tokens.blocker(profile)):
             raise RequestError(ErrorCode.TOKEN, f"nothing was submitted: {blocker}")
-        prepared = await self.prepare(order.description, order.cwd)
+        prepared = await self.prepare(order.description, order.cwd, keep_removed=order.keep_removed)
         if existing is not None:  # interrupted before the schedd heard of it: this retry submits it
             row = int(existing["id"])
             self.ledger.restart_submit(row, tag=prepared.tag, submitted_description=prepared.request.text)
@@ -273,12 +277,12 @@ class Submissions:
                                f"it goes to schedd {name} with {token}"]
         return result
 
-    async def prepare(self, description: str, cwd: str) -> Prepared:
+    async def prepare(self, description: str, cwd: str, *, keep_removed: bool = False) -> Prepared:
         """`prepare` in a thread; a refusal becomes the request error the client sees."""
         try:
             return await asyncio.to_thread(
                 prepare, description, cwd=cwd, instance_id=self.ledger.instance_id,
-                max_age_seconds=self.max_age_seconds,
+                max_age_seconds=self.max_age_seconds, keep_removed=keep_removed,
             )
         except SubmitRefused as e:
             raise RequestError(ErrorCode.BAD_SUBMIT, str(e)) from None
