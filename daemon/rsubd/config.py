@@ -8,7 +8,6 @@ and says what is allowed.
 from __future__ import annotations
 
 import math
-import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +53,6 @@ class ScheddConfig:
     poll_max_duration: float = 3600.0  # seconds one poll may run before it counts as stalled
     retrieve_retry_max: float = 600.0  # seconds: the longest wait between two tries of a retrieve that failed
     retrieve_attention_after: float = 3600.0  # seconds a retrieve may keep failing before a person is asked
-    dagman: str = "/usr/bin/condor_dagman"  # the access point's own condor_dagman: a DAG's DAGMan job runs it
 
 
 @dataclass(frozen=True)
@@ -105,7 +103,7 @@ UNSPOOLED = ("resubmit", "report")
 SCHEDD_KEYS = {"name", "backend", "poll_interval", "slots", "pool", "address", "condor_config", "params",
                "call_timeout", "transfer_timeout", "own_schedd", "token", "poll_jitter", "poll_backoff_max",
                "early_poll_every", "early_poll_burst", "faults_file", "poll_stall_slack", "poll_max_duration",
-               "retrieve_retry_max", "retrieve_attention_after", "dagman"}
+               "retrieve_retry_max", "retrieve_attention_after"}
 TOKEN_KEYS = {"kind", "file", "directory", "refresh_command", "refresh_margin", "refresh_floor", "refresh_timeout",
               "group", "role", "vault", "issuer", "htgettoken_options"}
 # A client may ask for an early poll (rsub wait, a submit) at most once per this many seconds by default.
@@ -171,14 +169,11 @@ def _schedd(table: Any, index: int) -> ScheddConfig:
         raise ConfigError(f"{where}params must be a table of HTCondor settings, "
                           'e.g. params = { SEC_CLIENT_AUTHENTICATION_METHODS = "IDTOKENS" }')
     optional: dict[str, str] = {}
-    for key in ("pool", "address", "condor_config", "faults_file", "dagman"):
+    for key in ("pool", "address", "condor_config", "faults_file"):
         if key in table:
             optional[key] = _string(table[key], f"{where}{key}")
     if "condor_config" in optional:
         optional["condor_config"] = str(Path(optional["condor_config"]).expanduser())
-    if not os.path.isabs(optional.get("dagman", "/")):
-        raise ConfigError(f"{where}dagman is the absolute path of condor_dagman on the access point, "
-                          f"not {optional['dagman']!r}")
     if "condor_config" in optional and not Path(optional["condor_config"]).is_file():
         raise ConfigError(f"{where}condor_config {optional['condor_config']!r} is not a readable file")
     jitter = _number(table.get("poll_jitter", 0.1), f"{where}poll_jitter", minimum=0.0)
@@ -202,7 +197,7 @@ def _schedd(table: Any, index: int) -> ScheddConfig:
                                  f"{where}early_poll_every", minimum=0.0),
         pool=optional.get("pool"), address=optional.get("address"), condor_config=optional.get("condor_config"),
         faults_file=str(Path(optional["faults_file"]).expanduser()) if "faults_file" in optional else None,
-        params=tuple((str(k), str(v)) for k, v in params.items()), dagman=optional.get("dagman", ScheddConfig.dagman),
+        params=tuple((str(k), str(v)) for k, v in params.items()),
         call_timeout=call_timeout, transfer_timeout=transfer_timeout,
         poll_stall_slack=_number(table.get("poll_stall_slack", 5.0), f"{where}poll_stall_slack", minimum=0.5),
         poll_max_duration=_number(table.get("poll_max_duration", max_duration), f"{where}poll_max_duration",
