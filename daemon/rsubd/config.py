@@ -23,6 +23,7 @@ from rsubd.tokens.claims import TokenProfile, default_bearer_file, default_token
 
 BACKENDS = ("local", "htcondor")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_DAGMAN = "/usr/bin/condor_dagman"
 DEFAULT_POLL = {"local": 2.0, "htcondor": 60.0}
 
 
@@ -53,6 +54,7 @@ class ScheddConfig:
     poll_max_duration: float = 3600.0  # seconds one poll may run before it counts as stalled
     retrieve_retry_max: float = 600.0  # seconds: the longest wait between two tries of a retrieve that failed
     retrieve_attention_after: float = 3600.0  # seconds a retrieve may keep failing before a person is asked
+    dagman: str = DEFAULT_DAGMAN  # condor_dagman's path on the access point (the embedded one runs its own for it)
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ UNSPOOLED = ("resubmit", "report")
 SCHEDD_KEYS = {"name", "backend", "poll_interval", "slots", "pool", "address", "condor_config", "params",
                "call_timeout", "transfer_timeout", "own_schedd", "token", "poll_jitter", "poll_backoff_max",
                "early_poll_every", "early_poll_burst", "faults_file", "poll_stall_slack", "poll_max_duration",
-               "retrieve_retry_max", "retrieve_attention_after"}
+               "retrieve_retry_max", "retrieve_attention_after", "dagman"}
 TOKEN_KEYS = {"kind", "file", "directory", "refresh_command", "refresh_margin", "refresh_floor", "refresh_timeout",
               "group", "role", "vault", "issuer", "htgettoken_options"}
 # A client may ask for an early poll (rsub wait, a submit) at most once per this many seconds by default.
@@ -206,7 +208,15 @@ def _schedd(table: Any, index: int) -> ScheddConfig:
                                    minimum=0.0),
         retrieve_attention_after=_number(table.get("retrieve_attention_after", 3600.0),
                                          f"{where}retrieve_attention_after", minimum=0.0),
+        dagman=_dagman_path(table.get("dagman", DEFAULT_DAGMAN), f"{where}dagman"),
     )
+
+
+def _dagman_path(value: Any, key: str) -> str:
+    path = _string(value, key)
+    if not path.startswith("/"):
+        raise ConfigError(f"{key} must be condor_dagman's absolute path on the access point, not {path!r}")
+    return path
 
 
 def _argv(value: Any, key: str) -> tuple[str, ...]:

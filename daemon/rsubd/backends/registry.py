@@ -41,6 +41,8 @@ class BackendConfig(Protocol):
     def call_timeout(self) -> float: ...
     @property
     def transfer_timeout(self) -> float: ...
+    @property
+    def dagman(self) -> str: ...
 
 
 def make_schedd(cfg: BackendConfig, state_dir: Path, credential: Callable[[], Credential] | None = None,
@@ -53,7 +55,8 @@ def make_schedd(cfg: BackendConfig, state_dir: Path, credential: Callable[[], Cr
     if cfg.backend == "local":
         if local is None:
             ensure_private_dir(state_dir / "local")  # the embedded schedds' queues, spools and sandboxes
-        inner = local or LocalSchedd(cfg.name, state_dir / "local" / cfg.name, slots=cfg.slots)
+        inner = local or LocalSchedd(cfg.name, state_dir / "local" / cfg.name, slots=cfg.slots,
+                                      dagman=cfg.dagman)
         if local is None and cfg.faults_file:
             inner = FaultySchedd(inner, Path(cfg.faults_file))
         if credential is None:

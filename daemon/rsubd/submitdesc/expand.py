@@ -51,7 +51,8 @@ def expand_queue(
                 "row": str(row),
                 "node": "",
             }
-            live.update({k: v for k, v in predefined.items() if k not in live})
+            # $(Node) is the parallel universe's; a file's (or a DAG's VARS) own `node` wins over it.
+            live.update({k: v for k, v in predefined.items() if k not in live and not (k == "node" and k in macros)})
             ex = _Expander({**macros, **live}, keep=cluster is None)
             procs.append({out: ex.text(raw, ()) for out, raw in latest.values()})
     return procs

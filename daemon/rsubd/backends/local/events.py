@@ -43,7 +43,10 @@ def _header(code: int, ad: dict[str, Any], when: float) -> str:
 
 
 def submitted(ad: dict[str, Any], when: float) -> None:
-    _append(ad, _header(0, ad, when) + f"Job submitted from host: {HOST}\n")
+    text = _header(0, ad, when) + f"Job submitted from host: {HOST}\n"
+    if isinstance(ad.get("DAGNodeName"), str):  # a DAG node's, as DAGMan's direct submit writes it
+        text += f'    [ DAGNodeName = "{ad["DAGNodeName"]}"; JobBatchName = "{ad.get("JobBatchName", "")}" ]\n'
+    _append(ad, text)
 
 
 def changed(ad: dict[str, Any], old: int, when: float) -> None:
@@ -72,12 +75,16 @@ def changed(ad: dict[str, Any], old: int, when: float) -> None:
 
 
 def _append(ad: dict[str, Any], text: str) -> None:
-    path = path_of(ad)
-    if path is None:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(text + "...\n")
-    except OSError:
-        pass  # a schedd says so in its own log; the job goes on
+    paths = [path_of(ad)]
+    nodes_log = ad.get("DAGManNodesLog")  # a DAG node's events also go to its DAGMan's nodes log
+    if isinstance(nodes_log, str) and nodes_log:
+        paths.append(Path(nodes_log))
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(text + "...\n")
+        except OSError:
+            pass  # a schedd says so in its own log; the job goes on

@@ -28,14 +28,17 @@ class Execution(JobQueue):
         if self._releasing:
             self._release_spooled()
         if self.execute == "real":
-            was_running = list(self._index.running)
+            # Scheduler-universe jobs (DAGMan) run beside the slots, as on a schedd: they take none.
+            was_running = [k for k in self._index.running if k not in self._unslotted]
             for key in was_running:
                 self._check_running(key)
+            self._scheduler_universe()
             # A job whose starter vanished waits for the next tick, as a schedd's would.
             restarted = {k for k in was_running if k in self._index.idle}
-            free = self.slots - len(self._index.running)
+            free = self.slots - len(self._index.running) + len(self._unslotted & self._index.running)
             if free > 0 and self._index.idle:
-                for key in heapq.nsmallest(free, (k for k in self._index.idle if k not in restarted)):
+                startable = (k for k in self._index.idle if k not in restarted and k not in self._unslotted)
+                for key in heapq.nsmallest(free, startable):
                     self._start(key)
         now = self._clock()
         if now - self._last_sweep >= LEAVE_SWEEP_SECONDS:
@@ -44,6 +47,9 @@ class Execution(JobQueue):
         if self._leave_check:
             check, self._leave_check = self._leave_check, set()
             self._leave_queue([k for k in check if k in self._procs])
+
+    def _scheduler_universe(self) -> None:
+        """Start, step and reap the scheduler-universe jobs (see `scheduniverse`); none here."""
 
     def _release_spooled(self) -> None:
         """Release the spooled jobs that are due: Idle, as a real schedd about a second after `spool`."""

@@ -23,7 +23,8 @@ from rsubd.submitdesc import attr_name
 
 SPOOL_HOLD_REASON = "Spooling input data files"
 
-UNIVERSES = {"vanilla": 5, "local": 12}
+UNIVERSES = {"vanilla": 5, "scheduler": 7, "local": 12}
+SCHEDULER_UNIVERSE = 7
 
 # Submit commands whose value becomes an attribute as it is (a string).
 STRING_COMMANDS = {
@@ -35,6 +36,7 @@ STRING_COMMANDS = {
     "accounting_group": "AcctGroup",
     "accounting_group_user": "AcctGroupUser",
     "log": "UserLog",
+    "remove_kill_sig": "RemoveKillSig",
     "notify_user": "NotifyUser",
 }
 # `notification` as condor_submit stores it: JobNotification, an integer (HTCondor's NotifyWhen).
@@ -56,6 +58,8 @@ EXPR_COMMANDS = {
     "priority": "JobPrio",
     "preserve_relative_paths": "PreserveRelativePaths",
     "transfer_executable": "TransferExecutable",
+    "on_exit_remove": "OnExitRemove",
+    "on_exit_hold": "OnExitHold",
 }
 
 
@@ -215,6 +219,9 @@ def proc_ad(
     for attr in ("TransferInput", "TransferOutput"):
         if attr in ad and not ad[attr]:
             del ad[attr]
+    if ad.get("TransferExecutable") is False:
+        # As a schedd stores it: the executable stays where it is on the access point, named in full.
+        ad["Cmd"] = ad.pop("SUBMIT_Cmd")
     return ad
 
 

@@ -23,6 +23,7 @@ from rsub.wire.paths import ensure_private_dir
 from rsubd.backends.local import events
 from rsubd.backends.local.ads import Ad, Constraint, to_classad
 from rsubd.backends.local.index import QueueIndex
+from rsubd.backends.local.jobads import SCHEDULER_UNIVERSE
 from rsubd.backends.local.store import QueueStore
 from rsubd.backends.schedd import ErrorKind, JobSpec, JobStatus, ScheddError
 
@@ -48,6 +49,8 @@ class JobQueue:
         self._store = QueueStore(root / "queue.db")
         self._lock = threading.RLock()
         self._clusters, self._procs = self._store.load()
+        # Scheduler-universe jobs: run by the scheduler itself (DAGMan), outside the slots.
+        self._unslotted: set[Key] = {k for k in self._procs if self.ad(k).get("JobUniverse") == SCHEDULER_UNIVERSE}
         self._index = QueueIndex()
         for cluster_ad in self._clusters.values():
             self._index.learn(cluster_ad)
@@ -142,7 +145,8 @@ class JobQueue:
         for key in dict.fromkeys(keys):  # a job named twice leaves once
             if self._status(key) not in (JobStatus.COMPLETED, JobStatus.REMOVED):
                 continue
-            if self._status(key) == JobStatus.COMPLETED and self._classad(key).eval("LeaveJobInQueue") is True:
+            kept = self._classad(key)
+            if "LeaveJobInQueue" in kept and kept.eval("LeaveJobInQueue") is True:  # a removed job too, as on a schedd
                 continue
             leaving.append(key)
         if not leaving:
@@ -151,6 +155,7 @@ class JobQueue:
         entries = [(c, p, self.ad((c, p))) for c, p in leaving]
         empty = []
         for key in leaving:
+            self._unslotted.discard(key)
             del self._procs[key]
             self._cache.pop(key, None)
             if self._index.remove(key):

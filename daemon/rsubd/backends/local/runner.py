@@ -28,13 +28,16 @@ def launch(ad: Ad, jobdir: Path, sandbox: Path) -> subprocess.Popen[bytes]:
     """Set up the sandbox from the spool, as file transfer does, and start the starter."""
     shutil.rmtree(sandbox, ignore_errors=True)
     sandbox.mkdir(parents=True, mode=0o700)
-    for child in Path(ad["Iwd"]).iterdir():
-        if child.name not in (transfer.STDOUT, transfer.STDERR):
-            transfer.copy_tree(child, sandbox / child.name)
-    if ad.get("TransferExecutable") is False:
-        executable = ad["SUBMIT_Cmd"]
+    if transfer.direct(ad):
+        transfer.stage_direct(ad, sandbox)  # a job not spooled (a DAG node): its inputs from its Iwd
     else:
-        executable = str(sandbox / ad["Cmd"])
+        for child in Path(ad["Iwd"]).iterdir():
+            if child.name not in (transfer.STDOUT, transfer.STDERR):
+                transfer.copy_tree(child, sandbox / child.name)
+    if ad.get("TransferExecutable") is False:
+        executable = ad["Cmd"]
+    else:
+        executable = str(sandbox / os.path.basename(ad["Cmd"]))
         os.chmod(executable, 0o755)
     # HTCondor gives a job a minimal environment, not the submitter's: PATH plus what it asked for.
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", **jobads.parse_environment(ad.get("Environment"))}
@@ -127,6 +130,8 @@ def outcome(job: str, ad: Ad, report: dict[str, Any], jobdir: Path, sandbox: Pat
         exit_attrs = {"ExitBySignal": False, "ExitCode": report["exit_code"], "ExitReason": "Exited normally"}
     try:
         spooled = transfer.collect_output(job, ad, sandbox, Path(ad["Iwd"]), spec["before"])
+        if transfer.direct(ad):
+            transfer.place_std(ad, Path(ad["Iwd"]))
     except (transfer.TransferError, OSError) as e:
         # As a real schedd does: a missing output file holds the job (code 12, subcode ENOENT).
         return {"JobStatus": int(JobStatus.HELD), "HoldReason": str(e),

@@ -26,9 +26,9 @@ import classad2
 
 from rsubd import submitdesc
 from rsubd.backends.local import events, jobads, transfer
-from rsubd.backends.local.actions import QueueActions
 from rsubd.backends.local.ads import Constraint, evaluate, getter, project, since_constraint, to_classad
 from rsubd.backends.local.queue import Key
+from rsubd.backends.local.scheduniverse import DEFAULT_DAGMAN, SchedulerUniverse
 from rsubd.backends.schedd import (
     AdValue,
     ErrorKind,
@@ -47,8 +47,12 @@ EXECUTE_ENV = "RSUB_LOCAL_EXECUTE"
 EXECUTE_MODES = ("real", "fake")
 
 
-class LocalSchedd(QueueActions):
-    """A schedd with its queue under `root`, running at most `slots` jobs at once."""
+class LocalSchedd(SchedulerUniverse):
+    """A schedd with its queue under `root`, running at most `slots` jobs at once.
+
+    `dagman` is the access point's condor_dagman path: a scheduler-universe job whose executable it
+    is (not transferred) runs the embedded DAGMan.
+    """
 
     def __init__(
         self,
@@ -60,13 +64,15 @@ class LocalSchedd(QueueActions):
         clock: Callable[[], float] = time.time,
         execute: str | None = None,
         release_delay: float | None = None,
+        dagman: str = DEFAULT_DAGMAN,
     ) -> None:
         mode = execute or os.environ.get(EXECUTE_ENV) or "real"
         if mode not in EXECUTE_MODES:
             raise ValueError(f"execute must be one of {', '.join(EXECUTE_MODES)}, not {mode!r}")
         if release_delay is None:  # fake mode serves benchmarks that move jobs themselves
             release_delay = SPOOL_RELEASE_SECONDS if mode == "real" else 0.0
-        super().__init__(name, root, slots=slots, clock=clock, execute=mode, release_delay=release_delay)
+        super().__init__(name, root, slots=slots, clock=clock, execute=mode, release_delay=release_delay,
+                         dagman=dagman)
         if autostart:
             self.start()
 
@@ -121,6 +127,8 @@ class LocalSchedd(QueueActions):
                 self._index.learn(ad)
                 self._index.add((cluster, proc), self._status((cluster, proc)))
             self._unspooled.add(cluster)
+            if shared.get("JobUniverse") == jobads.SCHEDULER_UNIVERSE:
+                self._unslotted.update((cluster, proc) for proc in range(len(procs)))
             if self.execute == "real":
                 for proc in range(len(procs)):
                     events.submitted(self.ad((cluster, proc)), qdate)
@@ -141,6 +149,8 @@ class LocalSchedd(QueueActions):
                     transfer.check_inputs(f"{key[0]}.{key[1]}", ad, checked)  # nothing will run to need them
                 else:
                     transfer.stage_in(f"{key[0]}.{key[1]}", ad, Path(ad["Iwd"]))
+                    if key in self._unslotted:
+                        self._staged(key, Path(ad["Iwd"]))
         except (transfer.TransferError, OSError) as e:
             with self._lock:
                 for key in keys:
@@ -190,6 +200,17 @@ class LocalSchedd(QueueActions):
         start = int(self._clock())
         for key, ad in todo:
             status = ad.get("JobStatus")
+            if key in self._unslotted and self.execute == "real":
+                # A scheduler-universe job's spool is live: new or changed files come back in any state.
+                try:
+                    self._retrieve_changed(key, ad)
+                except OSError as e:
+                    errors.append(f"DCSchedd::receiveJobSandbox:7003:writing to {e.filename}: (errno {e.errno}) "
+                                  f"{e.strerror}")
+                    continue
+                if status in (JobStatus.COMPLETED, JobStatus.REMOVED):
+                    done.append(key)
+                continue
             held_output = status == JobStatus.HELD and ad.get("HoldReasonCode") == HoldCode.TRANSFER_OUTPUT_ERROR
             if status != JobStatus.COMPLETED and not held_output:
                 continue  # a real schedd returns quietly for jobs with nothing spooled yet

@@ -145,6 +145,36 @@ def _inputs(job: str, ad: Mapping[str, Any], spool_iwd: Path) -> list[tuple[Path
     return sources
 
 
+def direct(ad: Mapping[str, Any]) -> bool:
+    """Whether a job was submitted without spooling (a DAG node, submitted by DAGMan on the access point)."""
+    return "SUBMIT_Iwd" not in ad
+
+
+def stage_direct(ad: Mapping[str, Any], sandbox: Path) -> None:
+    """Set up a direct job's sandbox: its executable and transfer_input_files, read from its Iwd."""
+    iwd = Path(ad["Iwd"])
+    if ad.get("TransferExecutable", True) is not False:
+        exe = _resolve(iwd, ad["Cmd"])
+        copy_tree(exe, sandbox / exe.name)
+    for entry in split_list(ad.get("TransferInput")):
+        src = _resolve(iwd, entry)
+        if not src.exists():
+            raise TransferError(f"Transfer input files failure at access point localhost while sending files to "
+                                f"the execution point: reading from file {src}: (errno 2) No such file or directory")
+        copy_tree(src, sandbox if entry.endswith("/") else sandbox / src.name)
+
+
+def place_std(ad: Mapping[str, Any], iwd: Path) -> None:
+    """A direct job's stdout and stderr, collected as _condor_stdout/_condor_stderr, under their own names."""
+    for std, attr in ((STDOUT, "Out"), (STDERR, "Err")):
+        dest = ad.get(attr)
+        if (iwd / std).exists():
+            if isinstance(dest, str) and dest and dest != os.devnull:
+                os.replace(iwd / std, _resolve(iwd, dest))
+            else:
+                (iwd / std).unlink()
+
+
 def snapshot(directory: Path) -> dict[str, float]:
     """Top-level names and mtimes, to tell new or changed files after the job ran."""
     return {p.name: p.stat().st_mtime for p in directory.iterdir()}
