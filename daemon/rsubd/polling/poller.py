@@ -39,6 +39,7 @@ from rsubd.backends.schedd import (
 )
 from rsubd.ledger.store import Ledger, TrackedJob
 from rsubd.platform.crash import crashpoint
+from rsubd.polling.dagpoll import DagWatch
 from rsubd.polling.observing import OBSERVED, OBSERVED_END, diff, fate, fields_from_ad, observe
 from rsubd.polling.retrieving import RETRIEVE_HEALED, RETRY_BASE, Change, Key, Retriever
 from rsubd.services import notify
@@ -100,6 +101,7 @@ class Poller:
         self.retriever = Retriever(ledger, schedd, clock=clock, count=self.stats.count, tell=self._tell,
                                    retry_base=retry_base, retry_max=retry_max, attention_after=attention_after)
         self._busy = threading.Lock()  # a poll and an `rsub retrieve` never retrieve at once
+        self.dags = DagWatch(ledger, schedd, count=self.stats.count, clock=clock)
 
     def _tell(self, changes: Sequence[Change]) -> None:
         """Report recorded state changes (notifications); never lets a listener break a poll."""
@@ -162,6 +164,7 @@ class Poller:
         self.stats.count("queries", started_at)
         ads = self.schedd.query(self.constraint, POLL_PROJECTION)
         crashpoint("poll.after_query")
+        see = self.dags.see if self.dags.begin() else None
         changes: list[Change] = []
         unseen = set(tracked)
         to_retrieve: list[Key] = []
@@ -171,6 +174,8 @@ class Poller:
         # (cluster, proc) finds nothing, so the hot loop looks them up without checking each one.
         lookup = cast(Callable[[object], TrackedJob | None], tracked.get)
         for ad in ads:
+            if see is not None:
+                see(ad)
             row = lookup((ad.get("ClusterId"), ad.get("ProcId")))
             if row is None:
                 continue  # not rsub's to track (finished, or submitted after this poll began)
@@ -230,6 +235,8 @@ class Poller:
         self._tell(changes)
 
         retrieved = self.retriever.retrieve(to_retrieve, tracked)
+        if see is not None:
+            self.dags.end()
         # Jobs retrieved in this poll are marked in the next, once its query shows the schedd
         # fetched their output (StageOutFinish): a job removed between this poll's query and
         # its retrieve would otherwise be marked retrieved with nothing home.
