@@ -40,8 +40,8 @@ REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
                "group": (str, type(None)), "role": (str, type(None)),
                # A DAG: `dag` is the .dag file's absolute path (description: its text); rsubd spools it all.
                "dag": (str, type(None)), "max_jobs": (int, type(None)), "rescue_of": (int, type(None))},
-    "status": {"ids": (list,), "active": (bool,), "limit": (int,), "offset": (int,), **FILTERS},
-    "history": {"ids": (list,), "limit": (int,), "offset": (int,), **FILTERS},
+    "status": {"ids": (list,), "active": (bool,), "limit": (int,), "offset": (int,), "nodes": (bool,), **FILTERS},
+    "history": {"ids": (list,), "limit": (int,), "offset": (int,), "nodes": (bool,), **FILTERS},
     "fetchlog": {"job": (str,)},  # not "id": that is the request's own
     "wait": {"ids": (list,), "timeout": (int, float)},
     # A stream of frames (rsubd/handlers/watch.py): a snapshot, then each event as it is recorded.

@@ -33,6 +33,7 @@ from rsubd.backends.schedd import job_id
 from rsubd.handlers.context import Services, check_schedd, selectors
 from rsubd.ledger.schema import JobSelector
 from rsubd.ledger.watchreads import ClusterKey
+from rsubd.services import dagviews
 from rsubd.services.views import job_view
 
 PAGE = 500  # events read at once
@@ -96,7 +97,8 @@ class Watcher:
         after: tuple[str, int, int] | None = None
         while True:
             rows = self.ledger.selected_jobs(self.sels, self.schedd, self.watched, after, CHUNK) if self.jobs else []
-            frame: dict[str, Any] = {"type": kind, "jobs": [job_view(r) for r in rows]}
+            frame: dict[str, Any] = {"type": kind, "jobs": dagviews.annotate(self.ledger,
+                                                                         [job_view(r) for r in rows])}
             frames.append(frame)
             if len(rows) < CHUNK:
                 frame.update(extra, complete=True)

@@ -40,6 +40,8 @@ def rescue_files(ledger: Ledger, schedd: str | None, cluster: int) -> tuple[str,
     if any(j["state"] in ACTIVE_STATES for j in jobs) or dag["placed_at"] is None:
         raise RequestError(ErrorCode.BAD_REQUEST, f"DAG {cluster} has not ended (or its outputs are not home yet):"
                            " a rescue reruns a DAG that failed or was removed")
+    if dag["dag_status"] == 0 and all(j["state"] == "retrieved" for j in jobs):
+        raise RequestError(ErrorCode.BAD_REQUEST, f"DAG {cluster} succeeded: nothing to rerun")
     dag_file = Path(str(dag["dag_file"]))
     rescue = latest_rescue(dag_file)
     if rescue is None:

@@ -1,0 +1,135 @@
+"""DAGs through a real rsubd on the embedded scheduler: rsub submit work.dag, tracking, every node's output home."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.daemon import Rsubd
+from tests.support.deadlines import wait_until
+
+pytestmark = pytest.mark.e2e
+DIAMOND = Path(__file__).resolve().parents[1] / "data" / "dag" / "diamond"
+OUTPUTS = {"out_A.txt", "out_A.stdout", "out_A.stderr", "out_B.txt", "out_B.stdout", "out_B.stderr",
+           "out_C.try0.stdout", "out_C.try0.stderr", "out_C.try1.stdout", "out_C.try1.stderr", "out_C.txt",
+           "out_D.txt", "out_D.stdout", "out_D.stderr", "probe.dag.dagman.out", "probe.dag.nodes.log",
+           "probe.dag.metrics", "probe.dag.lib.out", "probe.dag.lib.err", "probe.dag.dagman.log"}
+
+
+def diamond(workdir: Path) -> Path:
+    dag = workdir / "dag"
+    shutil.copytree(DIAMOND, dag)
+    return dag
+
+
+def submit(rsubd: Rsubd, where: Path, *args: str) -> int:
+    result = rsubd.rsub("submit", "--json", *args, cwd=where)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    cluster: int = json.loads(result.stdout)["cluster"]
+    return cluster
+
+
+def dag_of(rsubd: Rsubd, ident: str) -> dict[str, Any]:
+    jobs = rsubd.json("status", ident, "--nodes")["jobs"]
+    assert len(jobs) == 1 and "dag" in jobs[0], jobs
+    dag: dict[str, Any] = jobs[0]["dag"]
+    return dag
+
+
+def test_the_diamond_with_a_flaky_node_comes_home_node_by_node(rsubd: Rsubd, workdir: Path) -> None:
+    dag = diamond(workdir)
+    before = {p.name for p in dag.iterdir()}
+    cluster = submit(rsubd, dag, "probe.dag")
+    waited = rsubd.rsub("wait", str(cluster), timeout=120)
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert f"output in {dag}" in waited.stdout  # the DAG's directory, not rsub's staging one
+    home = {p.name for p in dag.iterdir()} - before
+    assert home == OUTPUTS  # every attempt of C, DAGMan's own files; no lock file, nothing of rsub's
+    assert "upstream out_B.txt" in (dag / "out_D.txt").read_text()  # D read B's output in the one spool dir
+    assert not any((rsubd.state_dir / "dags").iterdir())  # the staging directory went once all was home
+    info = dag_of(rsubd, f"{cluster}")
+    assert info["nodes"] == {"total": 4, "done": 4, "running": 0, "idle": 0, "held": 0, "failed": 0, "futile": 0}
+    assert info["dag_status"] == 0 and info["home"]
+    nodes = {n["name"]: n for n in info["node_list"]}
+    assert [a["exit_code"] for a in nodes["C"]["attempts"]] == [7, 0]  # RETRY C 2: failed once, then done
+    assert {n: v["state"] for n, v in nodes.items()} == dict.fromkeys("ABCD", "done")
+    shown = rsubd.rsub("status", f"{cluster}@local:C")
+    assert shown.returncode == 0 and "exit 7; " in shown.stdout and "C " in shown.stdout, shown.stdout
+    assert "4 nodes: 4 done, 0 running" in shown.stdout
+
+
+def test_a_missing_input_is_refused_before_anything_is_sent(rsubd: Rsubd, workdir: Path) -> None:
+    dag = diamond(workdir)
+    (dag / "input_A.txt").unlink()
+    result = rsubd.rsub("submit", "probe.dag", cwd=dag)
+    assert result.returncode == 5
+    assert "input_A.txt does not exist" in result.stderr
+    assert rsubd.json("status")["jobs"] == []
+    assert not (rsubd.state_dir / "dags").exists() or not any((rsubd.state_dir / "dags").iterdir())
+
+
+def test_a_failed_dag_brings_its_rescue_home_and_the_rescue_reruns_only_what_is_not_done(
+        rsubd: Rsubd, workdir: Path) -> None:
+    dag = diamond(workdir)
+    flaky = (dag / "flaky.sub").read_text()
+    (dag / "flaky.sub").write_text(flaky.replace("$(node) $(RETRY) $(greeting)", "$(node) 0 $(greeting)"))
+    cluster = submit(rsubd, dag, "probe.dag")
+    waited = rsubd.rsub("wait", str(cluster), timeout=120)
+    assert waited.returncode == 13, waited.stdout + waited.stderr  # DAGMan exited 1: the DAG failed
+    info = dag_of(rsubd, str(cluster))
+    assert info["dag_status"] == 2 and info["nodes"]["done"] == 2 and info["nodes"]["failed"] == 1
+    assert info["nodes"]["futile"] == 1
+    assert {n["name"]: n["state"] for n in info["node_list"]} == {"A": "done", "B": "done", "C": "failed",
+                                                                  "D": "not run"}
+    rescue = (dag / "probe.dag.rescue001").read_text()
+    assert "DONE A" in rescue and "DONE B" in rescue and not (dag / "out_D.txt").exists()
+    (dag / "flaky.sub").write_text(flaky)  # the fix
+    (dag / "out_B.txt").write_text("B's output, as the first run left it\n")
+    again = submit(rsubd, dag, "--rescue", str(cluster))
+    assert rsubd.rsub("wait", str(again), timeout=120).returncode == 0
+    second = dag_of(rsubd, str(again))
+    assert second["dag_status"] == 0 and second["nodes"]["done"] == 4 and second["rescue_of"] == cluster
+    ran = {n["name"] for n in second["node_list"] if n["attempts"]}
+    assert ran == {"C", "D"}  # A and B were DONE in the rescue file
+    assert "upstream out_B.txt: B's output, as the first run left it" in (dag / "out_D.txt").read_text()
+    refused = rsubd.rsub("submit", "--rescue", str(again), cwd=dag)
+    assert refused.returncode == 2 and f"DAG {again} succeeded: nothing to rerun" in refused.stderr
+
+
+def slow(dag: Path, seconds: int) -> None:
+    (dag / "node.sh").write_text((dag / "node.sh").read_text().replace("exit 0", f"sleep {seconds}\nexit 0"))
+
+
+def test_removing_a_running_dag_removes_its_nodes_and_brings_home_what_it_did(rsubd: Rsubd, workdir: Path) -> None:
+    dag = diamond(workdir)
+    slow(dag, 30)
+    cluster = submit(rsubd, dag, "probe.dag")
+    wait_until(lambda: dag_of(rsubd, str(cluster))["nodes"]["running"], 60, "node A running")
+    assert rsubd.rsub("rm", str(cluster)).returncode == 0
+    assert rsubd.rsub("wait", str(cluster), timeout=60).returncode == 0
+    info = dag_of(rsubd, str(cluster))
+    assert info["home"] and info["nodes"]["running"] == 0
+    assert (dag / "probe.dag.rescue001").exists() and (dag / "probe.dag.dagman.out").exists()
+    assert not (dag / "probe.dag.lock").exists()
+    with sqlite3.connect(rsubd.state_dir / "ledger.db") as db:
+        assert db.execute("SELECT state FROM jobs WHERE cluster = ?", (cluster,)).fetchone()[0] == "removed"
+
+
+def test_hold_and_release_of_a_running_dag(rsubd: Rsubd, workdir: Path) -> None:
+    dag = diamond(workdir)
+    slow(dag, 2)
+    cluster = submit(rsubd, dag, "probe.dag")
+    wait_until(lambda: dag_of(rsubd, str(cluster))["nodes"]["running"], 60, "a node running")
+    assert rsubd.rsub("hold", str(cluster)).returncode == 0
+    wait_until(lambda: rsubd.states(str(cluster)) == {f"{cluster}.0@local": "held"}, 30, "the DAG held")
+    assert rsubd.rsub("release", str(cluster)).returncode == 0
+    assert rsubd.rsub("wait", str(cluster), timeout=120).returncode == 0
+    info = dag_of(rsubd, str(cluster))
+    assert info["dag_status"] == 0 and info["nodes"]["done"] == 4
+    assert OUTPUTS - {p.name for p in dag.iterdir()} == set()
