@@ -125,7 +125,8 @@ class Watcher:
         quiet_since = time.monotonic()
         while True:
             # Final is decided before the read, so the events that made it so are sent before the end.
-            final = self.until_final and not ledger.unfinished(self.sels, self.schedd, self.watched)
+            final = self.until_final and not ledger.unfinished(self.sels, self.schedd, self.watched) \
+                and not ledger.dags_unplaced(self.clusters())  # a DAG ends once its files are home
             rows = ledger.events_after(last, self.sels, self.schedd, PAGE)
             if rows:
                 newest = ledger.newest_event()

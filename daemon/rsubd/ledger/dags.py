@@ -63,6 +63,13 @@ class DagStore:
     def jobs_of_cluster(self, schedd: str, cluster: int) -> list[Row]:
         return self._query("SELECT proc, state FROM jobs WHERE schedd = ? AND cluster = ?", [schedd, cluster])
 
+    def dags_unplaced(self, keys: set[tuple[str, int]]) -> bool:
+        """Whether a DAG among these (schedd, cluster) pairs is not home yet."""
+        if not keys:
+            return False
+        rows = self._query("SELECT schedd, cluster FROM dags WHERE placed_at IS NULL")
+        return any((r["schedd"], r["cluster"]) in keys for r in rows)
+
     def dag_nodes(self, cluster_row: int) -> list[Row]:
         rows = self._query("SELECT * FROM dag_nodes WHERE cluster_row = ? ORDER BY rowid", [cluster_row])
         for r in rows:

@@ -69,6 +69,10 @@ class DagWatch:
         self._dagman_ads: dict[int, Mapping[str, AdValue]] = {}
         self._nodes: dict[int, dict[str, tuple[str, int]]] = {}
 
+    def pending(self) -> bool:
+        """Whether a DAG of this schedd is not home yet."""
+        return bool(self.ledger.active_dags(self.schedd.name))
+
     def begin(self) -> bool:
         """Read the DAGs this poll follows; False when there are none (the poll's loop then skips `see`)."""
         self.dags = self.ledger.active_dags(self.schedd.name)
@@ -94,6 +98,12 @@ class DagWatch:
         for cluster, dag in self.dags.items():
             ad = self._dagman_ads.get(cluster)
             live = self._nodes.get(cluster, {})
+            if ad is None and all(j["state"] in ("removed", "failed") for j in
+                                  self.ledger.jobs_of_cluster(self.schedd.name, cluster)):
+                # Gone from the queue, removed or lost, without rsub fetching its spool: nothing will come home.
+                self.ledger.record_dag_placed(int(dag["cluster_row"]), error="the DAGMan job left the queue before"
+                                              " its files could be fetched; they are lost")
+                continue
             before = {n["node"]: n["live_job"] for n in self.ledger.dag_nodes(int(dag["cluster_row"]))}
             left = any(job and live.get(node, ("",))[0] != job for node, job in before.items())
             status = ad.get("JobStatus") if ad is not None else None
