@@ -133,3 +133,35 @@ def test_hold_and_release_of_a_running_dag(rsubd: Rsubd, workdir: Path) -> None:
     info = dag_of(rsubd, str(cluster))
     assert info["dag_status"] == 0 and info["nodes"]["done"] == 4
     assert OUTPUTS - {p.name for p in dag.iterdir()} == set()
+
+
+NABBIT = Path(__file__).resolve().parents[1] / "data" / "dag" / "dagnabbit"
+
+
+def test_a_dagnabbit_file_runs_its_stages_in_order_with_scripts_and_inputs(rsubd: Rsubd, workdir: Path) -> None:
+    """jobsub_lite's own dagTest8 shape: serial, serial inside parallel, prescript/postscript, -f and --tar."""
+    work = workdir / "nab"
+    shutil.copytree(NABBIT, work)
+    rsubd.env["SUBMIT_FLAGS"] = "--memory 100MB"
+    result = rsubd.rsub("submit", "--dag", "--maxConcurrent", "2", f"file://{work}/dagTest8.dagnabbit", cwd=work)
+    assert result.returncode == 0, result.stderr
+    cluster = int(result.stdout.split(" as cluster ")[1].split()[0])
+    assert rsubd.rsub("wait", str(cluster), timeout=120).returncode == 0
+    info = dag_of(rsubd, str(cluster))
+    assert info["nodes"]["done"] == 6 and info["dag_status"] == 0
+    home = Path(info["dir"])
+    assert home.parent == rsubd.state_dir / "jobs"
+    outs = {p.parent.name: p.read_text() for p in home.glob("stage_*/stage_*.out")}
+    assert outs["stage_1"].startswith("job A: first") and outs["stage_6"].startswith("job E")
+    assert outs["stage_3"].startswith("job C: the data from the tarball")  # -f and --tar, in a DAG node
+    assert outs["stage_5"].startswith("job C: the data from the tarball")
+    done = {n["name"]: n["attempts"][-1]["completed"] for n in info["node_list"]}
+    started = {n["name"]: n["attempts"][-1]["started"] for n in info["node_list"]}
+    for parent, child in [("stage_1", "stage_2"), ("stage_2", "stage_3"), ("stage_3", "stage_4"),
+                          ("stage_2", "stage_5"), ("stage_4", "stage_6"), ("stage_5", "stage_6")]:
+        assert done[parent] <= started[child], (parent, child)
+    assert (home / "pre.log").read_text().split("\n")[:2] == ["stage_1 init", "stage_2 init"]
+    assert sorted((home / "post.log").read_text().split("\n")[:-1]) == sorted(
+        f"{s} post returned 0" for s in ("stage_1", "stage_2", "stage_3", "stage_5", "stage_6"))
+    dag = (home / "dagTest8.dag").read_text()
+    assert "PARENT stage_4 stage_5 CHILD stage_6" in dag and "SCRIPT PRE stage_1" in dag
