@@ -62,6 +62,12 @@ def test_the_diamond_with_a_flaky_node_comes_home_node_by_node(rsubd: Rsubd, wor
     shown = rsubd.rsub("status", f"{cluster}@local:C")
     assert shown.returncode == 0 and "exit 7; " in shown.stdout and "C " in shown.stdout, shown.stdout
     assert "4 nodes: 4 done, 0 running" in shown.stdout
+    import json
+
+    lines = [line for line in rsubd.log.read_text().splitlines() if line.startswith("{")]
+    polls = [e for e in map(json.loads, lines) if e.get("event") == "poll"]
+    assert polls and all(e["poll_queries"] == 1 for e in polls)  # the nodes ride in the poll's one query
+    assert sum(e["poll_history_calls"] for e in polls) <= len(polls)
 
 
 def test_a_missing_input_is_refused_before_anything_is_sent(rsubd: Rsubd, workdir: Path) -> None:

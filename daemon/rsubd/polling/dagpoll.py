@@ -132,7 +132,8 @@ class DagWatch:
     def _start_failure(self, cluster: int, ad: Mapping[str, AdValue]) -> str | None:
         """DAGMan that never got going: started again and again, with no DAG_* attributes of its own."""
         starts = ad.get("NumJobStarts")
-        if ad.get("JobStatus") != JobStatus.IDLE or not isinstance(starts, int) or starts < FAILED_STARTS:
+        if ad.get("JobStatus") not in (JobStatus.IDLE, JobStatus.RUNNING) or not isinstance(starts, int) \
+                or starts < FAILED_STARTS:
             return None
         if ad.get("DAG_NodesTotal") is not None:
             return None
