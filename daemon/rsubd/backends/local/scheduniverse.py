@@ -133,9 +133,10 @@ class SchedulerUniverse(QueueActions):
         self._set(key, ExitCode=code, ExitStatus=code, ExitBySignal=False)
         remove = self._classad(key).eval("OnExitRemove") if "OnExitRemove" in self.ad(key) else True
         if remove is True:
+            # A schedd puts a scheduler-universe job that exited non-zero in cool-down even as it completes.
             self._set(key, JobStatus=int(JobStatus.COMPLETED), LastJobStatus=int(JobStatus.RUNNING),
                       EnteredCurrentStatus=now, CompletionDate=now, OnExitRemove=True,
-                      NumJobCompletions=int(self.ad(key).get("NumJobCompletions") or 0) + 1)
+                      **(self._cool_down(key) if code else {}))
             self._leave_check.add(key)
         else:
             self._set(key, JobStatus=int(JobStatus.IDLE), LastJobStatus=int(JobStatus.RUNNING),
