@@ -171,3 +171,16 @@ def test_a_dagnabbit_file_runs_its_stages_in_order_with_scripts_and_inputs(rsubd
         f"{s} post returned 0" for s in ("stage_1", "stage_2", "stage_3", "stage_5", "stage_6"))
     dag = (home / "dagTest8.dag").read_text()
     assert "PARENT stage_4 stage_5 CHILD stage_6" in dag and "SCRIPT PRE stage_1" in dag
+
+
+def test_a_dry_run_shows_the_dagman_job_and_sends_nothing(rsubd: Rsubd, workdir: Path) -> None:
+    dag = diamond(workdir)
+    result = rsubd.rsub("submit", "--dry-run", "--maxConcurrent", "2", "probe.dag", cwd=dag)
+    assert result.returncode == 0, result.stderr
+    assert "universe = scheduler" in result.stdout and "-MaxJobs 2" in result.stdout
+    assert "JobStatus == 3 && RETRIEVED =!= true" in result.stdout  # a removed DAG stays until its files are home
+    assert "4 node(s) and 11 file(s) would be spooled" in result.stderr
+    assert rsubd.json("status")["jobs"] == []
+    assert not any((rsubd.state_dir / "dags").iterdir())
+    plain = rsubd.rsub("submit", "--maxConcurrent", "2", "node.sub", cwd=dag)
+    assert plain.returncode == 2 and "--maxConcurrent limits a DAG's node jobs" in plain.stderr

@@ -37,3 +37,11 @@ async def dry_run(services: Services, f: dict[str, Any]) -> dict[str, Any]:
     prepared = await services.submissions.prepare(f["description"], f["cwd"])  # a refusal: exit 5, as a submit
     return {"schedd": name, "description": prepared.request.text, "num_procs": prepared.num_procs,
             "initialdirs": sorted(set(prepared.iwds)), "replaced": list(prepared.replaced)}
+
+
+async def resubmit_dag(services: Services, cluster: int, *, schedd: str | None, request_id: str,
+                       max_jobs: int | None = None) -> dict[str, Any]:
+    """Rerun DAG `cluster` from its rescue file (`rsub submit --rescue 12`; `rsub resubmit 12` for a DAG)."""
+    f: dict[str, Any] = {"request_id": request_id, "description": "", "cwd": "/", "schedd": schedd,
+                         "rescue_of": cluster, "max_jobs": max_jobs}
+    return await submit(services, f)
