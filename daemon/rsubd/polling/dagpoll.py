@@ -14,6 +14,7 @@ marked here, because a removed job is final to the rest of the poll.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -104,20 +105,21 @@ class DagWatch:
                 self.ledger.record_dag_placed(int(dag["cluster_row"]), error="the DAGMan job left the queue before"
                                               " its files could be fetched; they are lost")
                 continue
-            before = {n["node"]: n["live_job"] for n in self.ledger.dag_nodes(int(dag["cluster_row"]))}
-            left = any(job and live.get(node, ("",))[0] != job for node, job in before.items())
-            status = ad.get("JobStatus") if ad is not None else None
+            nodes = self.ledger.dag_nodes(int(dag["cluster_row"]))
+            before = {n["node"]: (n["live_job"], n["live_status"]) for n in nodes if n["live_job"]}
+            left = any(live.get(node, ("",))[0] != job for node, (job, _s) in before.items())
+            status = ad.get("JobStatus") if ad is not None else dag["job_status"]
             if left or ad is None or status in (JobStatus.COMPLETED, JobStatus.REMOVED):
                 need_history.append(cluster)
-            progress = {short: ad.get(attr) for attr, short in DAG_ATTRS.items()} if ad is not None else {}
-            if ad is None and dag["progress"]:
-                import json
-
-                progress = json.loads(dag["progress"])
-            self.ledger.record_dag_progress(
-                int(dag["cluster_row"]), job_status=status if ad is not None else dag["job_status"],
-                dag_status=ad.get("DAG_Status") if ad is not None else dag["dag_status"], progress=progress,
-                error=self._start_failure(cluster, ad) if ad is not None else dag["error"], live=live)
+            if ad is None:
+                progress, dag_status, error = json.loads(dag["progress"] or "{}"), dag["dag_status"], dag["error"]
+            else:
+                progress = {short: ad.get(attr) for attr, short in DAG_ATTRS.items()}
+                dag_status, error = ad.get("DAG_Status"), self._start_failure(cluster, ad) or dag["error"]
+            new = (status, dag_status, json.dumps(progress), error, live)
+            if new != (dag["job_status"], dag["dag_status"], dag["progress"], dag["error"], before):
+                self.ledger.record_dag_progress(int(dag["cluster_row"]), job_status=status, dag_status=dag_status,
+                                                progress=progress, error=error, live=live)
         if need_history:
             self._history(need_history)
         now = self._clock()
