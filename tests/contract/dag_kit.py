@@ -39,7 +39,8 @@ DAG_PROJECTION = (
 NODE_PROJECTION = (
     "ClusterId", "ProcId", "JobStatus", "ExitCode", "DAGManJobId", "DAGNodeName", "DAGParentNodeNames",
     "JobBatchName", "JobBatchId", "JobSubmitFile", "Iwd", "Cmd", "Out", "Err", "UserLog", "JobUniverse",
-    "TransferInput", "RemoveReason", "CompletionDate", "QDate",
+    "TransferInput", "RemoveReason", "CompletionDate", "QDate", "JobStartDate", "Owner", "ExitBySignal",
+    "EnteredCurrentStatus",
 )
 SLOW_SUB = """\
 # a node that sleeps $(sleep) seconds, so a test can act while it runs

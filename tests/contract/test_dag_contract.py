@@ -22,7 +22,7 @@ from .dag_kit import DAG_FILES, DATA, DagKit, attempts
 
 RUNNING, IDLE, HELD, COMPLETED, REMOVED = 2, 1, 5, 4, 3
 REFERENCE = json.loads((DATA / "reference_ads.json").read_text(encoding="utf-8"))
-TIMES = {"CompletionDate", "QDate", "DAG_AdUpdateTime"}
+TIMES = {"CompletionDate", "QDate", "DAG_AdUpdateTime", "JobStartDate"}
 # What one retrieve of the finished diamond brings (reference run 2, 03): every node output and
 # attempt, and DAGMan's files; lib.err may be empty on a real pool (no wrapper) and is not required.
 DIAMOND_OUTPUTS = {
@@ -55,7 +55,7 @@ def assert_like(reference: dict[str, Any], ref_cluster: int, ref_iwd: str, live:
                 iwd: str, skip: tuple[str, ...] = ()) -> None:
     """`live` has every attribute of `reference` (but `skip`), equal once cluster and spool are generic."""
     for name, want in reference.items():
-        if name in skip or name in ("ClusterId", "SUBMIT_Iwd"):  # SUBMIT_Iwd: the client's own directory
+        if name in skip or name in ("ClusterId", "SUBMIT_Iwd", "Owner"):  # the client's directory, its user
             continue
         got = live.get(name)
         if name in TIMES:
@@ -84,6 +84,7 @@ def test_diamond_with_a_flaky_node(kit: JobKit) -> None:
     assert attempts(history) == [("A", 0), ("B", 0), ("C", 7), ("C", 0), ("D", 0)] or \
         attempts(history) == [("A", 0), ("C", 7), ("B", 0), ("C", 0), ("D", 0)]
     by_try = {(str(ad["DAGNodeName"]), str(ad["Out"])): ad for ad in history}
+    assert {ad["Owner"] for ad in history} == {first["Owner"]} and all(ad["ExitBySignal"] is False for ad in history)
     for want in ref["node_history"]:
         got = by_try[(want["DAGNodeName"], want["Out"])]
         assert_like(want, ref["cluster"], ref_iwd, got, dag.id, iwd)
@@ -190,6 +191,8 @@ def test_hold_and_release_running_dag(kit: JobKit) -> None:
     # B runs on while DAGMan is held, and ends.
     dags.wait_nodes(dag, "B finished while DAGMan is held", lambda n: "B" not in n)
     assert dags.ad(dag)["JobStatus"] == HELD  # type: ignore[index]
+    dags.schedd.retrieve(f"ClusterId == {dag.id}")  # mid-run: the partial state, the lock file with it
+    assert {"out_A.txt", "out_B.txt", "probe.dag.lock", "probe.dag.nodes.log"} <= set(os.listdir(where))
     dags.schedd.act(Action.RELEASE, f"ClusterId == {dag.id}", None)
     dags.wait(dag, "DAGMan running again", lambda ad: ad.get("JobStatus") == RUNNING or ad.get("JobStatus") == 4,
               timeout=30)

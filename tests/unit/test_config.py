@@ -319,3 +319,22 @@ def test_log_keys(tmp_path: Path, clean_env: Path) -> None:
     assert "log_file must be a non-empty string" in refusal(tmp_path, 'log_file = ""\n')
     message = refusal(tmp_path, 'log_level = "loud"\n')
     assert "log_level must be one of debug, info, warning, error, not 'loud'" in message
+
+
+def test_dagman_path_is_a_per_schedd_key_with_a_default(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.toml", f"""
+socket = "{tmp_path}/r.sock"
+state_dir = "{tmp_path}/state"
+[[schedd]]
+name = "here"
+[[schedd]]
+name = "ap"
+backend = "htcondor"
+pool = "cm.example.org"
+dagman = "/opt/condor/bin/condor_dagman"
+""")
+    cfg = config.load(str(path))
+    assert [s.dagman for s in cfg.schedds] == ["/usr/bin/condor_dagman", "/opt/condor/bin/condor_dagman"]
+    write(path, f'socket = "{tmp_path}/r.sock"\n[[schedd]]\nname = "x"\ndagman = "bin/condor_dagman"\n')
+    with pytest.raises(ConfigError, match="dagman must be condor_dagman's absolute path"):
+        config.load(str(path))

@@ -73,8 +73,9 @@ class Dag:
         return [n for n, node in self.nodes.items() if not node.children]
 
 
-def parse(path: Path, *, prefix: str = "", directory: str = "", depth: int = 0) -> Dag:
-    """Read a .dag file (relative paths are taken from the cwd, DAGMan's, and `directory`)."""
+def parse(path: Path, *, prefix: str = "", directory: str = "", depth: int = 0, base: Path | None = None) -> Dag:
+    """Read a .dag file; a splice's file is found from `base` (the top DAG's directory) and its DIR."""
+    base = path.parent if base is None else base
     if depth > 10:
         raise DagError(f"{path}: splices nest more than 10 deep")
     try:
@@ -94,7 +95,7 @@ def parse(path: Path, *, prefix: str = "", directory: str = "", depth: int = 0) 
             raise DagError(f"{where}: {e}") from None
         keyword = words[0].upper()
         try:
-            _command(dag, keyword, words, line, prefix, directory, depth, edges)
+            _command(dag, keyword, words, line, prefix, directory, depth, edges, base)
         except (IndexError, ValueError):
             raise DagError(f"{where}: cannot read {keyword} line: {line}") from None
         except DagError as e:
@@ -125,7 +126,7 @@ def _targets(dag: Dag, name: str, prefix: str) -> list[Node]:
 
 
 def _command(dag: Dag, keyword: str, words: list[str], line: str, prefix: str, directory: str, depth: int,
-             edges: list[tuple[list[str], list[str]]]) -> None:
+             edges: list[tuple[list[str], list[str]]], base: Path) -> None:
     if keyword == "JOB":
         name = words[1]
         if SPLICE_SEP in name:
@@ -189,7 +190,7 @@ def _command(dag: Dag, keyword: str, words: list[str], line: str, prefix: str, d
     elif keyword == "DONE":
         _node(dag, words[1], prefix).done = True
     elif keyword == "SPLICE":
-        _splice(dag, words, prefix, directory, depth)
+        _splice(dag, words, prefix, directory, depth, base)
     elif keyword in IGNORED:
         pass
     elif keyword == "SUBDAG":
@@ -221,13 +222,13 @@ def _vars(dag: Dag, line: str, prefix: str) -> None:
         (node.appended if mode == "APPEND" else node.vars).extend(pairs)
 
 
-def _splice(dag: Dag, words: list[str], prefix: str, directory: str, depth: int) -> None:
+def _splice(dag: Dag, words: list[str], prefix: str, directory: str, depth: int, base: Path) -> None:
     name = words[1]
     inner_dir = directory
     if len(words) > 4 and words[3].upper() == "DIR":
         inner_dir = os.path.join(directory, words[4])
-    inner = parse(Path(inner_dir or ".", words[2]), prefix=f"{prefix}{name}{SPLICE_SEP}",
-                  directory=inner_dir, depth=depth + 1)
+    inner = parse(base / inner_dir / words[2], prefix=f"{prefix}{name}{SPLICE_SEP}",
+                  directory=inner_dir, depth=depth + 1, base=base)
     if inner.refused:
         raise DagError("refused:" + inner.refused)
     if prefix + name in dag.nodes:

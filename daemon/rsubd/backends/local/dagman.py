@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from rsubd.backends.local import dagfile, daglog
 from rsubd.backends.local.dagnodes import NodeLive, description, kill_script, start_script
+from rsubd.backends.schedd import ScheddError
 from rsubd.submitdesc import SubmitDescription, SubmitError
 
 DEFAULT_UPDATE_INTERVAL = 300.0  # DAGMAN_QUEUE_UPDATE_INTERVAL, as on an access point left at its defaults
@@ -44,8 +45,7 @@ class DagRun:
         self.env = dict(env)
         self.exit_code: int | None = None
         self.status = STATUS_OK
-        self.out = daglog.DagmanOut(cwd / self.env.get("_CONDOR_DAGMAN_LOG", "dagman.out"))
-        self.started = time.time()
+        self.out, self.started = daglog.DagmanOut(cwd / self.env.get("_CONDOR_DAGMAN_LOG", "dagman.out")), time.time()
         self.nodes: dict[str, NodeLive] = {}
         self.by_cluster: dict[int, str] = {}
         self.jobs_submitted = self.jobs_completed = self.jobs_ok = 0
@@ -61,15 +61,14 @@ class DagRun:
             shown = [a for i, a in enumerate(argv) if a != "-f" and not (a == "-l" or argv[i - 1:i] == ["-l"])]
             self.out.header(dagman, shown)
             self._begin()
-        except dagfile.DagError as e:
+        except (dagfile.DagError, ValueError) as e:  # ValueError: a setting that is not a number
             self.out.write(f"ERROR: {e}", "Aborting DAG...")
             self._exit(EXIT_FAILED, STATUS_NODE_FAILED if self.nodes else 1, rescue=False)
 
     # -- start ---------------------------------------------------------------
 
     def _begin(self) -> None:
-        self.out.write(f"Workflow batch-id: <{self.cluster}.0>",
-                       f"Workflow batch-name: <{self.batch_name}>")
+        self.out.write(f"Workflow batch-id: <{self.cluster}.0>", f"Workflow batch-name: <{self.batch_name}>")
         self.dag = dagfile.parse(self.cwd / self.opts.dag)
         if self.dag.refused:
             raise dagfile.DagError(self.dag.refused)
@@ -115,6 +114,7 @@ class DagRun:
             self.recovery = False
             self.out.write("       HTCondor Recovery Complete",
                            "...done with RECOVERY mode <<<<<<<<<<<<<<<<<<<<<<<<<<<<<<<")
+            self._update_ad()
         self._report()
 
     @property
@@ -241,7 +241,7 @@ class DagRun:
             if node.priority:
                 attrs["JobPrio"] = node.priority
             cluster = self.host.submit_node(self.cluster, desc, iwd, attrs)
-        except (OSError, SubmitError, ValueError) as e:
+        except (OSError, SubmitError, ValueError, ScheddError) as e:
             self.out.write(f"ERROR: submit of node {node.name} failed: {e}")
             live.job_return = 1
             self._result(live, 1)
@@ -387,8 +387,7 @@ class DagRun:
 
     def _update_ad(self) -> None:
         self._last_update = self.clock()
-        if self.nodes:
-            self.host.update_dag_ad(self.cluster, self.ad_counts())
+        self.host.update_dag_ad(self.cluster, self.ad_counts())
 
     def _report(self, *, force: bool = False) -> None:
         counts = {s: self._count(s) for s in ("Done", "Prerun", "Queued", "Postrun", "Ready", "Unready",
