@@ -184,3 +184,34 @@ def test_a_dry_run_shows_the_dagman_job_and_sends_nothing(rsubd: Rsubd, workdir:
     assert not any((rsubd.state_dir / "dags").iterdir())
     plain = rsubd.rsub("submit", "--maxConcurrent", "2", "node.sub", cwd=dag)
     assert plain.returncode == 2 and "--maxConcurrent limits a DAG's node jobs" in plain.stderr
+
+
+def test_a_dag_submit_cut_after_the_spool_still_brings_every_file_home(short_tmp: Path, workdir: Path) -> None:
+    """rsubd killed after the schedd has the DAG but before the DAG's record: the retry and the poll adopt it."""
+    import subprocess
+
+    from rsubd.platform.crash import ENV
+    from tests.support.daemon import BIN
+
+    dag = diamond(workdir)
+    daemon = Rsubd(short_tmp)
+    daemon.env[ENV] = "submit.after_spooled"
+    daemon.start()
+    client = subprocess.Popen([str(BIN / "rsub"), "submit", "--json", "probe.dag"], cwd=dag, env=daemon.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert daemon.proc is not None
+    daemon.proc.wait(timeout=30)
+    daemon.env.pop(ENV)
+    daemon.start()
+    try:
+        out, err = client.communicate(timeout=90)
+        assert client.returncode == 0, err
+        import json
+
+        cluster = json.loads(out)["cluster"]
+        assert daemon.rsub("wait", str(cluster), timeout=120).returncode == 0
+        assert OUTPUTS <= {p.name for p in dag.iterdir()}
+        assert dag_of(daemon, str(cluster))["nodes"]["done"] == 4
+    finally:
+        daemon.stop()
+        daemon.kill_leftover_jobs()

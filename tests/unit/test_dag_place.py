@@ -25,7 +25,8 @@ def staged(tmp_path: Path, *, b_dir: bool = False) -> tuple[Path, Path]:
             "queue", "initialdir = b\nqueue").replace("input_$(node).txt", "../input_$(node).txt"))
         (dag / "probe.dag").write_text((dag / "probe.dag").read_text().replace("JOB B node.sub", "JOB B b.sub"))
     plan = discover.plan(dag / "probe.dag")
-    return dag, stage.write(plan, tmp_path / "stage", dagman="/usr/bin/condor_dagman", submitted_at=time.time()).directory
+    written = stage.write(plan, tmp_path / "stage", dagman="/usr/bin/condor_dagman", submitted_at=time.time())
+    return dag, written.directory
 
 
 def test_each_file_goes_to_its_nodes_home_and_the_lock_and_unchanged_inputs_stay_behind(tmp_path: Path) -> None:

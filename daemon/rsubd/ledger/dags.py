@@ -60,6 +60,17 @@ class DagStore:
                     out[(r["schedd"], int(r["cluster"]))] = r
         return out
 
+    def iwds_of(self, schedd: str, clusters: Sequence[int]) -> dict[int, tuple[int, str]]:
+        """cluster -> (its cluster row, proc 0's iwd), for these clusters."""
+        out: dict[int, tuple[int, str]] = {}
+        for start in range(0, len(clusters), 500):
+            chunk = list(clusters[start:start + 500])
+            for r in self._query(f"SELECT cluster, cluster_row, iwd FROM jobs WHERE schedd = ? AND proc = 0 AND"
+                                 f" cluster IN ({', '.join('?' * len(chunk))})", [schedd, *chunk]):
+                if r["iwd"]:
+                    out[int(r["cluster"])] = (int(r["cluster_row"]), str(r["iwd"]))
+        return out
+
     def jobs_of_cluster(self, schedd: str, cluster: int) -> list[Row]:
         return self._query("SELECT proc, state FROM jobs WHERE schedd = ? AND cluster = ?", [schedd, cluster])
 

@@ -24,7 +24,7 @@ import structlog
 from rsubd.backends.schedd import Action, AdValue, JobStatus, Schedd, ScheddError, job_id
 from rsubd.ledger.dags import DAG_ATTRS
 from rsubd.ledger.store import Ledger
-from rsubd.services import dagretrieve
+from rsubd.services import dagadopt, dagretrieve
 
 log = structlog.get_logger("rsubd.polling.poller")
 NODE_HISTORY = ("ClusterId", "ProcId", "DAGManJobId", "DAGNodeName", "JobStatus", "ExitCode", "ExitBySignal",
@@ -37,7 +37,10 @@ REMOVE_SETTLE = 3.0  # seconds after a DAG's removal before its spool is fetched
 def place_retrieved(ledger: Ledger, schedd: str, keys: Sequence[tuple[int, int]]) -> None:
     """After a retrieve: the DAGs among these jobs have their files moved home from the staging directory."""
     clusters = {c for c, _ in keys}
-    for cluster, dag in ledger.active_dags(schedd).items():
+    dags = ledger.active_dags(schedd)
+    if dagadopt.adopt(ledger, schedd, [c for c, p in keys if p == 0 and c not in dags]):
+        dags = ledger.active_dags(schedd)
+    for cluster, dag in dags.items():
         if cluster in clusters:
             _place(ledger, dag)
 

@@ -20,6 +20,7 @@ import structlog
 from rsub.wire.vocabulary import ErrorCode, RequestError
 from rsubd.dag import discover, stage
 from rsubd.dag.dagfile import DagError
+from rsubd.services.dagadopt import adopt
 from rsubd.services.submission import Submissions, SubmitOrder
 
 log = structlog.get_logger("rsubd.services.dagsubmit")
@@ -69,7 +70,9 @@ async def submit(submissions: Submissions, order: SubmitOrder, dag: DagOrder) ->
     ledger = submissions.ledger
     existing = ledger.cluster_by_request(order.request_id)
     if existing is not None and existing["state"] != "interrupted":
-        return await submissions.submit(order)  # a retry: the first submit's answer
+        result = await submissions.submit(order)  # a retry: the first submit's answer
+        adopt(ledger, str(result["schedd"]), [int(result["cluster"])])  # a crash may have cut the DAG's record
+        return result
     result_dir: stage.Staged = await staged(dag, ledger.instance_id)
     inner = dataclasses.replace(order, description=result_dir.description, cwd=str(result_dir.directory),
                                 submit_file=dag.dag, keep_removed=True)
