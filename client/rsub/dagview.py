@@ -35,10 +35,11 @@ def split_node(ident: str) -> tuple[str, str | None]:
     return (head, node) if colon and node else (ident, None)
 
 
-def show(jobs: list[dict[str, Any]], *, nodes: bool, only: set[str] | None = None) -> None:
+def show(jobs: list[dict[str, Any]], *, nodes: bool, only: set[str] | None = None, summary: bool = True) -> None:
+    """Below the table: each DAG's line (unless the table's note has it), then with `nodes` its nodes."""
     for job in jobs:
         dag = job.get("dag")
-        if not dag:
+        if not dag or not (summary or nodes):
             continue
         name = dag["file"].rsplit("/", 1)[-1]
         print(f"DAG {job['id']} ({name}): {progress(dag)}")

@@ -97,7 +97,7 @@ def cmd_status(args: argparse.Namespace, *, view: str = "status") -> int:
         show_jobs(result["jobs"])
     else:
         show_jobsub(result["jobs"])
-    dagview.show(result["jobs"], nodes=nodes, only=only or None)
+    dagview.show(result["jobs"], nodes=nodes, only=only or None, summary=view != "status")
     if cut:
         print(cut, file=sys.stderr)
     for name, info in result.get("schedds", {}).items():
