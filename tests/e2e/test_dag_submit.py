@@ -129,7 +129,7 @@ def test_removing_a_running_dag_removes_its_nodes_and_brings_home_what_it_did(rs
 
 def test_hold_and_release_of_a_running_dag(rsubd: Rsubd, workdir: Path) -> None:
     dag = diamond(workdir)
-    slow(dag, 2)
+    slow(dag, 1)
     cluster = submit(rsubd, dag, "probe.dag")
     wait_until(lambda: dag_of(rsubd, str(cluster))["nodes"]["running"], 60, "a node running")
     assert rsubd.rsub("hold", str(cluster)).returncode == 0
