@@ -111,5 +111,17 @@ class DagStore:
             conn.execute("UPDATE dags SET placed_at = ?, error = COALESCE(?, error) WHERE cluster_row = ?",
                          (time.time(), error, cluster_row))
 
+    def dags_to_clean(self, schedd: str) -> list[Row]:
+        """DAGs home whose DAGMan job rsub no longer tracks (marked, or removed): their staging directory can go."""
+        return self._query(
+            "SELECT d.cluster_row, d.staging_dir FROM dags d WHERE d.schedd = ? AND d.placed_at IS NOT NULL"
+            " AND d.cleaned_at IS NULL AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.cluster_row = d.cluster_row"
+            " AND (j.state IN ('submitting', 'spooling', 'idle', 'running', 'held', 'completed')"
+            " OR (j.state = 'retrieved' AND j.marked_at IS NULL)))", [schedd])
+
+    def record_dag_cleaned(self, cluster_row: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE dags SET cleaned_at = ? WHERE cluster_row = ?", (time.time(), cluster_row))
+
     def dag_rows(self) -> Iterator[Row]:
         yield from self._query("SELECT * FROM dags ORDER BY cluster_row")

@@ -99,7 +99,7 @@ MIGRATIONS: tuple[str, ...] = (
     # 5: DAGs. A DAG is its DAGMan job's cluster (clusters, jobs) plus where it came from and
     # where its files go home (dags), and each node with its attempts and exit codes (dag_nodes).
     # `progress` is the DAGMan job's DAG_* attributes as last seen (JSON); `placed_at`, when every
-    # node's files went home from the staging directory.
+    # node's files went home from the staging directory; `cleaned_at`, when that directory went.
     """
     CREATE TABLE dags (
         cluster_row INTEGER PRIMARY KEY REFERENCES clusters (id),
@@ -113,6 +113,7 @@ MIGRATIONS: tuple[str, ...] = (
         progress TEXT,
         error TEXT,
         placed_at REAL,
+        cleaned_at REAL,
         updated_at REAL NOT NULL
     );
     CREATE INDEX dags_cluster ON dags (schedd, cluster);

@@ -55,7 +55,6 @@ def _place(ledger: Ledger, dag: Mapping[str, Any]) -> bool:
         log.error("dag.place_failed", cluster=dag["cluster"], error=str(e))
         return False
     ledger.record_dag_placed(int(dag["cluster_row"]))
-    dagretrieve.finish(directory)
     log.info("dag.home", schedd=dag["schedd"], cluster=dag["cluster"], kept=kept)
     return True
 
@@ -74,8 +73,15 @@ class DagWatch:
         self._nodes: dict[int, dict[str, tuple[str, int]]] = {}
 
     def pending(self) -> bool:
-        """Whether a DAG of this schedd is not home yet."""
+        """Whether a DAG of this schedd is not home yet; staging directories no longer needed go first."""
+        self.clean()
         return bool(self.ledger.active_dags(self.schedd.name))
+
+    def clean(self) -> None:
+        """Remove the staging directories of DAGs home and no longer tracked (a repeated retrieve writes there)."""
+        for dag in self.ledger.dags_to_clean(self.schedd.name):
+            dagretrieve.finish(Path(str(dag["staging_dir"])))
+            self.ledger.record_dag_cleaned(int(dag["cluster_row"]))
 
     def begin(self) -> bool:
         """Read the DAGs this poll follows; False when there are none (the poll's loop then skips `see`)."""

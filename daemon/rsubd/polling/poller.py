@@ -127,7 +127,7 @@ class Poller:
     def _poll_once(self) -> PollReport:
         started = self._clock()
         tracked = {(r.cluster, r.proc): r for r in self.ledger.tracked(self.schedd.name)}
-        if not tracked and not self.dags.pending():  # a removed DAG is final, but its files are not home yet
+        if not self.dags.pending() and not tracked:  # a removed DAG is final, but its files are not home yet
             return PollReport(outcome="idle")
         self.stats.count("polls", started)
         self.stats.last_poll_at = started
