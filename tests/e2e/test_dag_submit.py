@@ -118,6 +118,8 @@ def test_removing_a_running_dag_removes_its_nodes_and_brings_home_what_it_did(rs
     slow(dag, 30)
     cluster = submit(rsubd, dag, "probe.dag")
     wait_until(lambda: dag_of(rsubd, str(cluster))["nodes"]["running"], 60, "node A running")
+    watched = rsubd.rsub("watch", str(cluster), "--timeout", "1")
+    assert "DAG 4 nodes: 0 done, 1 running" in watched.stdout, watched.stdout  # one row, with node progress
     assert rsubd.rsub("rm", str(cluster)).returncode == 0
     assert rsubd.rsub("wait", str(cluster), timeout=60).returncode == 12  # removed: the wait ends once it is home
     info = dag_of(rsubd, str(cluster))

@@ -74,6 +74,12 @@ class DagStore:
     def jobs_of_cluster(self, schedd: str, cluster: int) -> list[Row]:
         return self._query("SELECT proc, state FROM jobs WHERE schedd = ? AND cluster = ?", [schedd, cluster])
 
+    def dag_clusters(self, keys: set[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Those of these (schedd, cluster) pairs that are DAGs."""
+        if not keys:
+            return set()
+        return {(r["schedd"], int(r["cluster"])) for r in self._query("SELECT schedd, cluster FROM dags")} & keys
+
     def dags_unplaced(self, keys: set[tuple[str, int]]) -> bool:
         """Whether a DAG among these (schedd, cluster) pairs is not home yet."""
         if not keys:

@@ -69,3 +69,14 @@ def unplaced(ledger: Ledger, rows: list[dict[str, Any]]) -> bool:
     """Whether a DAG among these jobs has ended but its files are not home yet (a removed DAG, between polls)."""
     keys = [(r["schedd"], r["cluster"]) for r in rows if r.get("proc") == 0]
     return bool(keys) and any(d["placed_at"] is None and not d["error"] for d in ledger.dags_of(keys).values())
+
+
+def annotate_clusters(ledger: Ledger, summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add `dag` (node progress) to the summaries of clusters that are DAGs (rsub watch, rsub wait)."""
+    keys = [(s["schedd"], s["cluster"]) for s in summaries]
+    dags = ledger.dags_of(keys) if keys else {}
+    for s in summaries:
+        dag = dags.get((s["schedd"], s["cluster"]))
+        if dag is not None:
+            s["dag"] = dag_view(ledger, dag, nodes=False)
+    return summaries
