@@ -13,9 +13,7 @@ from rsubd.ledger.schema import Row
 
 # The DAGMan job's attributes a poll reads into `progress`, and the names rsub shows them by.
 DAG_ATTRS = {"DAG_NodesTotal": "total", "DAG_NodesDone": "done", "DAG_NodesFailed": "failed",
-             "DAG_NodesFutile": "futile", "DAG_NodesQueued": "queued", "DAG_NodesReady": "ready",
-             "DAG_NodesUnready": "unready", "DAG_NodesPrerun": "prerun", "DAG_NodesPostrun": "postrun",
-             "DAG_JobsSubmitted": "submitted"}
+             "DAG_NodesFutile": "futile", "DAG_NodesQueued": "queued", "DAG_JobsSubmitted": "submitted"}
 
 
 class DagStore:

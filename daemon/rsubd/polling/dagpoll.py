@@ -148,10 +148,10 @@ class DagWatch:
             return None
         if ad.get("DAG_NodesTotal") is not None:
             return None
-        dagman = str(ad.get("Cmd") or "condor_dagman")
         message = (f"DAGMan did not start ({starts} starts, and it never reported on the DAG): the access point"
-                   f" cannot run {dagman} (exit 127: missing, or not its own). Set [[schedd]] dagman to the access"
-                   " point's condor_dagman (see its condor_config_val RELEASE_DIR); the job is held")
+                   " cannot run the condor_dagman of [[schedd]] dagman (exit 127: missing, or not its own). Set"
+                   " dagman to the access point's condor_dagman ($(condor_config_val BIN)/condor_dagman there)"
+                   " and submit again; the job is held")
         try:
             self.schedd.act(Action.HOLD, [job_id(cluster, 0)], "rsub: DAGMan cannot start on this access point")
         except ScheddError as e:
