@@ -151,3 +151,31 @@ def test_a_dag_file_is_written_back_with_only_its_file_names_changed() -> None:
     dag.nodes[0].statement.words[2] = "a.2.sub"
     assert dag.render() == '# c\nJOB A a.2.sub DIR x\nVARS A v="a \\"q\\""\nPARENT A CHILD B\n'
     assert dag.vars == {"A": [("v", 'a "q"')]}
+
+
+def test_a_subdag_is_spooled_with_its_own_nodes_files(diamond: Path) -> None:
+    (diamond / "sub").mkdir()
+    (diamond / "sub" / "sub.dag").write_text("JOB Y y.sub\n")
+    (diamond / "sub" / "y.sub").write_text("executable = y.sh\nqueue\n")
+    (diamond / "sub" / "y.sh").write_text("#!/bin/sh\n")
+    with (diamond / "probe.dag").open("a") as f:
+        f.write("SUBDAG EXTERNAL S sub.dag DIR sub\nPARENT D CHILD S\n")
+    plan = discover.plan(diamond / "probe.dag")
+    assert "SUBDAG EXTERNAL S sub.dag\n" in plan.flat.texts["probe.dag"]
+    assert "JOB Y y.sub" in plan.flat.texts["sub.dag"] and plan.flat.files["y.sh"] == diamond / "sub" / "y.sh"
+    s = next(n for n in plan.nodes if n.name == "S")
+    assert s.parents == ("D",) and s.home == str(diamond / "sub")
+    (diamond / "sub" / "y.sh").unlink()
+    with pytest.raises(DagError, match=r"node S/Y .*y.sh does not exist"):
+        discover.plan(diamond / "probe.dag")
+
+
+def test_a_missing_config_or_script_is_refused(diamond: Path) -> None:
+    with (diamond / "probe.dag").open("a") as f:
+        f.write("CONFIG nowhere.config\n")
+    with pytest.raises(DagError, match=r"line 13: CONFIG file .*nowhere.config does not exist"):
+        discover.plan(diamond / "probe.dag")
+    (diamond / "probe.dag").write_text((diamond / "probe.dag").read_text().replace("CONFIG nowhere.config\n",
+                                                                                   "SCRIPT POST D check.sh\n"))
+    with pytest.raises(DagError, match=r"SCRIPT POST D: .*check.sh does not exist"):
+        discover.plan(diamond / "probe.dag")
