@@ -179,3 +179,18 @@ def test_a_missing_config_or_script_is_refused(diamond: Path) -> None:
                                                                                    "SCRIPT POST D check.sh\n"))
     with pytest.raises(DagError, match=r"SCRIPT POST D: .*check.sh does not exist"):
         discover.plan(diamond / "probe.dag")
+
+
+def test_a_node_initialdir_that_does_not_exist_is_refused_before_staging(diamond: Path, tmp_path: Path) -> None:
+    from rsubd.services import dagsubmit
+
+    (diamond / "a.sub").write_text("executable = node.sh\ninitialdir = nowhere\noutput = a.out\nqueue\n")
+    (diamond / "probe.dag").write_text((diamond / "probe.dag").read_text().replace("JOB A node.sub", "JOB A a.sub"))
+    order = dagsubmit.DagOrder(dag=str(diamond / "probe.dag"), dagman="/usr/bin/condor_dagman",
+                               staging_root=tmp_path / "dags")
+    with pytest.raises(DagError, match=r"nowhere is not a directory, so the DAG's files could not come home"):
+        dagsubmit.stage_dag(order, "i")
+    assert not (tmp_path / "dags").exists()
+    (diamond / "nowhere").mkdir()
+    staged = dagsubmit.stage_dag(order, "i")
+    assert staged.directory.parent == tmp_path / "dags" and (staged.directory / stage.MANIFEST).is_file()

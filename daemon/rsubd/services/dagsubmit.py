@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import shutil
 import time
 import uuid
@@ -20,6 +21,7 @@ import structlog
 from rsub.wire.vocabulary import ErrorCode, RequestError
 from rsubd.dag import discover, stage
 from rsubd.dag.dagfile import DagError
+from rsubd.services import retrieval
 from rsubd.services.dagadopt import adopt
 from rsubd.services.submission import Submissions, SubmitOrder
 
@@ -44,6 +46,13 @@ def stage_dag(order: DagOrder, instance_id: str) -> stage.Staged:
     if not path.is_absolute():
         raise DagError(f"the DAG file {order.dag!r} must be named by an absolute path")
     plan = discover.plan(path, node_attrs=(("My.RsubInstance", f'"{instance_id}"'), ("My.RsubDagNode", "true")))
+    for home in sorted({str(plan.dag_dir), *(n.home for n in plan.nodes), *(h for _p, h in plan.homes())}):
+        # Where the files go home, checked now: the retrieve writes into the staging directory, not there.
+        if not os.path.isdir(home):
+            raise DagError(f"{home} is not a directory, so the DAG's files could not come home there")
+        problem = retrieval.probe(Path(home) / ".rsub-output-check")
+        if problem is not None and problem.permanent:
+            raise DagError(f"the DAG's files could not come home to {home}: {problem}")
     extra = {}
     for flat, local in order.extra_files:
         if plan.flat.taken(flat) and plan.flat.files.get(flat) != Path(local):
