@@ -194,3 +194,12 @@ def test_a_node_initialdir_that_does_not_exist_is_refused_before_staging(diamond
     (diamond / "nowhere").mkdir()
     staged = dagsubmit.stage_dag(order, "i")
     assert staged.directory.parent == tmp_path / "dags" and (staged.directory / stage.MANIFEST).is_file()
+
+
+def test_a_node_of_several_procs_keeps_their_own_names(diamond: Path) -> None:
+    (diamond / "many.sub").write_text("executable = node.sh\noutput = many.$(Process).out\nqueue 3\n")
+    (diamond / "probe.dag").write_text((diamond / "probe.dag").read_text().replace("JOB A node.sub", "JOB A many.sub"))
+    plan = discover.plan(diamond / "probe.dag")
+    job_a = next(line for line in plan.flat.texts["probe.dag"].splitlines() if line.startswith("JOB A"))
+    assert "output = many.$(Process).out" in plan.flat.texts[job_a.split()[2]]
+    assert "many.*.out" in plan.flat.outputs

@@ -146,11 +146,9 @@ def _node(result: Plan, dag: DagFile, node: NodeRef, base: Path, *, prefix: str,
     if any(r != rewrites[0] for r in rewrites[1:]):
         raise DagError(f"{who}: {target} queues jobs with different files; rsub spools one set per node")
     home = rewrites[0].pop("\x00home")
-    if not node.noop:
-        changed = [(k, v) for k, v in rewrites[0].items() if desc.get(k) != v]
-        rewritten = desc.with_commands(changed + list(result.node_attrs))
-        flat = result.flat.generated(target.name, submitdesc.render(rewritten))
-        node.statement.words[node.file_index] = flat
+    changed = [(k, v) for k, v in rewrites[0].items() if desc.get(k) != v]
+    rewritten = desc.with_commands(changed + list(result.node_attrs))
+    node.statement.words[node.file_index] = result.flat.generated(target.name, submitdesc.render(rewritten))
     result.nodes.append(Node(f"{prefix}{node.name}", home, str(target), dag.retries.get(node.name, 0),
                              tuple(sorted(dag.parents.get(node.name, ())))))
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from rsubd.dag.dagfile import DagError
 
 # What DAGMan defines for a node when it submits it: kept as written in the rewritten files.
-RUNTIME_MACROS = ("RETRY", "JOB", "DAGManJobId", "DAG_STATUS", "FAILED_COUNT", "DAGNodeName")
+RUNTIME_MACROS = ("RETRY", "JOB", "DAGManJobId", "DAG_STATUS", "FAILED_COUNT", "DAGNodeName",
+                  "Process", "ProcId")  # and the schedd's: each proc of a node's cluster names its own files
 SENTINEL = "\ue000{}\ue000"  # a private-use character: not whitespace, never in a path
 
 
