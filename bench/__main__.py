@@ -1,7 +1,7 @@
 """Run every rsub benchmark and print one JSON document with all their figures.
 
     .venv/bin/python -m bench            # everything, about three minutes
-    .venv/bin/python -m bench calls      # one or some of: calls poll_cost client submit
+    .venv/bin/python -m bench calls      # one or some of: calls poll_cost client submit dag
 
 Each benchmark is also a module of its own (`python -m bench.calls --help`).
 The 100,000-job datasets are built once per run and shared.
@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Any
 
-BENCHES = ("calls", "poll_cost", "client", "submit")
+BENCHES = ("calls", "poll_cost", "client", "submit", "dag")
 
 
 def main(argv: list[str]) -> int:

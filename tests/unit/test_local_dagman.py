@@ -258,7 +258,8 @@ def test_a_restarted_scheduler_recovers_the_dag(tmp_path: Path) -> None:
             ["C", "B", "A"]  # each once
         metrics = json.loads((where / "x.dag.metrics").read_text(encoding="utf-8"))
         assert metrics["nodes_succeeded"] == 3
-        assert "Running in RECOVERY mode" in (where / "x.dag.dagman.out").read_text(encoding="utf-8")
+        out = (where / "x.dag.dagman.out").read_text(encoding="utf-8")
+        assert "Caught SIGTERM" in out and "EXITING WITH STATUS 3" in out and "Running in RECOVERY mode" in out
     finally:
         second.act(Action.REMOVE, "JobStatus =!= 3 && JobStatus =!= 4", "test finished")
         second.close()

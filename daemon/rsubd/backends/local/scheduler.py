@@ -96,6 +96,7 @@ class LocalSchedd(SchedulerUniverse):
         if self._thread is not None:
             self._thread.join(timeout=5)
         with self._lock:
+            self._shutdown_scheduler_universe()
             self._save()
             self._store.close()
 

@@ -74,6 +74,14 @@ class SchedulerUniverse(QueueActions):
                 del programs[key]
                 self._exited(key, popen.returncode if popen.returncode >= 0 else 128 - popen.returncode)
 
+    def _shutdown_scheduler_universe(self) -> None:
+        """The scheduler stops: DAGMan gets SIGTERM (exit 3) and its job waits idle, as on a schedd's shutdown."""
+        for key in list(self._dagruns) + list(self._programs):
+            if key in self._procs:
+                self._kill(key)
+                self._set(key, JobStatus=int(JobStatus.IDLE), LastJobStatus=int(JobStatus.RUNNING),
+                          EnteredCurrentStatus=int(self._clock()))
+
     def _start_scheduler(self, key: Key) -> None:
         ad = self.ad(key)
         iwd = Path(ad["Iwd"])
