@@ -108,11 +108,16 @@ class DagWatch:
         for cluster, dag in self.dags.items():
             ad = self._dagman_ads.get(cluster)
             live = self._nodes.get(cluster, {})
-            if ad is None and all(j["state"] in ("removed", "failed") for j in
-                                  self.ledger.jobs_of_cluster(self.schedd.name, cluster)):
-                # Gone from the queue, removed or lost, without rsub fetching its spool: nothing will come home.
-                self.ledger.record_dag_placed(int(dag["cluster_row"]), error="the DAGMan job left the queue before"
-                                              " its files could be fetched; they are lost")
+            jobs = self.ledger.jobs_of_cluster(self.schedd.name, cluster) if ad is None else []
+            if ad is None and all(j["state"] in ("retrieved", "removed", "failed") for j in jobs):
+                # Gone from the queue without its files moved home. Retrieved (history said so after a restart,
+                # or rsub retrieve --dest): whatever is in the staging directory goes home. Removed or lost
+                # before rsub fetched its spool: nothing more will come.
+                if jobs and all(j["state"] == "retrieved" for j in jobs):
+                    _place(self.ledger, dag)
+                else:
+                    self.ledger.record_dag_placed(int(dag["cluster_row"]), error="the DAGMan job left the queue"
+                                                  " before its files could be fetched; they are lost")
                 continue
             nodes = self.ledger.dag_nodes(int(dag["cluster_row"]))
             before = {n["node"]: (n["live_job"], n["live_status"]) for n in nodes if n["live_job"]}
