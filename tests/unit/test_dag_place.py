@@ -86,3 +86,16 @@ def test_dagman_that_never_starts_is_said_and_held(tmp_path: Path) -> None:
     running = {**ad, "JobStatus": JobStatus.RUNNING, "DAG_NodesTotal": 4}  # DAGMan reported: it runs
     assert watch._start_failure(7, running) is None
     assert watch._start_failure(7, {**ad, "NumJobStarts": 1}) is None
+
+
+def test_the_newest_rescue_file_is_the_one_rerun(tmp_path: Path) -> None:
+    from rsubd.services.dagrescue import latest_rescue
+
+    dag = tmp_path / "work.dag"
+    dag.write_text("JOB A a.sub\n")
+    assert latest_rescue(dag) is None
+    for n in ("001", "002", "010"):
+        (tmp_path / f"work.dag.rescue{n}").write_text("DONE A\n")
+    (tmp_path / "work.dag.rescue011.rsub-refetched-1").write_text("not a rescue file")
+    (tmp_path / "other.dag.rescue099").write_text("another DAG's")
+    assert latest_rescue(dag) == tmp_path / "work.dag.rescue010"
