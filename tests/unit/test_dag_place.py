@@ -99,3 +99,16 @@ def test_the_newest_rescue_file_is_the_one_rerun(tmp_path: Path) -> None:
     (tmp_path / "work.dag.rescue011.rsub-refetched-1").write_text("not a rescue file")
     (tmp_path / "other.dag.rescue099").write_text("another DAG's")
     assert latest_rescue(dag) == tmp_path / "work.dag.rescue010"
+
+
+def test_a_file_that_cannot_go_home_stays_in_staging_and_the_others_go(tmp_path: Path) -> None:
+    import pytest
+
+    dag, where = staged(tmp_path, b_dir=True)
+    (where / "out_A.txt").write_text("A")
+    (where / "out_B.stdout").write_text("B")
+    shutil.rmtree(dag / "b")
+    (dag / "b").write_text("a file where B's initialdir was")
+    with pytest.raises(OSError, match=r"1 file\(s\) could not be moved home: out_B.stdout"):
+        dagretrieve.place(where)
+    assert (dag / "out_A.txt").read_text() == "A" and (where / "out_B.stdout").read_text() == "B"

@@ -116,10 +116,14 @@ class DagStore:
                          (time.time(), error, cluster_row))
 
     def dags_to_clean(self, schedd: str) -> list[Row]:
-        """DAGs home whose DAGMan job rsub no longer tracks (marked, or removed): their staging directory can go."""
+        """DAGs home whose DAGMan job rsub no longer tracks (marked, or removed): their staging directory can go.
+
+        Not one with an error: files that could not be moved home are still in it.
+        """
         return self._query(
             "SELECT d.cluster_row, d.staging_dir FROM dags d WHERE d.schedd = ? AND d.placed_at IS NOT NULL"
-            " AND d.cleaned_at IS NULL AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.cluster_row = d.cluster_row"
+            " AND d.cleaned_at IS NULL AND d.error IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.cluster_row = d.cluster_row"
             " AND (j.state IN ('submitting', 'spooling', 'idle', 'running', 'held', 'completed')"
             " OR (j.state = 'retrieved' AND j.marked_at IS NULL)))", [schedd])
 

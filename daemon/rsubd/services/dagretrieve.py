@@ -61,6 +61,7 @@ def place(directory: Path) -> list[str]:
         return []
     submitted = float(manifest.get("submitted_at") or 0.0)
     kept: list[str] = []
+    failed: list[str] = []
     stamp = int(time.time())
     for path in sorted(directory.iterdir()):
         try:
@@ -82,7 +83,10 @@ def place(directory: Path) -> list[str]:
                 log.warning("dag.kept_user_copy", path=str(target), refetched=str(beside))
         except OSError as e:
             log.warning("dag.place_failed", path=str(path), error=e.strerror)
-            raise
+            failed.append(f"{path.name}: {e.strerror or e}")
+    if failed:
+        # The others are home; these stay in the staging directory (which is then kept), named in the error.
+        raise OSError(f"{len(failed)} file(s) could not be moved home: {'; '.join(failed[:5])}")
     return kept
 
 
