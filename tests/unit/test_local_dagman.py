@@ -7,6 +7,7 @@ rescue, remove and hold; these cover the rest of what dagfile's docstring says i
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from rsubd.backends.local import dagfile
 from rsubd.backends.local.scheduler import LocalSchedd
-from rsubd.backends.schedd import Action, JobAd, SubmitRequest
+from rsubd.backends.schedd import Action, JobAd, ScheddError, SubmitRequest
 from tests.support.deadlines import holds_for, wait_until
 
 DAGMAN = "/usr/bin/condor_dagman"
@@ -51,13 +52,13 @@ def write(where: Path, files: dict[str, str]) -> None:
 
 
 def submit(schedd: LocalSchedd, where: Path, files: list[str], *, args: str = "", executable: str = DAGMAN,
-           extra: str = "transfer_executable = false") -> int:
+           extra: str = "transfer_executable = false", env: str = "") -> int:
     text = f"""universe = scheduler
 executable = {executable}
 {extra}
 initialdir = {where}
 arguments = "-f -l . -Lockfile x.dag.lock -AutoRescue 1 -DoRescueFrom 0 -Dag x.dag{args}"
-environment = "_CONDOR_DAGMAN_LOG=x.dag.dagman.out _CONDOR_DAGMAN_QUEUE_UPDATE_INTERVAL=1"
+environment = "_CONDOR_DAGMAN_LOG=x.dag.dagman.out _CONDOR_DAGMAN_QUEUE_UPDATE_INTERVAL=1{env}"
 output = x.dag.lib.out
 error = x.dag.lib.err
 log = x.dag.dagman.log
@@ -180,10 +181,11 @@ RETRY C 1
 RETRY D 5 UNLESS-EXIT 9
 PRIORITY B 5
 SCRIPT PRE A pre.sh $JOB $RETRY
-SCRIPT POST C post.sh $JOB $RETURN $RETRY
+SCRIPT POST C post.sh $JOB $RETURN $RETRY out_$JOB.$JOBID
 """
     files = {"pre.sh": "#!/bin/sh\necho \"pre $1 $2\" >> scripts.txt\n",
-             "post.sh": "#!/bin/sh\necho \"post $1 $2 $3\" >> scripts.txt\n[ \"$3\" = 1 ] && exit 0\nexit 1\n"}
+             "post.sh": "#!/bin/sh\necho \"post $1 $2 $3\" >> scripts.txt\necho \"$4\" > posted\n"
+                        "[ \"$3\" = 1 ] && exit 0\nexit 1\n"}
     ad = run(schedd, tmp_path, dag, files, args=" -MaxJobs 1")
     lines = order(schedd, ad["ClusterId"])
     assert lines[0] == "B 0"  # PRIORITY first; -MaxJobs 1 runs one node at a time
@@ -192,6 +194,7 @@ SCRIPT POST C post.sh $JOB $RETURN $RETRY
     assert "pre A 0" in scripts(tmp_path)
     assert [s for s in scripts(tmp_path) if s.startswith("post")] == ["post C 3 0", "post C 3 1"]  # POST decides
     assert (ad["ExitCode"], ad["DAG_NodesDone"], ad["DAG_NodesFailed"], ad["DAG_Status"]) == (1, 3, 1, 2)
+    assert re.fullmatch(r"out_C\.\d+\.0\n", (tmp_path / "posted").read_text(encoding="utf-8"))  # inside a word
     assert (tmp_path / "C.try1.out").read_text(encoding="utf-8") == "ran C retry 1\n"
 
 
@@ -281,3 +284,27 @@ def test_hold_without_disable_cool_down_waits_300_s_after_release(schedd: LocalS
     assert schedd.query(f"DAGManJobId == {cluster}", ["JobStatus"])[0]["JobStatus"] == 2
     schedd.edit(f"ClusterId == {cluster}", "JobCoolDownExpiration", "0")  # as 06b: it starts at the next tick
     wait_until(lambda: schedd.query(f"ClusterId == {cluster} && JobStatus == 2", []), 5, "DAGMan running again")
+
+
+def test_a_client_condor_config_in_the_environment_makes_dagman_exit_1(schedd: LocalSchedd, tmp_path: Path) -> None:
+    """As 1e: getenv carried the client's CONDOR_CONFIG; condor_dagman cannot read it on the access point."""
+    write(tmp_path, {"x.dag": "JOB A true.sub\n", "true.sub": TRUE_SUB, "job.sh": JOB_SH})
+    cluster = submit(schedd, tmp_path, ["x.dag", "true.sub", "job.sh"], env=" CONDOR_CONFIG=/nonexistent/client_config")
+    ad = finished(schedd, cluster)
+    assert (ad["JobStatus"], ad["ExitCode"]) == (4, 1)
+    schedd.retrieve(f"ClusterId == {ad['ClusterId']}")
+    assert "Cannot stat file specified in CONDOR_CONFIG" in (tmp_path / "x.dag.lib.err").read_text(encoding="utf-8")
+    assert not schedd.history(f"DAGManJobId == {ad['ClusterId']}", ["ClusterId"])  # no node ran
+
+
+def test_transfer_output_files_narrows_the_dags_retrieve_and_a_missing_one_raises(
+        schedd: LocalSchedd, tmp_path: Path) -> None:
+    """As 08: only the named files (and output, error, log) come back; one never created makes it raise."""
+    write(tmp_path, {"x.dag": "JOB A true.sub\n", "true.sub": TRUE_SUB, "job.sh": JOB_SH})
+    cluster = submit(schedd, tmp_path, ["x.dag", "true.sub", "job.sh"],
+                     extra="transfer_executable = false\ntransfer_output_files = A.try0.out,never_created.txt")
+    finished(schedd, cluster)
+    with pytest.raises(ScheddError, match=r"7003:.*never_created.txt: \(errno 2\)"):
+        schedd.retrieve(f"ClusterId == {cluster}")
+    back = {p.name for p in tmp_path.iterdir()} - {"x.dag", "true.sub", "job.sh", "schedd"}
+    assert back == {"A.try0.out", "x.dag.lib.out", "x.dag.lib.err", "x.dag.dagman.log"}  # no dagman.out, no metrics

@@ -52,7 +52,11 @@ def start_script(script: Script, node: Node, live: NodeLive, cwd: Path, env: Map
               "$PRE_SCRIPT_RETURN": str(live.pre_return if live.pre_return is not None else -1),
               "$JOBID": f"{live.cluster}.0" if live.cluster else "", "$DAG_STATUS": str(status),
               "$FAILED_COUNT": str(failed), "$NODE": node.name}
-    args = [macros.get(a, a) for a in script.arguments]
+    args = []
+    for arg in script.arguments:  # longest first: $JOBID before $JOB, $PRE_SCRIPT_RETURN before $RETURN
+        for name in sorted(macros, key=len, reverse=True):
+            arg = arg.replace(name, macros[name])
+        args.append(arg)
     where = cwd / node.directory if node.directory else cwd
     exe = script.executable if os.path.isabs(script.executable) else str(where / script.executable)
     return subprocess.Popen([exe, *args], cwd=where, env={"PATH": "/usr/local/bin:/usr/bin:/bin", **env},

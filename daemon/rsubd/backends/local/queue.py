@@ -50,7 +50,9 @@ class JobQueue:
         self._lock = threading.RLock()
         self._clusters, self._procs = self._store.load()
         # Scheduler-universe jobs: run by the scheduler itself (DAGMan), outside the slots.
-        self._unslotted: set[Key] = {k for k in self._procs if self.ad(k).get("JobUniverse") == SCHEDULER_UNIVERSE}
+        self._unslotted: set[Key] = {
+            k for k, proc in self._procs.items()
+            if proc.get("JobUniverse", self._clusters.get(k[0], {}).get("JobUniverse")) == SCHEDULER_UNIVERSE}
         self._index = QueueIndex()
         for cluster_ad in self._clusters.values():
             self._index.learn(cluster_ad)

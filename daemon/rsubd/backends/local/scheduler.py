@@ -205,6 +205,9 @@ class LocalSchedd(SchedulerUniverse):
                 # A scheduler-universe job's spool is live: new or changed files come back in any state.
                 try:
                     self._retrieve_changed(key, ad)
+                except transfer.TransferError as e:
+                    errors.append(f"DCSchedd::receiveJobSandbox:7003:{e}")
+                    continue
                 except OSError as e:
                     errors.append(f"DCSchedd::receiveJobSandbox:7003:writing to {e.filename}: (errno {e.errno}) "
                                   f"{e.strerror}")

@@ -12,6 +12,7 @@ its nodes left running) and sets the cool-down too; a remove first removes the j
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -65,7 +66,11 @@ class SchedulerUniverse(QueueActions):
                 self._set(key, JobStatus=int(JobStatus.IDLE), LastJobStatus=int(JobStatus.RUNNING),
                           EnteredCurrentStatus=int(now), **self._cool_down(key))
         for key, run in list(runs.items()):
-            run.step()
+            try:
+                run.step()
+            except Exception as e:  # noqa: BLE001 - one DAGMan's crash is its job's, not the scheduler's
+                self._write(self._std_path(self.ad(key), "Err", transfer.STDERR), f"condor_dagman crashed: {e!r}\n")
+                run.exit_code = 1
             if run.exit_code is not None:
                 del runs[key]
                 self._exited(key, run.exit_code)
@@ -99,6 +104,13 @@ class SchedulerUniverse(QueueActions):
         if ad.get("TransferExecutable") is False and cmd == self.dagman:
             self._write(out, "Executing condor dagman ... \n")
             self._write(err, "")
+            config = env.get("CONDOR_CONFIG")
+            if config is not None and not os.access(config, os.R_OK):
+                # The client's CONDOR_CONFIG (getenv): condor_dagman cannot read it and exits 1 at once (ref. 1e).
+                self._write(err, f'Cannot stat file specified in CONDOR_CONFIG environment variable:\n"{config}", '
+                                 "errno: 2\n")
+                programs[key] = subprocess.Popen(["/bin/sh", "-c", "exit 1"])
+                return
             runs[key] = DagRun(key[0], iwd, argv, env, self, self.dagman, self._clock)
             return
         exe = cmd if os.path.isabs(cmd) else str(iwd / cmd)
@@ -125,7 +137,7 @@ class SchedulerUniverse(QueueActions):
     @staticmethod
     def _write(path: Path | None, text: str) -> None:
         if path is not None:
-            with open(path, "a", encoding="utf-8") as f:
+            with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as f:  # best effort, as a schedd's
                 f.write(text)
 
     def _cool_down(self, key: Key) -> dict[str, Any]:
@@ -258,12 +270,16 @@ class SchedulerUniverse(QueueActions):
             staged = {}
         iwd = Path(ad["SUBMIT_Iwd"])
         remaps = transfer.parse_remaps(ad.get("SUBMIT_TransferOutputRemaps"))
+        # transfer_output_files narrows it to the files named (with output, error and the log), as in ref. 08.
+        named = set(transfer.split_list(ad.get("TransferOutput")))
+        if named:
+            named |= {str(ad.get(a)) for a in ("Out", "Err", "UserLog") if isinstance(ad.get(a), str)}
         for path in sorted(spool_iwd.rglob("*")) if spool_iwd.is_dir() else []:
             rel = str(path.relative_to(spool_iwd))
-            if not path.is_file() or path.name.endswith(".rsub-partial"):
+            if not path.is_file() or path.name.endswith(".rsub-partial") or (named and rel not in named):
                 continue
             stat = path.stat()
-            if staged.get(rel) == [stat.st_mtime_ns, stat.st_size]:
+            if not named and staged.get(rel) == [stat.st_mtime_ns, stat.st_size]:
                 continue
             dest = {transfer.STDOUT: ad.get("Out"), transfer.STDERR: ad.get("Err")}.get(rel) or remaps.get(rel, rel)
             target = Path(dest) if os.path.isabs(dest) else iwd / dest
@@ -271,3 +287,9 @@ class SchedulerUniverse(QueueActions):
                 transfer.copy_file_durably(path, target)
             except FileNotFoundError:
                 continue  # gone meanwhile (a lock file DAGMan removed): a real retrieve sends what exists
+        missing = sorted(n for n in transfer.split_list(ad.get("TransferOutput")) if not (spool_iwd / n).exists())
+        if missing:  # the others are written; the retrieve fails naming the first missing one
+            raise transfer.TransferError(
+                f"File transfer failed for target job {key[0]}.{key[1]}: SCHEDD failed to send file(s) to TOOL: "
+                f"|Error: 1 total failures: first failure: reading from file {spool_iwd / missing[0]}: "
+                "(errno 2) No such file or directory")
