@@ -37,6 +37,10 @@ def cluster_line(summary: dict[str, Any], width: int = BAR) -> str:
             parts.append(f"{c[key]} {label}")
     if c["exit_nonzero"]:
         parts.append(f"{c['exit_nonzero']} exit!=0")
+    if summary.get("dag"):
+        from rsub.dagview import progress
+
+        parts.append(f"DAG {progress(summary['dag'])}")
     if c["attention"]:
         parts.append(f"{c['attention']} NEED ATTENTION")
     return "  ".join(parts)

@@ -152,6 +152,10 @@ def show_jobsub(jobs: list[dict[str, Any]]) -> None:
 
 
 def note(job: dict[str, Any]) -> str:
+    if job.get("dag") and job["state"] not in ("retrieved", "removed", "failed"):
+        from rsub.dagview import progress
+
+        return f"DAG {progress(job['dag'])}"
     if job.get("attention"):
         return f"NEEDS ATTENTION: {job['attention']}"
     if job["state"] in ("held", "spooling") and job.get("hold_reason"):

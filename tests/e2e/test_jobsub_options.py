@@ -177,7 +177,6 @@ def test_bad_option_values_are_refused_before_anything_is_written(
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--blacklist", "BNL"], "--blacklist: keep the jobs off those sites with -c"),
-    (["--dag"], "--dag: rsub submits no DAGs"),
     (["-n"], "-n: use --dry-run"),
     (["--no-such-option"], "rsub submit does not know --no-such-option (neither an rsub option nor a jobsub_submit "
                            "one that rsub takes); any submit command can be given with -l 'key = value' or "

@@ -155,7 +155,7 @@ def test_exclusive_options(argv: list[str]) -> None:
         parse_args(*argv)
 
 
-@pytest.mark.parametrize("option", ["--blacklist", "--OS", "--dag", "-n", "--maxConcurrent", "--debug"])
+@pytest.mark.parametrize("option", ["--blacklist", "--OS", "-n", "--debug"])
 def test_unsupported_options_are_refused_by_name(option: str) -> None:
     with pytest.raises(Failure) as e:
         parse_args(option, "x")

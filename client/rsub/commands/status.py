@@ -88,7 +88,14 @@ def add_jobid(parser: argparse.ArgumentParser) -> None:
 
 def cmd_status(args: argparse.Namespace, *, view: str = "status") -> int:
     """`rsub status` (rsub's own columns), `rsub q` (active jobs) and `rsub history` (final ones), jobsub's columns."""
-    fields = {"ids": [*args.ids, *getattr(args, "jobids", [])], "limit": args.limit, **filter_fields(args)}
+    from rsub import dagview
+
+    split = [dagview.split_node(i) for i in [*args.ids, *getattr(args, "jobids", [])]]
+    only = {node for _, node in split if node}
+    nodes = bool(getattr(args, "nodes", False) or only)
+    fields = {"ids": [i for i, _ in split], "limit": args.limit, **filter_fields(args)}
+    if nodes:
+        fields["nodes"] = True
     if view == "history":
         result = call(args, "history", **fields)
     else:
@@ -103,6 +110,7 @@ def cmd_status(args: argparse.Namespace, *, view: str = "status") -> int:
         show_jobs(result["jobs"])
     else:
         show_jobsub(result["jobs"])
+    dagview.show(result["jobs"], nodes=nodes, only=only or None, summary=view != "status")
     if cut:
         print(cut, file=sys.stderr)
     for line in submit_lines(result.get("submits") or []):
@@ -127,7 +135,9 @@ VIEWS = {
 def add_parser(name: str, add: AddParser) -> None:
     text, examples = VIEWS[name]
     s = add(name, text, examples)
-    s.add_argument("ids", nargs="*", metavar="ID", help="CLUSTER, CLUSTER.PROC, optionally @SCHEDD")
+    s.add_argument("ids", nargs="*", metavar="ID", help="CLUSTER, CLUSTER.PROC, optionally @SCHEDD; a DAG's node"
+                   " as CLUSTER@SCHEDD:NODE")
+    s.add_argument("--nodes", action="store_true", help="a DAG's nodes too, each with its attempts and exit codes")
     s.add_argument("--json", action="store_true", help=f"print JSON (shape version {JSON_VERSION})")
     s.add_argument("--limit", type=limit_number, default=1000,
                    help="at most this many jobs, the newest (default 1000; 0: all); a cut is said on stderr")

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from rsub.commands import dagsubmit
 from rsub.connection import Failure, call, submit_call
 from rsub.views import emit_json
 from rsub.wire.vocabulary import EXIT_BAD_SUBMIT, EXIT_TOKEN, EXIT_USAGE, JSON_VERSION
@@ -28,6 +29,13 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", help="the token profile to use, by name (default: the schedd's)")
     parser.add_argument("--json", action="store_true", help=f"print the result as JSON (shape version {JSON_VERSION})")
     parser.add_argument("-v", "--verbose", action="store_true", help="also print each job's id, one per line")
+    d = parser.add_argument_group("DAGs (rsub submit work.dag; see README \"DAGs\")")
+    d.add_argument("--dag", action="store_true", help="the target is a DAG: a .dag file, or a jobsub_lite dagnabbit"
+                   " file as file:///path/work.dagnabbit")
+    d.add_argument("--maxConcurrent", "--max-concurrent", dest="max_concurrent", type=jobsub.count, metavar="N",
+                   help="run at most N of the DAG's node jobs at once (DAGMan's -MaxJobs)")
+    d.add_argument("--rescue", metavar="ID", help="run the rescue DAG of the failed or removed DAG ID: only the"
+                   " nodes not done")
     jobsub.add_options(parser)
     jobsub.unsupported(parser)
 
@@ -97,8 +105,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if target[:1] == ["--"]:
         target = target[1:]
     check_role(args)
+    if not target and args.rescue is not None:
+        return dag_target(args, target)
     if not target:
         raise Failure(EXIT_USAGE, "submit needs a submit description file, or a script as file:///path/to/script")
+    if args.rescue is not None or args.dag or (not target[0].startswith("file://") and dagsubmit.is_dag(target[0])):
+        return dag_target(args, target)
+    if args.max_concurrent is not None:
+        raise Failure(EXIT_USAGE, "--maxConcurrent limits a DAG's node jobs: give it with a DAG (rsub submit"
+                      " --dag ...)")
     if target[0].startswith("file://"):
         return submit_script(args, target[0], target[1:])
     if target[1:]:
@@ -131,6 +146,33 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 0
     show_submitted(result, path.name, verbose=args.verbose)
     return 0
+
+
+def dag_target(args: argparse.Namespace, target: list[str]) -> int:
+    """A DAG: a .dag file, a dagnabbit file (--dag file://...), or the rescue of DAG ID (--rescue ID)."""
+    if target[1:]:
+        args, extra = submit_options_parser().parse_known_args(target[1:], namespace=args)
+        if extra:
+            raise Failure(EXIT_USAGE, f"{' '.join(extra)}: after a DAG file rsub takes only its own options")
+    if args.rescue is not None:
+        if target:
+            raise Failure(EXIT_USAGE, "--rescue ID reruns a DAG rsub submitted: give no DAG file with it")
+        from rsub.commands import dagrescue
+
+        return dagrescue.rescue(args, args.rescue)
+    url = target[0]
+    if url.startswith("file://"):
+        from rsub.jobsub import dagnabbit
+
+        dagsubmit.check_dag_options(args)
+        try:
+            built = dagnabbit.build_dag(Path(url.removeprefix("file://")), cwd=os.getcwd(), environ=os.environ,
+                                        config=jobsub_config(args))
+        except dagnabbit.DagnabbitError as e:
+            raise Failure(EXIT_BAD_SUBMIT, str(e)) from None
+        return dagsubmit.submit_dag(args, built)
+    dagsubmit.check_dag_options(args)
+    return dagsubmit.submit_dag(args, Path(url))
 
 
 def submit_script(args: argparse.Namespace, url: str, job_args: list[str]) -> int:

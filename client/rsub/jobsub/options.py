@@ -18,8 +18,6 @@ UNSUPPORTED: tuple[tuple[tuple[str, ...], bool, str], ...] = (
      "give the whole expression with -l 'requirements = EXPR'"),
     (("--subgroup",), True, "set the attribute your pool reads with -l '+Attr = \"VALUE\"'"),
     (("-d",), True, "write the output into the job's working directory: it comes back into the output directory"),
-    (("--dag",), False, "rsub submits no DAGs; submit each job, or run condor_submit_dag on the submit host"),
-    (("--maxConcurrent",), True, "rsub submits no DAGs; -N makes one cluster whose jobs may all run at once"),
     (("--dataset-definition", "--dataset_definition", "--dataset"), True, "rsub submits no SAM DAGs"),
     (("--generate-email-summary",), False, "rsub submits no DAGs; see --mail_always and --email-to"),
     (("-n", "--no_submit", "--no-submit"), False, "use --dry-run: it prints the description and sends nothing"),

@@ -37,16 +37,19 @@ REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
     "ping": {},
     "submit": {"description": (str,), "cwd": (str,), "submit_file": (str, type(None)),
                "schedd": (str, type(None)), "request_id": (str,), "token": (str, type(None)),
-               "group": (str, type(None)), "role": (str, type(None)), "scopes": (list,)},
-    "status": {"ids": (list,), "active": (bool,), "limit": (int,), "offset": (int,), **FILTERS},
-    "history": {"ids": (list,), "limit": (int,), "offset": (int,), **FILTERS},
+               "group": (str, type(None)), "role": (str, type(None)), "scopes": (list,),
+               # A DAG: `dag` is the .dag file's absolute path (description: its text); rsubd spools it all.
+               "dag": (str, type(None)), "max_jobs": (int, type(None)), "rescue_of": (int, type(None))},
+    "status": {"ids": (list,), "active": (bool,), "limit": (int,), "offset": (int,), "nodes": (bool,), **FILTERS},
+    "history": {"ids": (list,), "limit": (int,), "offset": (int,), "nodes": (bool,), **FILTERS},
     "fetchlog": {"job": (str,)},  # not "id": that is the request's own
     "wait": {"ids": (list,), "timeout": (int, float)},
     # A stream of frames (rsubd/handlers/watch.py): a snapshot, then each event as it is recorded.
     "watch": {"ids": (list,), "schedd": (str, type(None)), "since": (int, type(None)), "jobs": (bool,),
               "until_final": (bool,), "timeout": (int, float, type(None)), "coalesce_after": (int, type(None))},
     # `rsub submit --dry-run`: every check of a submit, and the description as it would be sent; nothing sent.
-    "dry_run": {"description": (str,), "cwd": (str,), "schedd": (str, type(None))},
+    "dry_run": {"description": (str,), "cwd": (str,), "schedd": (str, type(None)), "dag": (str, type(None)),
+                "max_jobs": (int, type(None))},
     "retrieve": {"ids": (list,), "dest": (str, type(None))},
     # `ids` may be empty when `constraint` is given: then the jobs are rsub's own that match it on `schedd`.
     "act": {"action": (str,), "ids": (list,), "reason": (str, type(None)), "constraint": (str, type(None)),

@@ -303,4 +303,8 @@ POLL_PROJECTION = (
     "NumJobStarts",
     "RETRIEVED",
     "StageOutFinish",
+    # DAGs (polling/dagpoll.py): a node job's DAGMan and name, a DAGMan job's progress; absent from other ads,
+    # so a poll of plain jobs projects none of them.
+    "DAGManJobId", "DAGNodeName", "DAG_Status", "DAG_NodesTotal", "DAG_NodesDone", "DAG_NodesFailed",
+    "DAG_NodesFutile", "DAG_NodesQueued", "DAG_JobsSubmitted",
 )

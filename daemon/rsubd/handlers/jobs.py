@@ -13,7 +13,7 @@ import structlog
 from rsub.wire.vocabulary import ACTIVE_STATES, FINAL_STATES, STATES, ErrorCode, RequestError
 from rsubd.backends.schedd import MAX_ID, ScheddError, job_id
 from rsubd.handlers.context import Services, check_schedd, parse_selector, rows, seconds_field, selectors, shows
-from rsubd.services import retrieval
+from rsubd.services import dagviews, retrieval
 from rsubd.services.views import fetchlog_files, job_view, jobsub_view, owner, submit_view
 
 SUBMITS_HISTORY_DAYS = 30  # how far back `rsub history` shows submits that made no job
@@ -79,6 +79,7 @@ def status(services: Services, f: dict[str, Any], *, active: bool = False, histo
     facts = services.facts.get(r["cluster_row"] for r in found)
     now = time.time()
     jobs = [{**job_view(r), "jobsub": jobsub_view(r, facts.get(r["cluster_row"], {}), owner(), now)} for r in found]
+    dagviews.annotate(ledger, jobs, nodes=bool(f.get("nodes")))
     reply = {"jobs": jobs, "total": total, "truncated": offset + len(jobs) < total,
              "schedds": services.polls.freshness()}
     if not ids and not offset and not f.get("clusters") and (submits := _submits(services, f, history, now)):
@@ -127,12 +128,14 @@ async def wait(services: Services, ids: list[Any], timeout: float) -> dict[str, 
     while True:
         found = rows(services, ids)
         # A job that needs a person is as far as rsubd can take it alone: the wait ends.
-        if all(r["state"] in FINAL_STATES or r.get("attention") is not None for r in found):
+        # A DAG ends once its files are home, after its DAGMan job's own end (a removed one's is at once).
+        if all(r["state"] in FINAL_STATES or r.get("attention") is not None for r in found) \
+                and not dagviews.unplaced(services.ledger, found):
             return {"done": True, "attention": sum(r.get("attention") is not None for r in found),
-                    "jobs": [job_view(r) for r in found]}
+                    "jobs": dagviews.annotate(services.ledger, [job_view(r) for r in found])}
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return {"done": False, "jobs": [job_view(r) for r in found]}
+            return {"done": False, "jobs": dagviews.annotate(services.ledger, [job_view(r) for r in found])}
         await services.polls.wait_for_poll(remaining)
 
 

@@ -1,14 +1,30 @@
-"""submit: the whole workflow is services.submission's; this only reads the request."""
+"""submit: the whole workflow is services.submission's (a DAG's, services.dagsubmit's); this only reads the request."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rsubd.handlers.context import Services, check_schedd
+from rsubd.services import dagrescue, dagsubmit
 from rsubd.services.submission import SubmitOrder
 
 
+def dag_order(services: Services, f: dict[str, Any]) -> dagsubmit.DagOrder:
+    check_schedd(services, f.get("schedd"))
+    name = f.get("schedd") or next(iter(services.schedds))
+    extra: tuple[tuple[str, str], ...] = ()
+    if f.get("rescue_of") is not None:
+        name, f["dag"], extra = dagrescue.rescue_files(services.ledger, f.get("schedd"), f["rescue_of"])
+        f["schedd"] = name
+    return dagsubmit.DagOrder(dag=f["dag"], dagman=services.config.schedd(name).dagman,
+                              staging_root=services.config.state_dir / "dags", max_jobs=f.get("max_jobs"),
+                              rescue_of=f.get("rescue_of"), extra_files=extra)
+
+
 async def submit(services: Services, f: dict[str, Any]) -> dict[str, Any]:
+    if f.get("dag") or f.get("rescue_of") is not None:
+        dag = dag_order(services, f)  # a rescue: the DAG's own file, and its schedd
+        return await dagsubmit.submit(services.submissions, SubmitOrder.from_fields(f), dag)
     return await services.submissions.submit(SubmitOrder.from_fields(f))
 
 
@@ -16,6 +32,16 @@ async def dry_run(services: Services, f: dict[str, Any]) -> dict[str, Any]:
     """`rsub submit --dry-run`: what a submit would send, after every check a submit makes; nothing is sent."""
     check_schedd(services, f.get("schedd"))
     name = f.get("schedd") or next(iter(services.schedds))
+    if f.get("dag"):
+        return {"schedd": name, **await dagsubmit.dry_run(services.submissions, dag_order(services, f))}
     prepared = await services.submissions.prepare(f["description"], f["cwd"])  # a refusal: exit 5, as a submit
     return {"schedd": name, "description": prepared.request.text, "num_procs": prepared.num_procs,
             "initialdirs": sorted(set(prepared.iwds)), "replaced": list(prepared.replaced)}
+
+
+async def resubmit_dag(services: Services, cluster: int, *, schedd: str | None, request_id: str,
+                       max_jobs: int | None = None) -> dict[str, Any]:
+    """Rerun DAG `cluster` from its rescue file (`rsub submit --rescue 12`; `rsub resubmit 12` for a DAG)."""
+    f: dict[str, Any] = {"request_id": request_id, "description": "", "cwd": "/", "schedd": schedd,
+                         "rescue_of": cluster, "max_jobs": max_jobs}
+    return await submit(services, f)

@@ -33,6 +33,7 @@ from rsubd.backends.schedd import job_id
 from rsubd.handlers.context import Services, check_schedd, selectors
 from rsubd.ledger.schema import JobSelector
 from rsubd.ledger.watchreads import ClusterKey
+from rsubd.services import dagviews
 from rsubd.services.views import job_view
 
 PAGE = 500  # events read at once
@@ -96,16 +97,21 @@ class Watcher:
         after: tuple[str, int, int] | None = None
         while True:
             rows = self.ledger.selected_jobs(self.sels, self.schedd, self.watched, after, CHUNK) if self.jobs else []
-            frame: dict[str, Any] = {"type": kind, "jobs": [job_view(r) for r in rows]}
+            frame: dict[str, Any] = {"type": kind, "jobs": dagviews.annotate(self.ledger,
+                                                                         [job_view(r) for r in rows])}
             frames.append(frame)
             if len(rows) < CHUNK:
                 frame.update(extra, complete=True)
                 return frames
             after = (rows[-1]["schedd"], rows[-1]["cluster"], rows[-1]["proc"])
 
+    def _summaries(self, keys: set[ClusterKey]) -> list[dict[str, Any]]:
+        """Each cluster's summary; a DAG's carries its node progress (services/dagviews.py)."""
+        return dagviews.annotate_clusters(self.ledger, self.ledger.cluster_summaries(keys))
+
     def _end(self, done: bool, last: int) -> dict[str, Any]:
         return {"type": "end", "done": done, "reason": "final" if done else "timeout", "event": last,
-                "clusters": self.ledger.cluster_summaries(self.clusters())}
+                "clusters": self._summaries(self.clusters())}
 
     async def stream(self, since: int | None, timeout: float | None) -> AsyncIterator[dict[str, Any]]:
         polls, ledger = self.services.polls, self.ledger
@@ -117,13 +123,14 @@ class Watcher:
             if since is not None:  # what appeared while the watcher was away
                 self.watched |= ledger.clusters_with_events(last, newest, self.sels, self.schedd)
         fresh = _polled(polls.freshness())
-        state = {"since": last, "clusters": ledger.cluster_summaries(self.clusters()), "schedds": polls.freshness()}
+        state = {"since": last, "clusters": self._summaries(self.clusters()), "schedds": polls.freshness()}
         for frame in self._jobs_frames("snapshot", state):
             yield frame
         quiet_since = time.monotonic()
         while True:
             # Final is decided before the read, so the events that made it so are sent before the end.
-            final = self.until_final and not ledger.unfinished(self.sels, self.schedd, self.watched)
+            final = self.until_final and not ledger.unfinished(self.sels, self.schedd, self.watched) \
+                and not ledger.dags_unplaced(self.clusters())  # a DAG ends once its files are home
             rows = ledger.events_after(last, self.sels, self.schedd, PAGE)
             if rows:
                 newest = ledger.newest_event()
@@ -131,7 +138,7 @@ class Watcher:
                     if self.watched is not None:
                         self.watched |= ledger.clusters_with_events(last, newest, self.sels, self.schedd)
                     extra = {"event": newest, "skipped": newest - last,
-                             "clusters": ledger.cluster_summaries(self.clusters())}
+                             "clusters": self._summaries(self.clusters())}
                     for frame in self._jobs_frames("resync", extra):
                         yield frame
                     last = newest
@@ -143,7 +150,7 @@ class Watcher:
                     last = rows[-1]["id"]
                     if self.watched is not None:
                         self.watched |= touched
-                    yield {"type": "clusters", "event": last, "clusters": ledger.cluster_summaries(touched)}
+                    yield {"type": "clusters", "event": last, "clusters": self._summaries(touched)}
                 quiet_since = time.monotonic()
                 continue  # read on until nothing is left, then decide again
             if final:
@@ -152,7 +159,9 @@ class Watcher:
             now_fresh = _polled(polls.freshness())
             if now_fresh != fresh:
                 fresh = now_fresh
-                yield {"type": "poll", "schedds": polls.freshness()}
+                # A DAG's node progress changes with no event of its DAGMan job: each poll says it anew.
+                yield {"type": "poll", "schedds": polls.freshness(),
+                       "clusters": self._summaries(self.ledger.dag_clusters(self.clusters()))}
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 yield self._end(False, last)

@@ -109,6 +109,40 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (schedd, cluster, proc)
     );
     """,
+    # 6: DAGs. A DAG is its DAGMan job's cluster (clusters, jobs) plus where it came from and
+    # where its files go home (dags), and each node with its attempts and exit codes (dag_nodes).
+    # `progress` is the DAGMan job's DAG_* attributes as last seen (JSON); `placed_at`, when every
+    # node's files went home from the staging directory; `cleaned_at`, when that directory went.
+    """
+    CREATE TABLE dags (
+        cluster_row INTEGER PRIMARY KEY REFERENCES clusters (id),
+        schedd TEXT NOT NULL,
+        cluster INTEGER NOT NULL,
+        dag_file TEXT NOT NULL,
+        staging_dir TEXT NOT NULL,
+        rescue_of INTEGER,
+        job_status INTEGER,
+        dag_status INTEGER,
+        progress TEXT,
+        error TEXT,
+        placed_at REAL,
+        cleaned_at REAL,
+        updated_at REAL NOT NULL
+    );
+    CREATE INDEX dags_cluster ON dags (schedd, cluster);
+    CREATE TABLE dag_nodes (
+        cluster_row INTEGER NOT NULL REFERENCES clusters (id),
+        node TEXT NOT NULL,
+        home TEXT NOT NULL,
+        submit_file TEXT NOT NULL,
+        retries INTEGER NOT NULL DEFAULT 0,
+        parents TEXT NOT NULL DEFAULT '',
+        live_job TEXT,
+        live_status INTEGER,
+        attempts TEXT NOT NULL DEFAULT '[]',
+        PRIMARY KEY (cluster_row, node)
+    );
+    """,
 )
 
 # Fields a poll may change on a job row.

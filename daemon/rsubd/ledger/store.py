@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rsubd.ledger import schema
+from rsubd.ledger.dags import DagStore
 from rsubd.ledger.diagnosis import LedgerError, check_ours, refusal
 from rsubd.ledger.pendingholds import PendingHolds
 from rsubd.ledger.reads import LedgerReads
@@ -28,7 +29,7 @@ __all__ = ["JobSelector", "Ledger", "LedgerError", "Row", "TrackedJob"]
 Key = tuple[int, int]
 
 
-class Ledger(LedgerReads, WatchReads, PendingHolds):
+class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore):
     """The durable record of rsub's clusters and jobs; safe to use from several threads."""
 
     def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:

@@ -40,6 +40,7 @@ from rsubd.backends.schedd import (
 )
 from rsubd.ledger.store import Ledger, TrackedJob
 from rsubd.platform.crash import crashpoint
+from rsubd.polling.dagpoll import DagWatch
 from rsubd.polling.observing import OBSERVED, OBSERVED_END, diff, fate, fields_from_ad, observe
 from rsubd.polling.retrieving import RETRIEVE_HEALED, RETRY_BASE, Change, Key, Retriever
 from rsubd.services import notify
@@ -103,6 +104,7 @@ class Poller:
                                    retry_base=retry_base, retry_max=retry_max, attention_after=attention_after)
         self._busy = threading.Lock()  # a poll and an `rsub retrieve` never retrieve at once
         self.spool_holds = SpoolHolds(ledger, schedd)
+        self.dags = DagWatch(ledger, schedd, count=self.stats.count, clock=clock)
 
     def _tell(self, changes: Sequence[Change]) -> None:
         """Report recorded state changes (notifications); never lets a listener break a poll."""
@@ -128,7 +130,7 @@ class Poller:
     def _poll_once(self) -> PollReport:
         started = self._clock()
         tracked = {(r.cluster, r.proc): r for r in self.ledger.tracked(self.schedd.name)}
-        if not tracked:
+        if not self.dags.pending() and not tracked:  # a removed DAG is final, but its files are not home yet
             return PollReport(outcome="idle")
         self.stats.count("polls", started)
         self.stats.last_poll_at = started
@@ -168,6 +170,7 @@ class Poller:
         pending = self.spool_holds.pending()  # holds asked for while spooling: almost always none
         pending_ads = {k: ad for ad in ads if (k := (ad.get("ClusterId"), ad.get("ProcId"))) in pending
                        } if pending else {}
+        see = self.dags.see if self.dags.begin() else None
         changes: list[Change] = []
         unseen = set(tracked)
         to_retrieve: list[Key] = []
@@ -177,6 +180,8 @@ class Poller:
         # (cluster, proc) finds nothing, so the hot loop looks them up without checking each one.
         lookup = cast(Callable[[object], TrackedJob | None], tracked.get)
         for ad in ads:
+            if see is not None:
+                see(ad)
             row = lookup((ad.get("ClusterId"), ad.get("ProcId")))
             if row is None:
                 continue  # not rsub's to track (finished, or submitted after this poll began)
@@ -239,6 +244,8 @@ class Poller:
             self._tell(held)
 
         retrieved = self.retriever.retrieve(to_retrieve, tracked)
+        if see is not None:
+            self.dags.end()
         # Jobs retrieved in this poll are marked in the next, once its query shows the schedd
         # fetched their output (StageOutFinish): a job removed between this poll's query and
         # its retrieve would otherwise be marked retrieved with nothing home.

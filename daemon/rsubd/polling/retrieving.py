@@ -20,6 +20,7 @@ from rsubd import submitdesc
 from rsubd.backends.schedd import Schedd, ScheddError, ids_constraint, job_id, proc_runs
 from rsubd.ledger.store import Ledger, TrackedJob
 from rsubd.platform.crash import crashpoint
+from rsubd.polling import dagpoll
 from rsubd.services import eventlog, retrieval
 
 log = structlog.get_logger("rsubd.polling.poller")  # the poll's own events, wherever in the poll they happen
@@ -75,6 +76,8 @@ class Retriever:
         if kept:
             log.warning("retrieve.repeated", schedd=self.schedd.name, kept=kept)
         self.merge_logs(keys, dest)
+        if dest is None:
+            dagpoll.place_retrieved(self.ledger, self.schedd.name, keys)  # a DAG's files, each to its home
         # The output is in each job's Iwd (written durably) before the ledger says so.
         now = self._clock()
         self.ledger.apply_changes(self.schedd.name, [

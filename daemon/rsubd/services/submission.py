@@ -39,17 +39,20 @@ class SubmitRefused(Exception):
     """The description cannot be submitted; the message says why."""
 
 
-def leave_in_queue(max_age_seconds: int) -> str:
+def leave_in_queue(max_age_seconds: int, *, keep_removed: bool = False) -> str:
     """Keep a completed job until rsub marks it retrieved, or until it is `max_age_seconds` old.
 
     The remote-submit example users copy has its parentheses misplaced; here the
     age test is one parenthesised alternative, so the expression is false for
     every job that is not completed (held, idle, running, removed).
     """
-    return (
-        "JobStatus == 4 && RETRIEVED =!= true && (CompletionDate =?= undefined || CompletionDate == 0 || "
-        f"(time() - CompletionDate) < {max_age_seconds})"
-    )
+    completed = ("JobStatus == 4 && RETRIEVED =!= true && (CompletionDate =?= undefined || CompletionDate == 0 || "
+                 f"(time() - CompletionDate) < {max_age_seconds})")
+    if not keep_removed:
+        return completed
+    # A removed DAG's spool holds its outputs and rescue file: kept until retrieved, as a completed one.
+    return (f"({completed}) || (JobStatus == 3 && RETRIEVED =!= true && "
+            f"(time() - EnteredCurrentStatus) < {max_age_seconds})")
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ def _output_paths(commands: dict[str, str], iwd: Path) -> list[Path]:
 
 
 def prepare(
-    text: str, *, cwd: str, instance_id: str, max_age_seconds: int, job_token: str | None = None
+    text: str, *, cwd: str, instance_id: str, max_age_seconds: int, job_token: str | None = None,
+    keep_removed: bool = False
 ) -> Prepared:
     """Parse, check and complete a submit description for `Schedd.submit`.
 
@@ -111,7 +115,7 @@ def prepare(
         ("My.RETRIEVED", "false"),
         ("My.RsubInstance", f'"{instance_id}"'),
         ("My.RsubId", f'"{tag}"'),
-        ("leave_in_queue", leave_in_queue(max_age_seconds)),
+        ("leave_in_queue", leave_in_queue(max_age_seconds, keep_removed=keep_removed)),
     ]
     if job_token is not None:  # a token of this submit's own goes with the job (tokens/scoped.py)
         inputs = (desc.get("transfer_input_files") or "").strip()
@@ -197,6 +201,7 @@ class SubmitOrder:
     group: str | None = None
     role: str | None = None
     scopes: tuple[str, ...] = ()  # --need-scope / --need-storage-modify: a token of this submit's own
+    keep_removed: bool = False  # a DAG: its removed DAGMan job stays until retrieved
 
     @classmethod
     def from_fields(cls, f: Mapping[str, Any]) -> SubmitOrder:
@@ -264,7 +269,7 @@ class Submissions:
             raise RequestError(ErrorCode.TOKEN, f"nothing was submitted: {blocker}")
         if order.scopes:
             return await self._submit_scoped(order, name, profile, existing, fell_back)
-        prepared = await self.prepare(order.description, order.cwd)
+        prepared = await self.prepare(order.description, order.cwd, keep_removed=order.keep_removed)
         return await self._record_and_run(order, name, profile, existing, fell_back, prepared)
 
     async def _submit_scoped(self, order: SubmitOrder, name: str, profile: str | None,
@@ -276,7 +281,8 @@ class Submissions:
                                "-G GROUP (or --token NAME) of a [tokens.NAME] profile with kind = \"scitoken\"")
         token, credential = await asyncio.to_thread(self.tokens.scoped, profile, order.scopes, key=order.request_id)
         try:
-            prepared = await self.prepare(order.description, order.cwd, job_token=str(token.path))
+            prepared = await self.prepare(order.description, order.cwd, job_token=str(token.path),
+                                          keep_removed=order.keep_removed)
             result = await self._record_and_run(order, name, profile, existing, fell_back, prepared, credential)
         finally:
             scoped.discard(token)
@@ -303,12 +309,13 @@ class Submissions:
                                f"it goes to schedd {name} with {token}"]
         return result
 
-    async def prepare(self, description: str, cwd: str, job_token: str | None = None) -> Prepared:
+    async def prepare(self, description: str, cwd: str, job_token: str | None = None, *,
+                      keep_removed: bool = False) -> Prepared:
         """`prepare` in a thread; a refusal becomes the request error the client sees."""
         try:
             return await asyncio.to_thread(
                 prepare, description, cwd=cwd, instance_id=self.ledger.instance_id,
-                max_age_seconds=self.max_age_seconds, job_token=job_token,
+                max_age_seconds=self.max_age_seconds, job_token=job_token, keep_removed=keep_removed,
             )
         except SubmitRefused as e:
             raise RequestError(ErrorCode.BAD_SUBMIT, str(e)) from None

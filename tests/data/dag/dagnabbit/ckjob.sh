@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "$2 $3 returned $1" >> post.log
+exit "$1"

@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "job A: $*"
+date +%s.%N

@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "job B: $*"
+date +%s.%N

@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "job D: $*"
+date +%s.%N

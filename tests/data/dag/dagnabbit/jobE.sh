@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "job E: $*"
+date +%s.%N
