@@ -48,6 +48,8 @@ REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
     # `rsub submit --dry-run`: every check of a submit, and the description as it would be sent; nothing sent.
     "dry_run": {"description": (str,), "cwd": (str,), "schedd": (str, type(None))},
     "retrieve": {"ids": (list,), "dest": (str, type(None))},
+    # Issue 16: a cluster's usage summary; jobs run again; why a job is where it is.
+    "summary": {"ids": (list,)},
     # `ids` may be empty when `constraint` is given: then the jobs are rsub's own that match it on `schedd`.
     "act": {"action": (str,), "ids": (list,), "reason": (str, type(None)), "constraint": (str, type(None)),
             "schedd": (str, type(None))},
@@ -63,6 +65,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "wait": ("ids",),
     "dry_run": ("description", "cwd"),
     "retrieve": ("ids",),
+    "summary": ("ids",),
     "fetchlog": ("job",),
     "act": ("action", "ids"),
 }

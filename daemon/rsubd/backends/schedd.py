@@ -303,4 +303,15 @@ POLL_PROJECTION = (
     "NumJobStarts",
     "RETRIEVED",
     "StageOutFinish",
+    # What the job used and asked for (polling/observing.py: USAGE), recorded when its state changes.
+    "RemoteUserCpu",
+    "RemoteSysCpu",
+    "MemoryUsage",
+    "ResidentSetSize",
+    "DiskUsage",
+    "NumShadowStarts",
+    "RequestMemory",
+    "RequestDisk",
+    "RequestCpus",
+    "JobCurrentStartDate",
 )

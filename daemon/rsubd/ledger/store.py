@@ -19,6 +19,7 @@ from typing import Any
 
 from rsubd.ledger import schema
 from rsubd.ledger.diagnosis import LedgerError, check_ours, refusal
+from rsubd.ledger.lineage import LineageStore
 from rsubd.ledger.reads import LedgerReads
 from rsubd.ledger.schema import JobSelector, Row, TrackedJob
 from rsubd.ledger.watchreads import WatchReads
@@ -27,7 +28,7 @@ __all__ = ["JobSelector", "Ledger", "LedgerError", "Row", "TrackedJob"]
 Key = tuple[int, int]
 
 
-class Ledger(LedgerReads, WatchReads):
+class Ledger(LedgerReads, WatchReads, LineageStore):
     """The durable record of rsub's clusters and jobs; safe to use from several threads."""
 
     def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
