@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rsub.views import exit_text, note, run_time_text
+from rsub.views import exit_text, run_time_text, state_note
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing only for the checker: the client's start-up time is a feature
@@ -26,8 +26,8 @@ def long_lines(job: dict[str, Any]) -> list[str]:
     lines = [f"job            {job['id']}", f"state          {job['state']}"]
     if exit_text(job):
         lines.append(f"exit           {exit_text(job)}")
-    if note(job):
-        lines.append(f"note           {note(job)}")
+    if state_note(job):
+        lines.append(f"note           {state_note(job)}")
     if job.get("replaces"):
         lines.append(f"replaces       {job['replaces']} -> {job['id'].split('@')[0]}")
     if job.get("replaced_by"):

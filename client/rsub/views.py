@@ -149,9 +149,27 @@ def show_jobsub(jobs: list[dict[str, Any]]) -> None:
     table([jobsub_row(j) for j in jobs], JOBSUB_HEADER, [shown_state(j) for j in jobs], colour_column=4)
     if tty:
         print("\n".join(summary_lines(jobs)))
+        runs = [text for j in jobs if (text := lineage_text(j))]
+        if runs:
+            print("resubmitted: " + ", ".join(runs[:10]) + (f" and {len(runs) - 10:,} more" if len(runs) > 10 else ""))
+
+
+def lineage_text(job: dict[str, Any]) -> str:
+    """`12.17 -> 30.0`: the job rsub resubmit ran again for this one, or the one this one was run again for."""
+    me = job["id"].split("@")[0]
+    parts = [f"{job['replaces']} -> {me}"] if job.get("replaces") else []
+    if job.get("replaced_by"):
+        parts.append(f"{me} -> {job['replaced_by']}")
+    return "; ".join(parts)
 
 
 def note(job: dict[str, Any]) -> str:
+    """The NOTE column: the lineage (if any), then what to know about the job."""
+    lineage, text = lineage_text(job), state_note(job)
+    return f"{lineage}; {text}" if lineage and text else lineage or text
+
+
+def state_note(job: dict[str, Any]) -> str:
     if job.get("attention"):
         return f"NEEDS ATTENTION: {job['attention']}"
     if job["state"] in ("held", "spooling") and job.get("hold_reason"):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from rsubd.backends.schedd import POLL_PROJECTION, Schedd
+from rsubd import submitdesc
+from rsubd.backends.schedd import POLL_PROJECTION, Schedd, SubmitRequest
 from rsubd.polling.observing import usage_of
+from rsubd.services.rerun import rerun_description
+from rsubd.services.submission import leave_in_queue
 
-from .contract_kit import JobKit
+from .contract_kit import MAX_AGE_SECONDS, Cluster, JobKit
 
 COMPLETED = 4
 
@@ -39,3 +42,29 @@ def test_completed_ad_says_what_the_job_used(schedd: Schedd, kit: JobKit) -> Non
         assert ad["ResidentSetSize"] >= 30 * 1024 and ad["DiskUsage"] >= 3 * 1024
     usage = usage_of(ad)
     assert usage["memory_mb"] == ad["MemoryUsage"] and usage["wall_time"] == ad["RemoteWallClockTime"]
+
+
+def test_rerun_of_two_items_lands_beside_the_others(schedd: Schedd, kit: JobKit) -> None:
+    """`rsub resubmit`'s description: items 1 and 3 of a `queue from` cluster again, as they ran."""
+    commands = {"arguments": "$(item) $(Process)", "output": "out_$(item).txt", "error": "err_$(item).txt"}
+    job = kit.submit_job('echo "item $1 proc $2 try $(cat try.txt 2>/dev/null || echo none)"', commands=commands,
+                         inputs={"try.txt": "1"}, queue="queue item from (\nw\nx\ny\nz\n)")
+    schedd.spool(job.result)
+    kit.wait_status(job, COMPLETED)
+    schedd.retrieve(job.constraint)
+    assert job.read("out_x.txt") == "item x proc 1 try none\n"  # try.txt was not sent the first time
+    original = kit.description(job.initialdir, job.initialdir / "job.sh", commands, "queue item from (\nw\nx\ny\nz\n)")
+    text = rerun_description(original, str(kit.cwd), job.id, [1, 3], [("transfer_input_files", "try.txt")])
+    # What rsub's prepare adds back: the instance tag (the kit's) and leave_in_queue.
+    again = submitdesc.render(submitdesc.parse(text, cwd=str(kit.cwd)).with_commands(
+        [("My.RETRIEVED", "false"), ("My.RsubInstance", f'"{kit.tag}"'),
+         ("leave_in_queue", leave_in_queue(MAX_AGE_SECONDS))]))
+    result = schedd.submit(SubmitRequest(text=again, cwd=str(kit.cwd)))
+    rerun = Cluster(result=result, initialdir=job.initialdir, tag=kit.tag)
+    assert result.num_procs == 2
+    schedd.spool(result)
+    kit.wait_status(rerun, COMPLETED)
+    schedd.retrieve(rerun.constraint)
+    assert job.read("out_x.txt") == "item x proc 1 try 1\n" and job.read("out_z.txt") == "item z proc 3 try 1\n"
+    assert job.read("out_w.txt") == "item w proc 0 try none\n"  # the others' stay as they were
+    assert schedd.edit(rerun.constraint, "RETRIEVED", "true") == 2

@@ -17,7 +17,7 @@ from rsubd.ledger.schema import Row
 
 Key = tuple[int, int]
 # A replacement that still stands: its submit is in flight or made (a failed or interrupted one replaced nothing).
-_STANDING = "c.state NOT IN ('failed', 'interrupted')"
+_STANDING = "c.state NOT IN ('failed', 'interrupted', 'replacing', 'replaced')"
 
 
 class LineageStore:
@@ -53,6 +53,18 @@ class LineageStore:
         return [(r["old_cluster"], r["old_proc"]) for r in self._query(
             "SELECT old_cluster, old_proc FROM lineage WHERE new_row = ? ORDER BY new_proc", [row])]
 
+    def jobs_by_keys(self, schedd: str, keys: Sequence[Key]) -> list[Row]:
+        """These jobs' rows (those the ledger has), in no particular order."""
+        out: list[Row] = []
+        for start in range(0, len(keys), 400):
+            chunk = keys[start:start + 400]
+            terms = " OR ".join(["(cluster = ? AND proc = ?)"] * len(chunk))
+            args: list[Any] = [schedd]
+            for c, p in chunk:
+                args += [c, p]
+            out += self._query(f"SELECT * FROM jobs WHERE schedd = ? AND ({terms})", args)
+        return out
+
     def replacements(self, schedd: str, keys: Sequence[Key]) -> dict[Key, str]:
         """Of these jobs, those a standing resubmit replaces: key -> the new job ("30.0", or "pending")."""
         out: dict[Key, str] = {}
@@ -85,6 +97,24 @@ class LineageStore:
         for r in page:
             r["replaces"] = back.get((r["cluster_row"], r["proc"]))
             r["replaced_by"] = ahead.get((r["schedd"], r["cluster"], r["proc"]))
+
+    def rerun_candidates(self, schedd: str | None, clusters: Sequence[int]) -> list[Row]:
+        """Jobs held or done (what `rsub resubmit`'s selectors choose from), on a schedd and in clusters if named."""
+        where: list[str] = ["state IN ('held', 'removed', 'failed', 'retrieved')"]
+        args: list[Any] = []
+        if schedd is not None:
+            where.append("schedd = ?")
+            args.append(schedd)
+        if clusters:
+            where.append(f"cluster IN ({', '.join('?' * len(clusters))})")
+            args += list(clusters)
+        return self._query(f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY schedd, cluster, proc", args)
+
+    def resubmits_of(self, request_id: str) -> list[Row]:
+        """The cluster rows one `rsub resubmit` request made (their request ids are its own plus schedd and cluster)."""
+        # Not the rows recovery replaced (an unspooled cluster gives up its request id as "ID#replaced-N").
+        return self._query("SELECT * FROM clusters WHERE request_id >= ? AND request_id < ?"
+                           " AND instr(request_id, '#') = 0 ORDER BY id", [f"{request_id}:", f"{request_id};"])
 
     def record_replaced_removed(self, schedd: str, keys: Sequence[Key], reason: str) -> None:
         """Held jobs a resubmit replaces are removed from the schedd: the ledger says so, with an event each."""

@@ -175,6 +175,8 @@ class Ledger(LedgerReads, WatchReads, LineageStore):
                 " submit_dir, submit_file, created_at) VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?, ?)",
                 (request_id, schedd, tag, old[3], submitted_description, old[4], old[5], now),
             )
+            # A resubmit's lineage (ledger/lineage.py) goes with its request to the new row.
+            conn.execute("UPDATE lineage SET new_row = ? WHERE new_row = ?", (cur.lastrowid, row))
             return int(cur.lastrowid or 0)
 
     def descriptions(self, schedd: str, clusters: Sequence[int]) -> dict[int, tuple[str, str]]:

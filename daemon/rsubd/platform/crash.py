@@ -21,6 +21,7 @@ POINTS = (
     "poll.after_query", "poll.after_news", "retrieve.before_schedd", "retrieve.after_schedd",
     "retrieve.after_record", "mark.after_schedd", "mark.after_record",
     "recover.after_schedd", "recover.after_record",
+    "resubmit.before_intent", "resubmit.after_intent", "resubmit.after_remove", "resubmit.after_set_aside",
 )
 ENV = "RSUBD_CRASH_AT"
 
