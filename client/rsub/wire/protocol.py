@@ -50,6 +50,7 @@ REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
     "retrieve": {"ids": (list,), "dest": (str, type(None))},
     # Issue 16: a cluster's usage summary; jobs run again; why a job is where it is.
     "summary": {"ids": (list,)},
+    "why": {"ids": (list,)},
     "resubmit": {"request_id": (str,), "ids": (list,), "select": (list,), "clusters": (list,),
                  "schedd": (str, type(None)), "overrides": (list,)},
     # `ids` may be empty when `constraint` is given: then the jobs are rsub's own that match it on `schedd`.
@@ -69,6 +70,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "retrieve": ("ids",),
     "summary": ("ids",),
     "resubmit": ("request_id",),
+    "why": ("ids",),
     "fetchlog": ("job",),
     "act": ("action", "ids"),
 }

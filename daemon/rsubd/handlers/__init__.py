@@ -18,7 +18,7 @@ __all__ = ["RequestKind", "Services", "dispatch"]
 # The kinds of rsub.wire.protocol.REQUESTS (tests/unit/test_server.py checks that they agree).
 RequestKind = Literal["ping", "submit", "dry_run", "status", "history", "fetchlog", "wait", "watch", "retrieve", "act",
                       "poke", "daemon_status", "daemon_stop", "token_status", "token_refresh", "token_request_plan",
-                      "summary", "resubmit"]
+                      "summary", "resubmit", "why"]
 
 
 async def dispatch(services: Services, request: Request) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
@@ -49,6 +49,8 @@ async def dispatch(services: Services, request: Request) -> dict[str, Any] | Asy
             return failures.summary(services, f["ids"])
         case "resubmit":
             return await failures.resubmit(services, f)
+        case "why":
+            return await failures.why(services, f["ids"])
         case "act":
             return await act.act(services, f["action"], f["ids"], f.get("reason"), constraint=f.get("constraint"),
                                  schedd=f.get("schedd"))

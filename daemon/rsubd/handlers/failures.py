@@ -1,17 +1,21 @@
-"""When jobs fail: a cluster's summary of what its jobs used (`rsub status 12 --summary`), `rsub resubmit`.
+"""When jobs fail: a cluster's summary of what its jobs used (`rsub status 12 --summary`), `rsub resubmit`, `rsub why`.
 
 `resubmit` here takes HTCondor cluster and job ids; a DAG's id would go to a DAG's rescue instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from rsub.wire.vocabulary import ErrorCode, RequestError
+from rsub.wire.vocabulary import ErrorCode, RequestError, iso
+from rsubd.backends.schedd import ScheddError, SlotSource, job_id
 from rsubd.handlers.context import Services, check_schedd, rows, selectors
 from rsubd.services.rerun import RerunError, parse_overrides
 from rsubd.services.resubmit import resubmit_cluster
 from rsubd.services.usage import cluster_summary
+from rsubd.services.views import fetchlog_files, job_view
+from rsubd.services.why import analyse_idle, slot_projection, stderr_tail
 
 
 def summary(services: Services, ids: list[Any]) -> dict[str, Any]:
@@ -88,3 +92,60 @@ async def resubmit(services: Services, f: dict[str, Any]) -> dict[str, Any]:
         out.append(await resubmit_cluster(services.submissions, request_id=request_id, schedd=schedd,
                                           cluster=cluster, rows=group, overrides=overrides))
     return {"clusters": out}
+
+
+async def why(services: Services, ids: list[Any]) -> dict[str, Any]:
+    """`rsub why`: for each job named (at most WHY_MAX), why it is where it is."""
+    if not ids:
+        raise RequestError(ErrorCode.BAD_REQUEST, "name the job: rsub why 12.0")
+    return {"jobs": [await _why_one(services, r) for r in rows(services, ids)[:WHY_MAX]]}
+
+
+WHY_MAX = 20
+
+
+async def _why_one(services: Services, r: dict[str, Any]) -> dict[str, Any]:
+    name, state = f"{job_id(r['cluster'], r['proc'])}@{r['schedd']}", r["state"]
+    out: dict[str, Any] = {"id": name, "state": state}
+    if state == "idle":
+        schedd = services.schedds[r["schedd"]]
+        if not isinstance(schedd, SlotSource):
+            return {**out, "says": [f"schedd {r['schedd']}'s backend cannot list the pool's slots"]}
+        try:
+            ad = await asyncio.to_thread(schedd.match_ad, r["cluster"], r["proc"])
+            if ad is None:
+                return {**out, "says": ["the schedd has it no longer; the next poll learns where it went"]}
+            slots = await asyncio.to_thread(schedd.slot_ads, slot_projection(ad))
+        except ScheddError as e:
+            raise RequestError(ErrorCode.SCHEDD, f"schedd {r['schedd']}: {e}") from None
+        analysis = await asyncio.to_thread(analyse_idle, ad, slots)
+        return {**out, "says": analysis.pop("says"), "analysis": analysis}
+    view = job_view(r)
+    says: list[str] = []
+    if state == "held":
+        says.append(f"held (code {r['hold_code']}): {r['hold_reason'] or 'no reason given'}")
+        if view["hold_hint"]:
+            says.append(view["hold_hint"])
+        if r.get("auto_releases"):
+            says.append(f"released automatically {r['auto_releases']} time(s) by the hold policy")
+        described = services.ledger.descriptions(r["schedd"], [r["cluster"]]).get(r["cluster"])
+        if described is not None:
+            files = await asyncio.to_thread(fetchlog_files, described[0], described[1], r["cluster"], [r["proc"]])
+            tail = stderr_tail(r["iwd"], files[r["proc"]].get("error"))
+            if tail is not None:
+                out["stderr_tail"] = tail
+    elif state in ("failed", "removed"):
+        says.append(f"{state}: {r['error'] or r['remove_reason'] or 'the ledger has no reason'}")
+    elif state in ("completed", "retrieved"):
+        code = f"signal {r['exit_signal']}" if r["exit_signal"] is not None else f"exit code {r['exit_code']}"
+        says.append(f"{state}: it ran and ended with {code}")
+    else:
+        says.append({"running": "running: it matched a slot and runs",
+                     "spooling": "spooling: its input files are being sent to the schedd",
+                     "submitting": "submitting: the schedd has not answered the submit yet"}.get(state, state))
+    if r.get("replaced_by"):
+        says.append(f"resubmitted: {job_id(r['cluster'], r['proc'])} -> {r['replaced_by']}")
+    events = services.ledger.events(r["schedd"], r["cluster"], r["proc"])[-5:]
+    out["events"] = [{"at": iso(e["at"]), "from": e["from_state"], "to": e["to_state"], "detail": e["detail"]}
+                     for e in events]
+    return {**out, "says": says}
