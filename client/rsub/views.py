@@ -163,10 +163,16 @@ def lineage_text(job: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
 def note(job: dict[str, Any]) -> str:
-    """The NOTE column: the lineage (if any), then what to know about the job."""
-    lineage, text = lineage_text(job), state_note(job)
-    return f"{lineage}; {text}" if lineage and text else lineage or text
+    """The NOTE column: the lineage (if any), what to know about the job, and the hold policy's releases."""
+    parts = [lineage_text(job), state_note(job)]
+    if job.get("auto_releases"):
+        parts.append(f"released automatically, {ordinal(job['auto_releases'])} time")
+    return "; ".join(p for p in parts if p)
 
 
 def state_note(job: dict[str, Any]) -> str:

@@ -37,7 +37,7 @@ from rsubd.platform import logs, systemd
 from rsubd.polling.loop import PollLoop, PollSchedule
 from rsubd.polling.poller import Poller
 from rsubd.polling.schedule import EarlyDecision, EarlyPolls, PollPolicy, TokenBucket
-from rsubd.services import recovery
+from rsubd.services import automation, recovery
 from rsubd.services.notify import Notifier, cluster_setting
 from rsubd.services.submission import Submissions
 from rsubd.services.views import ClusterFacts, freshness, token_brief
@@ -112,6 +112,7 @@ class Daemon:
                                           on_done=self._polled)
         self.submissions = Submissions(self.ledger, self.tokens, self, schedds={s.name: s.token for s in cfg.schedds},
                                        max_age_seconds=int(cfg.leave_in_queue_days * 86400))
+        self.automation = automation.Automation(cfg.policy, self.submissions, self.notifier)  # after each poll
         self.services = Services(config=cfg, ledger=self.ledger, schedds=self.schedds, pollers=self.pollers,
                                  tokens=self.tokens, submissions=self.submissions, polls=self, control=self,
                                  facts=ClusterFacts(self.ledger.submitted_descriptions, size=cfg.facts_cache_size,
@@ -280,6 +281,7 @@ class Daemon:
         if name in self._unrecovered:
             await self._recover(name)
         report = await asyncio.to_thread(self.pollers[name].poll_once)
+        await self.automation.after_poll(name)  # the hold policy, and clusters done: never raises
         error = self.pollers[name].stats.last_error
         if report.outcome == "error" and error and error.startswith(ErrorKind.AUTHENTICATION.value):
             self.note_schedd_error(name, self.config.schedd(name).token, ErrorKind.AUTHENTICATION, error)

@@ -286,8 +286,8 @@ def test_fetchlog_errors(world: World) -> None:
 
 # -- completion and help -----------------------------------------------------------------------
 
-COMMANDS = ["ping", "poke", "submit", "q", "status", "history", "wait", "watch", "retrieve", "fetchlog", "hold", "release", "rm", "daemon",
-            "token", "completion"]
+COMMANDS = ["ping", "poke", "submit", "q", "status", "history", "resubmit", "why", "wait", "watch", "retrieve",
+            "fetchlog", "hold", "release", "rm", "daemon", "token", "completion"]
 
 
 def rsub_plain(*args: str) -> subprocess.CompletedProcess[str]:

@@ -137,34 +137,31 @@ class LineageStore:
                            " request_memory, request_disk, memory_mb, disk_kb, updated_at FROM jobs"
                            " WHERE schedd = ? AND state = 'held'", [schedd])
 
-    def record_auto_release(self, schedd: str, key: Key, *, count: int, next_at: float | None, detail: str) -> None:
-        """The policy's intent to release (or resubmit) a held job: its count, the next allowed time, an event."""
+    def record_auto_release(self, schedd: str, key: Key, *, count: int, next_at: float | None,
+                            detail: str | None) -> None:
+        """The policy's intent for a held job: its count of releases, the next allowed time, and (`detail`) an event."""
         now = time.time()
         with self.transaction() as conn:
-            conn.execute("UPDATE jobs SET auto_releases = ?, auto_release_at = ?, updated_at = ? WHERE schedd = ?"
-                         " AND cluster = ? AND proc = ?", (count, next_at, now, schedd, *key))
-            conn.execute("INSERT INTO events (at, schedd, cluster, proc, from_state, to_state, detail)"
-                         " VALUES (?, ?, ?, ?, 'held', 'held', ?)", (now, schedd, *key, detail))
+            conn.execute("UPDATE jobs SET auto_releases = ?, auto_release_at = ? WHERE schedd = ?"
+                         " AND cluster = ? AND proc = ?", (count, next_at, schedd, *key))
+            if detail is not None:
+                conn.execute("INSERT INTO events (at, schedd, cluster, proc, from_state, to_state, detail)"
+                             " VALUES (?, ?, ?, ?, 'held', 'held', ?)", (now, schedd, *key, detail))
 
-    def record_policy_event(self, schedd: str, key: Key, detail: str) -> None:
-        """Something the policy decided not to do, said once in the job's events."""
+    # -- clusters done -------------------------------------------------------------
+
+    def last_event_id(self) -> int:
+        return int(self._query("SELECT coalesce(max(id), 0) AS n FROM events")[0]["n"])
+
+    def mark_cluster_told(self, schedd: str, cluster: int) -> bool:
+        """Record that a cluster's "done" is told; False if it was already (it is told once)."""
         with self.transaction() as conn:
-            conn.execute("INSERT INTO events (at, schedd, cluster, proc, from_state, to_state, detail)"
-                         " VALUES (?, ?, ?, ?, 'held', 'held', ?)", (time.time(), schedd, *key, detail))
-
-    def last_event(self, schedd: str, key: Key) -> Row | None:
-        rows = self._query("SELECT * FROM events WHERE schedd = ? AND cluster = ? AND proc = ? ORDER BY id DESC"
-                           " LIMIT 1", [schedd, *key])
-        return rows[0] if rows else None
+            cur = conn.execute("UPDATE clusters SET done_told_at = ? WHERE schedd = ? AND cluster = ?"
+                               " AND done_told_at IS NULL", (time.time(), schedd, cluster))
+            return cur.rowcount > 0
 
     # -- usage -----------------------------------------------------------------
 
     def cluster_jobs(self, schedd: str, cluster: int) -> Iterator[Row]:
         """Every job of one cluster (the summary's input), in proc order."""
         yield from self._query("SELECT * FROM jobs WHERE schedd = ? AND cluster = ? ORDER BY proc", [schedd, cluster])
-
-    def cluster_done(self, schedd: str, cluster: int) -> bool:
-        """Whether every job of a cluster is final (and any retrieved one marked): the cluster is done."""
-        rows = self._query("SELECT count(*) AS n FROM jobs WHERE schedd = ? AND cluster = ? AND NOT"
-                           " (state IN ('removed', 'failed') OR (state = 'retrieved'))", [schedd, cluster])
-        return int(rows[0]["n"]) == 0

@@ -98,7 +98,8 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 5: what a job really used, from the last ad a poll saw (USAGE_FIELDS: seconds, MB, KiB as the
     # schedd gives them, and run_start, its JobCurrentStartDate); the hold policy's releases of it
-    # and when the next may be; and `lineage`: which job each proc of a resubmitted cluster replaces.
+    # and when the next may be; when a cluster's "done" was told; and `lineage`: which job each proc
+    # of a resubmitted cluster replaces.
     """
     ALTER TABLE jobs ADD COLUMN wall_time REAL;
     ALTER TABLE jobs ADD COLUMN user_cpu REAL;
@@ -114,6 +115,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN run_start REAL;
     ALTER TABLE jobs ADD COLUMN auto_releases INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN auto_release_at REAL;
+    ALTER TABLE clusters ADD COLUMN done_told_at REAL;
     CREATE TABLE lineage (
         new_row INTEGER NOT NULL REFERENCES clusters (id),
         new_proc INTEGER NOT NULL,
