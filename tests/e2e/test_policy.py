@@ -71,3 +71,43 @@ poll_interval = 0.3
     finally:
         daemon.stop()
         daemon.kill_leftover_jobs()
+
+
+def test_memory_overuse_is_resubmitted_with_the_request_raised(short_tmp: Path, workdir: Path) -> None:
+    daemon = Rsubd(short_tmp, """
+[policy]
+enabled = true
+backoff = 0.2
+resubmit_overuse = true
+raise_factor = 2.0
+
+[[schedd]]
+name = "local"
+backend = "local"
+poll_interval = 0.3
+""")
+    daemon.start()
+    try:
+        write_job(workdir, "job.sh", """\
+            exec python3 -c "block = bytearray(80 * 1024 * 1024)
+            for i in range(0, len(block), 4096): block[i] = 1
+            print('done')"
+        """)
+        (workdir / "job.sub").write_text("executable = job.sh\noutput = out.txt\nrequest_memory = 50\nqueue\n")
+        cluster = daemon.json("submit", "job.sub", cwd=workdir)["cluster"]
+        # Over its request: held with code 34 (the embedded scheduler measures the peak, as cgroups do) ...
+        old = wait_until(lambda: next((j for j in daemon.json("status", str(cluster))["jobs"]
+                                       if j["replaced_by"] not in (None, "pending")), None), 60, "the resubmit")
+        new_cluster = int(old["replaced_by"].split(".")[0])
+        assert old["state"] == "removed" and old["hold_code"] == 34 and old["usage"]["memory_mb"] > 80
+        # ... and run again with request_memory raised to twice what it used.
+        assert daemon.rsub("wait", "--timeout", "60", str(new_cluster)).returncode == 0
+        new = daemon.json("status", f"{new_cluster}.0")["jobs"][0]
+        assert new["replaces"] == f"{cluster}.0" and new["state"] == "retrieved"
+        assert new["usage"]["request_memory_mb"] == 2 * old["usage"]["memory_mb"]
+        assert (workdir / "out.txt").read_text() == "done\n"
+        events = [e["detail"] or "" for e in daemon.json("why", f"{cluster}.0")["jobs"][0]["events"]]
+        assert any(d.startswith("resubmitted automatically with request_memory = ") for d in events), events
+    finally:
+        daemon.stop()
+        daemon.kill_leftover_jobs()

@@ -132,10 +132,8 @@ class LineageStore:
     # -- the hold policy ---------------------------------------------------------
 
     def held_jobs(self, schedd: str) -> list[Row]:
-        """Jobs held on this schedd, with what the policy needs of each."""
-        return self._query("SELECT cluster, proc, cluster_row, hold_code, hold_reason, auto_releases, auto_release_at,"
-                           " request_memory, request_disk, memory_mb, disk_kb, updated_at FROM jobs"
-                           " WHERE schedd = ? AND state = 'held'", [schedd])
+        """Jobs held on this schedd (the policy's, and a resubmit's, input)."""
+        return self._query("SELECT * FROM jobs WHERE schedd = ? AND state = 'held'", [schedd])
 
     def record_auto_release(self, schedd: str, key: Key, *, count: int, next_at: float | None,
                             detail: str | None) -> None:

@@ -102,7 +102,9 @@ class Automation:
     async def _resubmit_raised(self, schedd: str, r: Row, count: int) -> int:
         """Memory or disk overuse: the job again, its request raised by the factor, up to the cap."""
         cfg = self.config
-        disk = r["hold_code"] == HoldCode.JOB_OUT_OF_RESOURCES and (r["disk_kb"] or 0) > (r["request_disk"] or 0)
+        # Code 34 is memory or disk: the schedd's reason says which ("... memory limit ...", "... disk ...").
+        reason = (r["hold_reason"] or "").lower()
+        disk = r["hold_code"] == HoldCode.JOB_OUT_OF_RESOURCES and "disk" in reason and "memory" not in reason
         if disk:
             command, asked, used, cap = "request_disk", r["request_disk"], r["disk_kb"], cfg.max_request_disk
         else:

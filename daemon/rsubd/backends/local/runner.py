@@ -129,6 +129,15 @@ def usage_attrs(ad: Ad, report: dict[str, Any]) -> Ad:
             "DiskUsage": int(usage.get("disk_kib") or 0), "DiskUsage_RAW": int(usage.get("disk_kib") or 0)}
 
 
+def memory_overuse(ad: Ad, usage: Ad) -> str | None:
+    """HTCondor's hold reason for a job whose peak memory passed its request_memory (MB), or None."""
+    asked, peak = ad.get("RequestMemory"), usage.get("MemoryUsage")
+    if type(asked) is not int or type(peak) is not int or peak <= asked:
+        return None
+    return (f"Job has gone over memory limit of {asked} megabytes. Peak usage: {peak} megabytes. "
+            "Consider resubmitting with a higher request_memory.")
+
+
 def outcome(job: str, ad: Ad, report: dict[str, Any], jobdir: Path, sandbox: Path, now: int) -> tuple[Ad, bool]:
     """The attributes a finished job gets, and whether it completed (else it is held)."""
     spec = json.loads((jobdir / "job.json").read_text(encoding="utf-8"))
@@ -146,6 +155,12 @@ def outcome(job: str, ad: Ad, report: dict[str, Any], jobdir: Path, sandbox: Pat
                           "ExitReason": f"died on signal {report['signal']} ({signame(report['signal'])})"}
     else:
         exit_attrs = {"ExitBySignal": False, "ExitCode": report["exit_code"], "ExitReason": "Exited normally"}
+    over = memory_overuse(ad, common)
+    if over is not None:
+        # As a schedd with cgroup memory limits does: a job over its request_memory is held, code 34.
+        return {"JobStatus": int(JobStatus.HELD), "HoldReason": over, "NumHolds": holds,
+                "HoldReasonCode": int(HoldCode.JOB_OUT_OF_RESOURCES), "HoldReasonSubCode": 0,
+                **exit_attrs, **common}, False
     try:
         spooled = transfer.collect_output(job, ad, sandbox, Path(ad["Iwd"]), spec["before"])
     except (transfer.TransferError, OSError) as e:
