@@ -48,7 +48,10 @@ class Automation:
         self.submissions = submissions
         self.ledger = submissions.ledger
         self.notifier = notifier
-        self._seen: dict[str, int] = {}  # per schedd: the last event id looked at for clusters done
+        # Per schedd, the last event looked at for clusters done; from rsubd's start, so a cluster that ends in
+        # the first poll (its jobs finished while rsubd was down) is told too.
+        self._start = self.ledger.last_event_id()
+        self._seen: dict[str, int] = {}
 
     async def after_poll(self, schedd: str) -> None:
         """Never raises: what rsubd does by itself must not stop its polls."""
@@ -136,9 +139,9 @@ class Automation:
     def clusters_done(self, schedd: str) -> int:
         """Tell each cluster whose last job just became final, once; returns how many were told."""
         upto = self.ledger.last_event_id()
-        after = self._seen.get(schedd)
+        after = self._seen.get(schedd, self._start)
         self._seen[schedd] = upto
-        if after is None or upto <= after or "done" not in self.notifier.config.on:
+        if upto <= after or "done" not in self.notifier.config.on:
             return 0
         told = 0
         for summary in self.ledger.cluster_summaries(self.ledger.clusters_with_events(after, upto, [], schedd)):
