@@ -9,7 +9,6 @@ scheduler (which starts only jobs that match) and `rsub why` (which says which c
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,7 +30,7 @@ def _source(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)
+        return str(classad2.quote(value))
     if isinstance(value, list):
         return "{" + ", ".join(_source(v) for v in value) + "}"
     if isinstance(value, dict):
