@@ -26,8 +26,10 @@ HOLD_HINTS = {
     13: "an input file could not be transferred to the execute machine",
     16: "spooling never finished: the input files were not uploaded (rsub resubmits or reports these)",
     21: "held by a periodic_hold expression of the job",
-    26: "the job used more memory than request_memory; raise it and resubmit",
-    34: "the job used more resources than it requested (memory or disk); raise the request and resubmit",
+    26: "the job used more memory than request_memory; raise it and resubmit "
+        "(rsub resubmit ID -a 'request_memory = N')",
+    34: "the job used more resources than it requested (memory or disk); raise the request and resubmit "
+        "(rsub resubmit ID -a 'request_memory = N')",
 }
 
 
