@@ -144,7 +144,7 @@ class _Worker:
     def op_slot_ads(self, projection: Sequence[str]) -> list[JobAd]:
         """One projected query of the pool's slot ads at the collector (`rsub why`)."""
         collector = self.h.Collector(self.settings.pool)
-        ads = collector.query(self.h.AdTypes.Startd, projection=list(projection))
+        ads = collector.query(self.h.AdType.Startd, projection=list(projection))
         return [_slot_ad(a) for a in ads]
 
     def op_match_ad(self, cluster: int, proc: int) -> JobAd | None:
