@@ -67,7 +67,7 @@ def test_summary_figures_and_advice() -> None:
     assert s["advice"] == ["request_memory 4096 MB, max used 812 MB: 1024 would do"]
     over = cluster_summary([row("retrieved", wall_time=1.0, memory_mb=900, request_memory=512)], {})
     assert over["advice"] == ["request_memory 512 MB, max used 900 MB: raise it to 2048"]
-    assert would_do(812) == 1024 and would_do(1) == 2
+    assert would_do(812) == 1024 and would_do(1) == 2 and would_do(13, 128) == 128
 
 
 def test_run_time_from_remote_wall_clock() -> None:

@@ -111,12 +111,13 @@ def satisfies(clause: str, my: classad2.ClassAd, target: classad2.ClassAd) -> bo
         return False
 
 
-def target_refs(clauses: Sequence[str]) -> list[str]:
-    """The slot attributes clauses name as TARGET.X (a collector query projects on them)."""
+def target_refs(clauses: Sequence[str], job: Mapping[str, Any] | None = None) -> list[str]:
+    """The slot attributes clauses name: TARGET.X, and the unscoped names the job's ad lacks (the slot's then)."""
     names: dict[str, None] = {}
+    scope_ad = classad_of(job or {})
     for clause in clauses:
         try:
-            refs = classad2.ClassAd({"r": classad2.ExprTree(clause)}).externalRefs(classad2.ExprTree(clause))
+            refs = scope_ad.externalRefs(classad2.ExprTree(clause))
         except classad2.ClassAdException:
             continue
         for ref in refs:

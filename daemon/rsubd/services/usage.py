@@ -41,10 +41,10 @@ def wall_seconds(row: Mapping[str, Any], now: float) -> float | None:
     return None
 
 
-def would_do(used: float) -> int:
-    """A request that fits `used` with a fifth to spare, rounded up to a power of two (MB or KiB)."""
+def would_do(used: float, floor: int = 1) -> int:
+    """A request that fits `used` with a fifth to spare, rounded up to a power of two (MB or KiB), at least `floor`."""
     need = max(1.0, used * 1.2)
-    size = 1
+    size = floor
     while size < need:
         size *= 2
     return size
@@ -56,12 +56,12 @@ def _spread(values: list[float]) -> dict[str, float] | None:
     return {"median": round(statistics.median(values), 3), "max": round(max(values), 3), "jobs": len(values)}
 
 
-def _advice(what: str, unit: str, requested: Any, used: float | None) -> str | None:
+def _advice(what: str, unit: str, requested: Any, used: float | None, floor: int) -> str | None:
     if used is None or not isinstance(requested, (int, float)):
         return None
     if used > requested:
-        return f"{what} {requested:g} {unit}, max used {used:g} {unit}: raise it to {would_do(used)}"
-    fit = would_do(used)
+        return f"{what} {requested:g} {unit}, max used {used:g} {unit}: raise it to {would_do(used, floor)}"
+    fit = would_do(used, floor)
     if fit < requested:
         return f"{what} {requested:g} {unit}, max used {used:g} {unit}: {fit} would do"
     return f"{what} {requested:g} {unit}, max used {used:g} {unit}: about right"
@@ -97,8 +97,9 @@ def cluster_summary(rows: Iterable[Mapping[str, Any]], replaced: Mapping[tuple[i
         if r.get("disk_kb") is not None:
             disk.append(float(r["disk_kb"]))
     mem, dsk = _spread(memory), _spread(disk)
-    advice = [a for a in (_advice("request_memory", "MB", requests.get("memory"), mem["max"] if mem else None),
-                          _advice("request_disk", "KB", requests.get("disk"), dsk["max"] if dsk else None)) if a]
+    # Floors: below 128 MB of memory or 1 MB of disk a smaller request saves nothing worth saying.
+    advice = [a for a in (_advice("request_memory", "MB", requests.get("memory"), mem["max"] if mem else None, 128),
+                          _advice("request_disk", "KB", requests.get("disk"), dsk["max"] if dsk else None, 1024)) if a]
     return {
         "jobs": jobs, "states": states, "exit_codes": exits, "replaced": len(replaced),
         "wall_seconds": _spread(wall), "cpu_seconds": _spread(cpu), "memory_mb": mem, "disk_kb": dsk,

@@ -31,7 +31,7 @@ STDERR_LINES = 10
 def slot_projection(job: Mapping[str, Any]) -> list[str]:
     """What the collector query needs: the slots' basics and every slot attribute the job's clauses name."""
     names = dict.fromkeys(SLOT_PROJECTION)
-    names.update(dict.fromkeys(matching.target_refs([c for c, _ in matching.job_clauses(job)])))
+    names.update(dict.fromkeys(matching.target_refs([c for c, _ in matching.job_clauses(job)], job)))
     return list(names)
 
 
@@ -47,10 +47,10 @@ def _size(value: float, unit: str) -> str:
     return f"{amount:.3g} {units[i]}"
 
 
-def _missing(clause: str, slots: Sequence[Mapping[str, Any]]) -> list[str]:
+def _missing(clause: str, job: Mapping[str, Any], slots: Sequence[Mapping[str, Any]]) -> list[str]:
     """Slot attributes a clause names that no slot has."""
     have = {k.lower() for s in slots for k in s}
-    return [name for name in matching.target_refs([clause]) if name.lower() not in have]
+    return [name for name in matching.target_refs([clause], job) if name.lower() not in have]
 
 
 def analyse_idle(job: Mapping[str, Any], slots: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def analyse_idle(job: Mapping[str, Any], slots: Sequence[Mapping[str, Any]]) -> 
         matching_all = [a and h for a, h in zip(matching_all, hits, strict=True)]
         entry: dict[str, Any] = {"clause": clause, "added_for_request": added, "slots": sum(hits)}
         if not any(hits):
-            missing = _missing(clause, slots)
+            missing = _missing(clause, job, slots)
             entry["missing_attributes"] = missing
         clauses.append(entry)
     start_ok = 0
