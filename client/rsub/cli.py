@@ -56,7 +56,8 @@ examples:
 # Each command and the module of rsub.commands that defines it, in the order of `rsub --help`. Only the
 # module of the command about to run is imported: `rsub q` loads neither tarfile nor the jobsub builder.
 MODULES = {"ping": "ping", "poke": "ping", "submit": "submit", "q": "status", "status": "status",
-           "history": "status", "wait": "wait", "watch": "watch", "retrieve": "retrieve", "fetchlog": "fetchlog",
+           "history": "status", "resubmit": "resubmit", "why": "why", "wait": "wait", "watch": "watch",
+           "retrieve": "retrieve", "fetchlog": "fetchlog",
            "hold": "act", "release": "act", "rm": "act", "daemon": "daemon", "token": "token",
            "completion": "completion"}
 COMMANDS = tuple(MODULES)

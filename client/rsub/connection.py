@@ -97,7 +97,7 @@ SUBMIT_RETRY_FOR = 120.0  # seconds a submit waits for an rsubd that went away m
 IN_PROGRESS = "rsubd is finishing this submit"
 
 
-def submit_call(args: argparse.Namespace, **fields: Any) -> dict[str, Any]:
+def submit_call(args: argparse.Namespace, kind: str = "submit", **fields: Any) -> dict[str, Any]:
     """Send a submit; if rsubd goes away mid-request, send the same request again once it is back.
 
     The request id stays the same, so rsubd gives the retry the cluster it made
@@ -107,7 +107,7 @@ def submit_call(args: argparse.Namespace, **fields: Any) -> dict[str, Any]:
     deadline: float | None = None
     while True:
         try:
-            return call(args, "submit", io_timeout=600.0, request_id=request_id, **fields)
+            return call(args, kind, io_timeout=600.0, request_id=request_id, **fields)
         except Failure as e:
             lost = e.exit_code == EXIT_NO_DAEMON and (e.sent or deadline is not None)
             # A submit slower than the socket's limit goes on in rsubd: asking again with the same

@@ -149,9 +149,33 @@ def show_jobsub(jobs: list[dict[str, Any]]) -> None:
     table([jobsub_row(j) for j in jobs], JOBSUB_HEADER, [shown_state(j) for j in jobs], colour_column=4)
     if tty:
         print("\n".join(summary_lines(jobs)))
+        runs = [text for j in jobs if (text := lineage_text(j))]
+        if runs:
+            print("resubmitted: " + ", ".join(runs[:10]) + (f" and {len(runs) - 10:,} more" if len(runs) > 10 else ""))
+
+
+def lineage_text(job: dict[str, Any]) -> str:
+    """`12.17 -> 30.0`: the job rsub resubmit ran again for this one, or the one this one was run again for."""
+    me = job["id"].split("@")[0]
+    parts = [f"{job['replaces']} -> {me}"] if job.get("replaces") else []
+    if job.get("replaced_by"):
+        parts.append(f"{me} -> {job['replaced_by']}")
+    return "; ".join(parts)
+
+
+def ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
 
 def note(job: dict[str, Any]) -> str:
+    """The NOTE column: the lineage (if any), what to know about the job, and the hold policy's releases."""
+    parts = [lineage_text(job), state_note(job)]
+    if job.get("auto_releases"):
+        parts.append(f"released automatically, {ordinal(job['auto_releases'])} time")
+    return "; ".join(p for p in parts if p)
+
+
+def state_note(job: dict[str, Any]) -> str:
     if job.get("dag") and job["state"] not in ("retrieved", "removed", "failed"):
         from rsub.dagview import progress
 

@@ -37,7 +37,7 @@ from rsubd.platform import logs, systemd
 from rsubd.polling.loop import PollLoop, PollSchedule
 from rsubd.polling.poller import Poller
 from rsubd.polling.schedule import EarlyDecision, EarlyPolls, PollPolicy, TokenBucket
-from rsubd.services import recovery
+from rsubd.services import automation, recovery
 from rsubd.services.notify import Notifier, cluster_setting
 from rsubd.services.submission import Submissions
 from rsubd.services.views import ClusterFacts, freshness, token_brief
@@ -112,6 +112,7 @@ class Daemon:
                                           on_done=self._polled)
         self.submissions = Submissions(self.ledger, self.tokens, self, schedds={s.name: s.token for s in cfg.schedds},
                                        max_age_seconds=int(cfg.leave_in_queue_days * 86400))
+        self.automation = automation.Automation(cfg.policy, self.submissions, self.notifier)  # after each poll
         self.services = Services(config=cfg, ledger=self.ledger, schedds=self.schedds, pollers=self.pollers,
                                  tokens=self.tokens, submissions=self.submissions, polls=self, control=self,
                                  facts=ClusterFacts(self.ledger.submitted_descriptions, size=cfg.facts_cache_size,
@@ -281,6 +282,7 @@ class Daemon:
         if name in self._unrecovered:
             await self._recover(name)
         report = await asyncio.to_thread(self.pollers[name].poll_once)
+        await self.automation.after_poll(name)  # the hold policy, and clusters done: never raises
         error = self.pollers[name].stats.last_error
         if report.outcome == "error" and error and error.startswith(ErrorKind.AUTHENTICATION.value):
             self.note_schedd_error(name, self.config.schedd(name).token, ErrorKind.AUTHENTICATION, error)
@@ -324,12 +326,10 @@ class Daemon:
         for s in self.config.schedds:
             st = self.pollers[s.name].stats
             schedds[s.name] = {
-                "backend": s.backend, "schedd_name": s.schedd_name,
-                "poll_interval": s.poll_interval,
+                "backend": s.backend, "schedd_name": s.schedd_name, "poll_interval": s.poll_interval,
                 "last_poll_at": iso(st.last_poll_at),
                 "last_poll_duration": None if st.last_duration is None else round(st.last_duration, 4),
-                "last_outcome": st.last_outcome,
-                "last_error": st.last_error,
+                "last_outcome": st.last_outcome, "last_error": st.last_error,
                 **st.totals,
                 "last_hour": st.last_hour(now),
                 **self.policies[s.name].state(),

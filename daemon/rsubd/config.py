@@ -18,6 +18,7 @@ from rsub.wire.jobsubconf import JobsubConfig, JobsubConfigError
 from rsub.wire.jobsubconf import parse as parse_jobsub
 from rsubd.services.notify import EVENTS as NOTIFY_EVENTS
 from rsubd.services.notify import NotifyConfig
+from rsubd.services.policyconfig import PolicyConfig, parse_policy
 from rsubd.tokens.claims import KINDS as TOKEN_KINDS
 from rsubd.tokens.claims import TokenProfile, default_bearer_file, default_token_directory
 
@@ -76,6 +77,7 @@ class Config:
     unspooled: str = "resubmit"
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     jobsub: JobsubConfig = field(default_factory=JobsubConfig)  # the site's defaults for jobsub-style submits
+    policy: PolicyConfig = field(default_factory=PolicyConfig)  # the hold policy (services/automation.py), off
     source: Path | None = None
     # The daemon's own knobs: defaults only, no TOML key (a test or a wrapper sets them on Config).
     token_scan_interval: float = 1.0  # seconds between two looks at the token files (a stat each)
@@ -104,7 +106,7 @@ class Config:
 
 
 TOP_KEYS = {"socket", "state_dir", "log_level", "log_file", "log_max_bytes", "log_backups", "leave_in_queue_days",
-            "schedd", "tokens", "unspooled", "notify", "jobsub"}
+            "schedd", "tokens", "unspooled", "notify", "jobsub", "policy"}
 NOTIFY_KEYS = {"command", "on", "desktop"}
 UNSPOOLED = ("resubmit", "report")
 SCHEDD_KEYS = {"name", "schedd_name", "backend", "poll_interval", "slots", "pool", "address", "condor_config", "params",
@@ -346,7 +348,10 @@ def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
         jobsub = parse_jobsub(data.get("jobsub", {}))
     except JobsubConfigError as e:
         raise ConfigError(str(e)) from None
+    try:
+        policy = parse_policy(data.get("policy", {}))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return Config(socket=socket, state_dir=state, log_level=level, log_file=log_file, log_max_bytes=max_bytes,
-                  log_backups=backups, leave_in_queue_days=days,
-                  schedds=schedds, tokens=tokens, unspooled=unspooled,
-                  notify=_notify(data.get("notify", {})), jobsub=jobsub, source=source)
+                  log_backups=backups, leave_in_queue_days=days, schedds=schedds, tokens=tokens, unspooled=unspooled,
+                  notify=_notify(data.get("notify", {})), jobsub=jobsub, policy=policy, source=source)

@@ -41,7 +41,7 @@ JOBSUB_HEADER = ["JOBID", "OWNER", "SUBMITTED", "RUN_TIME", "ST", "PRI", "SIZE",
 VIEW_KEYS = {"id", "cluster", "proc", "schedd", "state", "job_status", "exit_code", "exit_signal", "hold_reason",
              "hold_code", "hold_hint", "remove_reason", "error", "iwd", "submitted_at", "completed_at",
              "retrieved_at", "needs_attention", "attention", "retrieve_failures", "retrieve_retry_at",
-             "retrieved_to", "jobsub"}
+             "retrieved_to", "jobsub", "usage", "replaces", "replaced_by", "auto_releases"}
 JOBSUB_KEYS = {"owner", "status", "run_time", "command", "priority", "size", "group"}
 
 
@@ -286,8 +286,8 @@ def test_fetchlog_errors(world: World) -> None:
 
 # -- completion and help -----------------------------------------------------------------------
 
-COMMANDS = ["ping", "poke", "submit", "q", "status", "history", "wait", "watch", "retrieve", "fetchlog", "hold", "release", "rm", "daemon",
-            "token", "completion"]
+COMMANDS = ["ping", "poke", "submit", "q", "status", "history", "resubmit", "why", "wait", "watch", "retrieve",
+            "fetchlog", "hold", "release", "rm", "daemon", "token", "completion"]
 
 
 def rsub_plain(*args: str) -> subprocess.CompletedProcess[str]:

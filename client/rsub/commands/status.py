@@ -96,6 +96,8 @@ def cmd_status(args: argparse.Namespace, *, view: str = "status") -> int:
     fields = {"ids": [i for i, _ in split], "limit": args.limit, **filter_fields(args)}
     if nodes:
         fields["nodes"] = True
+    if getattr(args, "summary", False):
+        return cmd_summary(args, fields["ids"])
     if view == "history":
         result = call(args, "history", **fields)
     else:
@@ -106,7 +108,11 @@ def cmd_status(args: argparse.Namespace, *, view: str = "status") -> int:
         if cut:
             print(cut, file=sys.stderr)
         return 0
-    if view == "status":
+    if view == "status" and (args.long or (len(fields["ids"]) == 1 and "." in fields["ids"][0].split("@")[0])):
+        from rsub.jobview import show_long
+
+        show_long(result["jobs"])  # one job (rsub status 12.0), or --long: every field and what it used
+    elif view == "status":
         show_jobs(result["jobs"])
     else:
         show_jobsub(result["jobs"])
@@ -122,11 +128,29 @@ def cmd_status(args: argparse.Namespace, *, view: str = "status") -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace, ids: list[str]) -> int:
+    """`rsub status 12 --summary`: each cluster's jobs by state and exit code, and their usage against the requests."""
+    from rsub.connection import Failure
+    from rsub.wire.vocabulary import EXIT_USAGE
+
+    if not ids:
+        raise Failure(EXIT_USAGE, "--summary needs the clusters to summarise: rsub status 12 --summary")
+    result = call(args, "summary", ids=ids)
+    if args.json:
+        emit_json({"version": JSON_VERSION, **result})
+        return 0
+    from rsub.jobview import show_summary
+
+    show_summary(result)
+    return 0
+
+
 VIEWS = {
     "q": ("jobs still active, in jobsub_q's columns",
           "rsub q\nrsub q --state held --schedd fnal\nrsub q -G dune --user $USER --run\nrsub q --since 2h --json"),
     "status": ("jobs, all or by id, with their exit codes and what to do about them",
-               "rsub status 12\nrsub status --state failed --older-than 3d\nrsub status 12.0@local --json"),
+               "rsub status 12\nrsub status 12.0\nrsub status 12 --summary\n"
+               "rsub status --state failed --older-than 3d\nrsub status 12.0@local --json"),
     "history": ("jobs that are done (retrieved, removed or failed), newest first, in jobsub's columns",
                 "rsub history\nrsub history --state removed --since 1d\nrsub history --cluster 12 --json"),
 }
@@ -152,6 +176,11 @@ def add_parser(name: str, add: AddParser) -> None:
     s.add_argument("-G", "--group", help="only jobs submitted with -G GROUP (their [jobsub] group attribute)")
     s.add_argument("--user", help="only jobs of this user (every job rsubd submits is its own user's)")
     add_jobid(s)
+    if name == "status":
+        s.add_argument("--summary", action="store_true", help="per cluster: jobs by state and exit code, wall time "
+                       "and memory (median, max) against the request")
+        s.add_argument("-l", "--long", action="store_true",
+                       help="every field of each job and what it used (the default for one CLUSTER.PROC)")
     if name == "q":  # jobsub_q's state shortcuts, the same as --state
         for flag, state in (("--hold", "held"), ("--run", "running"), ("--idle", "idle")):
             s.add_argument(flag, dest="state_flags", action="append_const", const=state,

@@ -203,12 +203,12 @@ def submit_script(args: argparse.Namespace, url: str, job_args: list[str]) -> in
         jobsub.materialize(plan, directory, text, job_token=bool(scopes))
     except jobsub.BuildError as e:
         raise Failure(EXIT_BAD_SUBMIT, str(e)) from None
+    scoped: dict[str, Any] = {"scopes": scopes} if scopes else {}  # sent only when asked: older rsubds
     try:
         with jobsub.Progress(jobsub.input_bytes(plan, directory), sys.stderr):
             result = submit_call(args, description=text, cwd=str(directory),
                                  submit_file=str(directory / jobsub.SUBMIT_FILE), schedd=args.schedd,
-                                 token=args.token, group=args.group, role=args.role,
-                                 **({"scopes": scopes} if scopes else {}))
+                                 token=args.token, group=args.group, role=args.role, **scoped)
     except Failure as e:
         # rsubd refused before sending anything to a schedd: no job will ever use the directory.
         if e.exit_code in (EXIT_BAD_SUBMIT, EXIT_USAGE, EXIT_TOKEN):

@@ -51,6 +51,11 @@ REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
     "dry_run": {"description": (str,), "cwd": (str,), "schedd": (str, type(None)), "dag": (str, type(None)),
                 "max_jobs": (int, type(None))},
     "retrieve": {"ids": (list,), "dest": (str, type(None))},
+    # Issue 16: a cluster's usage summary; jobs run again; why a job is where it is.
+    "summary": {"ids": (list,)},
+    "why": {"ids": (list,)},
+    "resubmit": {"request_id": (str,), "ids": (list,), "select": (list,), "clusters": (list,),
+                 "schedd": (str, type(None)), "overrides": (list,)},
     # `ids` may be empty when `constraint` is given: then the jobs are rsub's own that match it on `schedd`.
     "act": {"action": (str,), "ids": (list,), "reason": (str, type(None)), "constraint": (str, type(None)),
             "schedd": (str, type(None))},
@@ -66,6 +71,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "wait": ("ids",),
     "dry_run": ("description", "cwd"),
     "retrieve": ("ids",),
+    "summary": ("ids",),
+    "resubmit": ("request_id",),
+    "why": ("ids",),
     "fetchlog": ("job",),
     "act": ("action", "ids"),
 }

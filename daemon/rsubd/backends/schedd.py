@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 AdValue = int | float | str | bool | None | list["AdValue"] | dict[str, "AdValue"]
 JobAd = dict[str, AdValue]
@@ -183,6 +183,22 @@ class Schedd(Protocol):
         ...
 
 
+@runtime_checkable
+class SlotSource(Protocol):
+    """What `rsub why` asks of a backend besides the Schedd calls: the pool's slot ads.
+
+    For a real pool, one collector query of the startd ads, projected (cached a minute); for
+    the embedded scheduler, its own slots. An expression (START) comes as {"__expr__": text}.
+    """
+
+    def slot_ads(self, projection: Sequence[str]) -> list[JobAd]:
+        ...
+
+    def match_ad(self, cluster: int, proc: int) -> JobAd | None:
+        """One queued job's whole ad as matchmaking reads it: its expressions (Requirements) unevaluated."""
+        ...
+
+
 def job_id(cluster: int, proc: int) -> str:
     """HTCondor's "cluster.proc" form."""
     return f"{cluster}.{proc}"
@@ -307,4 +323,15 @@ POLL_PROJECTION = (
     # so a poll of plain jobs projects none of them.
     "DAGManJobId", "DAGNodeName", "DAG_Status", "DAG_NodesTotal", "DAG_NodesDone", "DAG_NodesFailed",
     "DAG_NodesFutile", "DAG_NodesQueued", "DAG_JobsSubmitted",
+    # What the job used and asked for (polling/observing.py: USAGE), recorded when its state changes.
+    "RemoteUserCpu",
+    "RemoteSysCpu",
+    "MemoryUsage",
+    "ResidentSetSize",
+    "DiskUsage",
+    "NumShadowStarts",
+    "RequestMemory",
+    "RequestDisk",
+    "RequestCpus",
+    "JobCurrentStartDate",
 )

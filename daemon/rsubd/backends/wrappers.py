@@ -11,7 +11,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
-from rsubd.backends.schedd import Action, ActResult, JobAd, JobSpec, Schedd, SubmitRequest, SubmitResult
+from rsubd.backends.schedd import (
+    Action,
+    ActResult,
+    ErrorKind,
+    JobAd,
+    JobSpec,
+    Schedd,
+    ScheddError,
+    SubmitRequest,
+    SubmitResult,
+)
 
 S = TypeVar("S", bound=Schedd)
 
@@ -54,6 +64,24 @@ class DelegatingSchedd(Generic[S]):
                 since: int | str | None = None) -> list[JobAd]:
         self.before_call("history")
         return self.inner.history(constraint, projection, match, since)
+
+    def slot_ads(self, projection: Sequence[str]) -> list[JobAd]:
+        """The pool's slot ads (backends.schedd.SlotSource), if the backend inside can list them."""
+        self.before_call("slot_ads")
+        inner = getattr(self.inner, "slot_ads", None)
+        if inner is None:
+            raise ScheddError(ErrorKind.OTHER, f"schedd {self.name}'s backend cannot list the pool's slots")
+        ads: list[JobAd] = inner(projection)
+        return ads
+
+    def match_ad(self, cluster: int, proc: int) -> JobAd | None:
+        """One job's ad with its expressions unevaluated (backends.schedd.SlotSource)."""
+        self.before_call("match_ad")
+        inner = getattr(self.inner, "match_ad", None)
+        if inner is None:
+            raise ScheddError(ErrorKind.OTHER, f"schedd {self.name}'s backend cannot show a job's Requirements")
+        ad: JobAd | None = inner(cluster, proc)
+        return ad
 
     def close(self) -> None:
         self.inner.close()

@@ -10,14 +10,15 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal, assert_never, cast
 
 from rsub.wire.protocol import Request
-from rsubd.handlers import act, daemon, jobs, poke, submit, tokens, watch
+from rsubd.handlers import act, daemon, failures, jobs, poke, submit, tokens, watch
 from rsubd.handlers.context import Services
 
 __all__ = ["RequestKind", "Services", "dispatch"]
 
 # The kinds of rsub.wire.protocol.REQUESTS (tests/unit/test_server.py checks that they agree).
 RequestKind = Literal["ping", "submit", "dry_run", "status", "history", "fetchlog", "wait", "watch", "retrieve", "act",
-                      "poke", "daemon_status", "daemon_stop", "token_status", "token_refresh", "token_request_plan"]
+                      "poke", "daemon_status", "daemon_stop", "token_status", "token_refresh", "token_request_plan",
+                      "summary", "resubmit", "why"]
 
 
 async def dispatch(services: Services, request: Request) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
@@ -44,6 +45,12 @@ async def dispatch(services: Services, request: Request) -> dict[str, Any] | Asy
             return watch.watch(services, f)
         case "retrieve":
             return await jobs.retrieve(services, f["ids"], f.get("dest"))
+        case "summary":
+            return failures.summary(services, f["ids"])
+        case "resubmit":
+            return await failures.resubmit(services, f)
+        case "why":
+            return await failures.why(services, f["ids"])
         case "act":
             return await act.act(services, f["action"], f["ids"], f.get("reason"), constraint=f.get("constraint"),
                                  schedd=f.get("schedd"))

@@ -76,6 +76,7 @@ def status(services: Services, f: dict[str, Any], *, active: bool = False, histo
         # Filters or the page may leave a job out; only a job the ledger lacks is an error.
         if not shows(found, sel) and not ledger.jobs([sel], limit=1):
             raise RequestError(ErrorCode.NOT_FOUND, f"no job {text} in rsub's ledger")
+    ledger.lineage_of(found)
     facts = services.facts.get(r["cluster_row"] for r in found)
     now = time.time()
     jobs = [{**job_view(r), "jobsub": jobsub_view(r, facts.get(r["cluster_row"], {}), owner(), now)} for r in found]

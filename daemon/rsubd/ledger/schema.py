@@ -143,13 +143,47 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (cluster_row, node)
     );
     """,
+    # 7: what a job really used, from the last ad a poll saw (USAGE_FIELDS: seconds, MB, KiB as the
+    # schedd gives them, and run_start, its JobCurrentStartDate); the hold policy's releases of it
+    # and when the next may be; when a cluster's "done" was told; and `lineage`: which job each proc
+    # of a resubmitted cluster replaces.
+    """
+    ALTER TABLE jobs ADD COLUMN wall_time REAL;
+    ALTER TABLE jobs ADD COLUMN user_cpu REAL;
+    ALTER TABLE jobs ADD COLUMN sys_cpu REAL;
+    ALTER TABLE jobs ADD COLUMN memory_mb INTEGER;
+    ALTER TABLE jobs ADD COLUMN rss_kb INTEGER;
+    ALTER TABLE jobs ADD COLUMN disk_kb INTEGER;
+    ALTER TABLE jobs ADD COLUMN job_starts INTEGER;
+    ALTER TABLE jobs ADD COLUMN shadow_starts INTEGER;
+    ALTER TABLE jobs ADD COLUMN request_memory INTEGER;
+    ALTER TABLE jobs ADD COLUMN request_disk INTEGER;
+    ALTER TABLE jobs ADD COLUMN request_cpus INTEGER;
+    ALTER TABLE jobs ADD COLUMN run_start REAL;
+    ALTER TABLE jobs ADD COLUMN auto_releases INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN auto_release_at REAL;
+    ALTER TABLE clusters ADD COLUMN done_told_at REAL;
+    CREATE TABLE lineage (
+        new_row INTEGER NOT NULL REFERENCES clusters (id),
+        new_proc INTEGER NOT NULL,
+        schedd TEXT NOT NULL,
+        old_cluster INTEGER NOT NULL,
+        old_proc INTEGER NOT NULL,
+        PRIMARY KEY (new_row, new_proc)
+    );
+    CREATE INDEX lineage_old ON lineage (schedd, old_cluster, old_proc);
+    """,
 )
+
+# What a job used, as the ledger's columns, from the ad attribute of each (polling/observing.py reads them).
+USAGE_FIELDS = ("wall_time", "user_cpu", "sys_cpu", "memory_mb", "rss_kb", "disk_kb", "job_starts", "shadow_starts",
+                "request_memory", "request_disk", "request_cpus", "run_start")
 
 # Fields a poll may change on a job row.
 MUTABLE_FIELDS = ("state", "job_status", "hold_reason", "hold_code", "exit_code", "exit_signal",
                   "remove_reason", "error", "completed_at", "retrieved_at", "marked_at", "retrieve_started_at",
                   "retrieve_failures", "retrieve_failing_since", "retrieve_retry_at", "retrieve_paused",
-                  "attention", "retrieved_to")
+                  "attention", "retrieved_to", *USAGE_FIELDS, "auto_releases", "auto_release_at")
 
 LEDGER_TABLES = {"meta", "clusters", "jobs", "events"}
 

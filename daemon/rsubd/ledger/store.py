@@ -20,6 +20,7 @@ from typing import Any
 from rsubd.ledger import schema
 from rsubd.ledger.dags import DagStore
 from rsubd.ledger.diagnosis import LedgerError, check_ours, refusal
+from rsubd.ledger.lineage import LineageStore
 from rsubd.ledger.pendingholds import PendingHolds
 from rsubd.ledger.reads import LedgerReads
 from rsubd.ledger.schema import JobSelector, Row, TrackedJob
@@ -29,7 +30,7 @@ __all__ = ["JobSelector", "Ledger", "LedgerError", "Row", "TrackedJob"]
 Key = tuple[int, int]
 
 
-class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore):
+class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
     """The durable record of rsub's clusters and jobs; safe to use from several threads."""
 
     def __init__(self, path: Path, *, busy_timeout: float = 5.0) -> None:
@@ -181,6 +182,8 @@ class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore):
                 " submit_dir, submit_file, created_at) VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?, ?)",
                 (request_id, schedd, tag, old[3], submitted_description, old[4], old[5], now),
             )
+            # A resubmit's lineage (ledger/lineage.py) goes with its request to the new row.
+            conn.execute("UPDATE lineage SET new_row = ? WHERE new_row = ?", (cur.lastrowid, row))
             return int(cur.lastrowid or 0)
 
     def descriptions(self, schedd: str, clusters: Sequence[int]) -> dict[int, tuple[str, str]]:

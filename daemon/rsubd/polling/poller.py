@@ -41,14 +41,14 @@ from rsubd.backends.schedd import (
 from rsubd.ledger.store import Ledger, TrackedJob
 from rsubd.platform.crash import crashpoint
 from rsubd.polling.dagpoll import DagWatch
-from rsubd.polling.observing import OBSERVED, OBSERVED_END, diff, fate, fields_from_ad, observe
+from rsubd.polling.observing import OBSERVED, OBSERVED_END, USAGE, diff, fate, fields_from_ad, observe, usage_of
 from rsubd.polling.retrieving import RETRIEVE_HEALED, RETRY_BASE, Change, Key, Retriever
 from rsubd.services import notify
 from rsubd.services.spoolholds import SpoolHolds
 
 log = structlog.get_logger("rsubd.polling.poller")
 HISTORY_PROJECTION = ("ClusterId", "ProcId", "JobStatus", "RemoveReason", "ExitCode", "ExitSignal",
-                      "ExitBySignal", "CompletionDate", "StageOutFinish", "RETRIEVED", "LastHoldReason")
+                      "ExitBySignal", "CompletionDate", "StageOutFinish", "RETRIEVED", "LastHoldReason", *USAGE)
 CALLS = ("polls", "queries", "history_calls", "retrieve_calls", "edit_calls", "errors")
 MISSING_EVENTS = 20  # past this many jobs missing from queue and history, one event says how many
 
@@ -201,6 +201,8 @@ class Poller:
             old = row[2:OBSERVED_END]
             new = observe(ad, row)
             change = {f: v for f, v, o in zip(OBSERVED, new, old, strict=True) if v != o} if new != old else {}
+            if "state" in change:
+                change.update(usage_of(ad))  # what it used so far, as this ad says: read on a change only
             if new[0] == "completed":
                 fetched = ad.get("StageOutFinish")
                 started = row.retrieve_started_at

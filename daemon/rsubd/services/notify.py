@@ -25,8 +25,9 @@ import structlog
 from rsubd import submitdesc
 
 log = structlog.get_logger("rsubd.services.notify")
-EVENTS = ("completed", "held", "retrieved", "failed", "removed", "running")
-DEFAULT_EVENTS = ("completed", "held", "retrieved", "failed")
+# "done": a whole cluster is final (one call, with its summary); "released", "resubmitted": the hold policy acted.
+EVENTS = ("completed", "held", "retrieved", "failed", "removed", "running", "done", "released", "resubmitted")
+DEFAULT_EVENTS = ("completed", "held", "retrieved", "failed", "done", "released", "resubmitted")
 PER_JOB_LIMIT = 5  # more jobs of one cluster changing to one state in one poll get one call
 COMMAND_TIMEOUT = 60.0
 
@@ -77,6 +78,21 @@ class Notifier:
                     started += self._run(command, batch)
                 if self.config.desktop:
                     started += self._desktop(batch)
+        return started
+
+    def cluster_done(self, schedd: str, cluster: int, summary: dict[str, Any], text: str) -> int:
+        """One call for a cluster whose jobs are all final: state `done`, its summary in RSUB_SUMMARY."""
+        own = self.per_cluster(schedd, cluster)
+        if "done" not in self.config.on or (own is not None and own.strip().lower() == "none"):
+            return 0
+        command = tuple(shlex.split(own)) if own else self.config.command
+        job = f"{cluster}@{schedd}"
+        env = {"RSUB_JOB_ID": job, "RSUB_CLUSTER": str(cluster), "RSUB_PROC": "", "RSUB_SCHEDD": schedd,
+               "RSUB_STATE": "done", "RSUB_COUNT": str(summary["jobs"]), "RSUB_EXIT_CODE": "", "RSUB_HOLD_REASON": "",
+               "RSUB_IWD": "", "RSUB_SUMMARY": text}
+        started = self._start([*command, job, "done", ""], env) if command else 0
+        if self.config.desktop and os.environ.get("DBUS_SESSION_BUS_ADDRESS") and (tool := shutil.which("notify-send")):
+            started += self._start([tool, "--app-name=rsub", f"cluster {job} done", text], env)
         return started
 
     def _env(self, jobs: list[Change]) -> dict[str, str]:

@@ -24,10 +24,11 @@ from typing import Any
 
 import structlog
 
-from rsub.wire.vocabulary import ClusterState, RequestError
+from rsub.wire.vocabulary import ClusterState, ErrorCode, RequestError
 from rsubd.backends.schedd import Action, HoldCode, JobStatus, Schedd, job_id
 from rsubd.ledger.store import Ledger
 from rsubd.platform.crash import crashpoint
+from rsubd.services import resubmit
 from rsubd.services.submission import ASKING, Prepared, Submissions
 from rsubd.tokens import scoped
 
@@ -71,6 +72,10 @@ class _Recovery:
                 ads = await asyncio.to_thread(schedd.query, f'RsubId == "{row["tag"]}"', PROJECTION)
                 crashpoint("recover.after_schedd")
                 if not ads:
+                    if ledger.replaced_jobs(row["id"]):
+                        # A resubmit: the jobs it replaces may be removed already, so rsubd finishes it itself.
+                        await self._finish_resubmit(row)
+                        continue
                     if ledger.replaced_count(row["request_id"]):
                         # rsub's own resubmission, cut short: no client waits to retry it, so rsubd does.
                         await self._submit_again(row)
@@ -150,6 +155,14 @@ class _Recovery:
         crashpoint("recover.after_schedd")
         self.ledger.record_replaced(row["id"])
         log.info("recovery.removed_unspooled", schedd=self.name, cluster=row["cluster"])
+
+    async def _finish_resubmit(self, row: dict[str, Any]) -> None:
+        try:
+            await resubmit.finish(self.submissions, row)
+        except RequestError as e:
+            if e.code == ErrorCode.BAD_SUBMIT:  # its input files are gone since: it cannot run again
+                self.ledger.record_submit_failed(row["id"], f"cannot resubmit: {e.message}")
+            log.error("recovery.resubmit_failed", schedd=self.name, request_id=row["request_id"], error=e.message)
 
     async def _submit_again(self, row: dict[str, Any]) -> None:
         """Submit an intent of rsub's own again (the schedd never received it)."""

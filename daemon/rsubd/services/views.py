@@ -14,6 +14,7 @@ from rsubd import submitdesc
 from rsubd.backends.schedd import job_id
 from rsubd.polling.poller import PollStats
 from rsubd.services import eventlog
+from rsubd.services.usage import usage_view, wall_seconds
 from rsubd.tokens.manager import TokenManager
 
 # One-line hints for the hold codes users meet most (HTCondor's HoldReasonCode numbering).
@@ -25,8 +26,10 @@ HOLD_HINTS = {
     13: "an input file could not be transferred to the execute machine",
     16: "spooling never finished: the input files were not uploaded (rsub resubmits or reports these)",
     21: "held by a periodic_hold expression of the job",
-    26: "the job used more memory than request_memory; raise it and resubmit",
-    34: "the job used more resources than it requested (memory or disk); raise the request and resubmit",
+    26: "the job used more memory than request_memory; raise it and resubmit "
+        "(rsub resubmit ID -a 'request_memory = N')",
+    34: "the job used more resources than it requested (memory or disk); raise the request and resubmit "
+        "(rsub resubmit ID -a 'request_memory = N')",
 }
 
 
@@ -75,6 +78,12 @@ def job_view(row: dict[str, Any]) -> dict[str, Any]:
         "retrieve_failures": row.get("retrieve_failures") or 0,
         "retrieve_retry_at": None if row.get("retrieve_paused") else iso(row.get("retrieve_retry_at")),
         "retrieved_to": row.get("retrieved_to"),
+        # What it used (recorded from the last ad a poll saw), and the jobs run again: "12.17" replaced by
+        # "30.0" (`rsub resubmit`), each side naming the other; how often the hold policy released it.
+        "usage": usage_view(row),
+        "replaces": row.get("replaces"),
+        "replaced_by": row.get("replaced_by"),
+        "auto_releases": row.get("auto_releases") or 0,
     }
 
 
@@ -140,7 +149,11 @@ def description_facts(text: str, group_attribute: str = "Jobsub_Group") -> dict[
 
 
 def run_seconds(row: dict[str, Any], now: float) -> float | None:
-    """Seconds from when a poll first saw the job running until it finished (or now, or it left running)."""
+    """The schedd's RemoteWallClockTime (plus the current run); without it, seconds from when a poll first saw
+    the job running until it finished (or now, or it left running)."""
+    wall = wall_seconds(row, now)
+    if wall is not None:
+        return wall
     start = row.get("run_started_at")
     if start is None:
         return None

@@ -6,16 +6,23 @@ classification of the bindings' errors in `rsubd.backends.condor.errors`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from rsubd.backends.condor.worker import CondorSettings, WorkerHost
 from rsubd.backends.schedd import Action, ActResult, JobAd, JobSpec, SubmitRequest, SubmitResult
+from rsubd.tokens.manager import Credential
 
 __all__ = ["CondorSchedd", "CondorSettings"]
+SLOT_CACHE_SECONDS = 60.0
 
 
 class CondorSchedd(WorkerHost):
-    """A real schedd behind a worker process; implements `rsubd.backends.schedd.Schedd`."""
+    """A real schedd behind a worker process; implements `rsubd.backends.schedd.Schedd` (and `SlotSource`)."""
+
+    def __init__(self, settings: CondorSettings, credential: Callable[[], Credential] | None = None) -> None:
+        super().__init__(settings, credential)
+        self._slot_cache: dict[tuple[str, ...], tuple[float, list[JobAd]]] = {}
 
     def submit(self, request: SubmitRequest) -> SubmitResult:
         result: SubmitResult = self._call("submit", request)
@@ -47,3 +54,18 @@ class CondorSchedd(WorkerHost):
                 since: int | str | None = None) -> list[JobAd]:
         ads: list[JobAd] = self._call("history", constraint, tuple(projection), match, since)
         return ads
+
+    def slot_ads(self, projection: Sequence[str]) -> list[JobAd]:
+        """The pool's startd ads, projected: one collector query, cached a minute per projection (rsub why)."""
+        key = tuple(sorted(projection))
+        cache = self._slot_cache
+        hit = cache.get(key)
+        if hit is not None and time.monotonic() - hit[0] < SLOT_CACHE_SECONDS:
+            return hit[1]
+        ads: list[JobAd] = self._call("slot_ads", key)
+        cache[key] = (time.monotonic(), ads)
+        return ads
+
+    def match_ad(self, cluster: int, proc: int) -> JobAd | None:
+        ad: JobAd | None = self._call("match_ad", cluster, proc)
+        return ad

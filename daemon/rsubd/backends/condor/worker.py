@@ -143,10 +143,40 @@ class _Worker:
                          already_done=get("TotalAlreadyDone"), bad_status=get("TotalBadStatus"),
                          error=get("TotalError"), permission_denied=get("TotalPermissionDenied"))
 
+    def op_slot_ads(self, projection: Sequence[str]) -> list[JobAd]:
+        """One projected query of the pool's slot ads at the collector (`rsub why`)."""
+        collector = self.h.Collector(self.settings.pool)
+        ads = collector.query(self.h.AdType.Startd, projection=list(projection))
+        return [_slot_ad(a) for a in ads]
+
+    def op_match_ad(self, cluster: int, proc: int) -> JobAd | None:
+        """The job's whole ad, each expression as its text (Requirements must stay one to be matched)."""
+        import classad2
+
+        from rsubd.backends.classads import plain
+
+        ads = self.schedd().query(f"ClusterId == {int(cluster)} && ProcId == {int(proc)}")
+        if not ads:
+            return None
+        out: JobAd = {}
+        for key in ads[0]:
+            value = ads[0][key]  # a literal's value, or an ExprTree: indexing does not evaluate
+            out[key] = {"__expr__": str(value)} if isinstance(value, classad2.ExprTree) else plain(value)
+        return out
+
     def op_history(self, constraint: str, projection: Sequence[str], match: int | None,
                    since: int | str | None) -> list[JobAd]:
         ads = self.schedd().history(constraint, list(projection), match=-1 if match is None else match, since=since)
         return [_ad(a) for a in ads]
+
+
+def _slot_ad(classad: Any) -> JobAd:
+    """A startd ad as plain data; START and Requirements as their expression's text, to evaluate against a job."""
+    out = _ad(classad)
+    for name in ("START", "Requirements"):
+        if name in classad:
+            out[name] = {"__expr__": str(classad.lookup(name))}
+    return out
 
 
 def worker_main(conn: multiprocessing.connection.Connection, settings: CondorSettings,

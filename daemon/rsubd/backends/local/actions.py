@@ -39,6 +39,7 @@ class QueueActions(Execution):
                 existing = next((k for k in spellings if k in cluster or k in proc), attr)
                 self._set(key, **{existing: parsed})
                 self._leave_check.add(key)
+            self._unmatched.clear()  # an edited Requirements or request may match a slot now
             self._save()
             return len(keys)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import heapq
 import shutil
+from collections.abc import Sequence
 
-from rsubd.backends.local import fake, jobads, runner
+from rsubd.backends.local import fake, jobads, runner, slots
+from rsubd.backends.local.ads import Ad, project
 from rsubd.backends.local.queue import JobQueue, Key
 from rsubd.backends.schedd import HoldCode, JobSpec, JobStatus
 
@@ -37,9 +39,18 @@ class Execution(JobQueue):
             restarted = {k for k in was_running if k in self._index.idle}
             free = self.slots - len(self._index.running) + len(self._unslotted & self._index.running)
             if free > 0 and self._index.idle:
+                self._unmatched &= self._index.idle
                 startable = (k for k in self._index.idle if k not in restarted and k not in self._unslotted)
-                for key in heapq.nsmallest(free, startable):
+                for key in heapq.nsmallest(free + len(self._unmatched), startable):
+                    if free <= 0:
+                        break
+                    if key in self._unmatched:
+                        continue
+                    if not slots.matches(self.ad(key), self.slot_ads()):
+                        self._unmatched.add(key)  # idle until an edit changes it, as in a pool (rsub why says why)
+                        continue
                     self._start(key)
+                    free -= 1
         now = self._clock()
         if now - self._last_sweep >= LEAVE_SWEEP_SECONDS:
             self._last_sweep = now
@@ -47,6 +58,19 @@ class Execution(JobQueue):
         if self._leave_check:
             check, self._leave_check = self._leave_check, set()
             self._leave_queue([k for k in check if k in self._procs])
+
+    def slot_ads(self, projection: Sequence[str] = ()) -> list[Ad]:
+        """This scheduler's slots as a pool's slot ads (backends/local/slots.py), refreshed every minute."""
+        now = self._clock()
+        if self._slot_ads is None or now - self._slot_ads[0] > 60:
+            self._slot_ads = (now, slots.machine_slots(self.slots, self.root))
+        ads = self._slot_ads[1]
+        return [project(ad, None, projection) for ad in ads] if projection else ads
+
+    def match_ad(self, cluster: int, proc: int) -> Ad | None:
+        """A queued job's ad as matchmaking reads it, its expressions as {"__expr__": text}."""
+        with self._lock:
+            return slots.plain(self.ad((cluster, proc))) if (cluster, proc) in self._procs else None
 
     def _scheduler_universe(self) -> None:
         """Start, step and reap the scheduler-universe jobs (see `scheduniverse`); none here."""

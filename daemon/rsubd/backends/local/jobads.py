@@ -170,6 +170,8 @@ def proc_ad(
         "NumJobCompletions": 0,
         "NumHolds": 0,
         "RemoteWallClockTime": 0.0,
+        "RemoteUserCpu": 0.0,
+        "RemoteSysCpu": 0.0,
         "Cmd": os.path.basename(executable),
         "SUBMIT_Cmd": _resolve(cwd, executable),
         "Iwd": str(spool_iwd),

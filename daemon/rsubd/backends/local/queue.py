@@ -63,6 +63,8 @@ class JobQueue:
         self._collected: list[Path] = []  # sandboxes whose output is in the spool, to clear after the save
         self._starters: dict[Key, subprocess.Popen[bytes]] = {}
         self._unspooled: set[int] = set()
+        self._unmatched: set[Key] = set()  # idle jobs no slot can run (execution.py); an edit may change that
+        self._slot_ads: tuple[float, list[Ad]] | None = None
         # Spooled and not yet released (a real schedd takes about a second): due time by job. A job
         # stopped in between (StageInStart set, still held 16) is released at the first tick.
         self._releasing: dict[Key, float] = {

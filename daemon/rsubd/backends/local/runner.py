@@ -111,12 +111,42 @@ def signame(number: int) -> str:
     return {"SIGKILL": "Killed", "SIGTERM": "Terminated", "SIGSEGV": "Segmentation fault"}.get(name, name)
 
 
+def usage_attrs(ad: Ad, report: dict[str, Any]) -> Ad:
+    """What the starter measured, as a schedd's ad holds it after a run (names, types and units of HTCondor 25).
+
+    RemoteUserCpu and RemoteSysCpu are this run's seconds (floats), the Cumulative ones every run's;
+    ResidentSetSize is the peak resident set in KiB (an int); MemoryUsage, which a real ad holds as
+    the expression `((ResidentSetSize + 1023) / 1024)`, is its value here (MB, an int), as a projected
+    query reads it: an expression would cost every poll an evaluation per job. DiskUsage is the sandbox in KiB.
+    """
+    usage = report.get("usage")
+    if not isinstance(usage, dict) or "user_cpu" not in usage:
+        return {}
+    user, system = float(usage["user_cpu"]), float(usage["sys_cpu"])
+    rss = int(usage["max_rss_kib"])
+    return {"RemoteUserCpu": user, "RemoteSysCpu": system,
+            "CumulativeRemoteUserCpu": float(ad.get("CumulativeRemoteUserCpu") or 0.0) + user,
+            "CumulativeRemoteSysCpu": float(ad.get("CumulativeRemoteSysCpu") or 0.0) + system,
+            "ResidentSetSize": rss, "ResidentSetSize_RAW": rss, "MemoryUsage": (rss + 1023) // 1024,
+            "ImageSize": rss, "ImageSize_RAW": rss,
+            "DiskUsage": int(usage.get("disk_kib") or 0), "DiskUsage_RAW": int(usage.get("disk_kib") or 0)}
+
+
+def memory_overuse(ad: Ad, usage: Ad) -> str | None:
+    """HTCondor's hold reason for a job whose peak memory passed its request_memory (MB), or None."""
+    asked, peak = ad.get("RequestMemory"), usage.get("MemoryUsage")
+    if type(asked) is not int or type(peak) is not int or peak <= asked:
+        return None
+    return (f"Job has gone over memory limit of {asked} megabytes. Peak usage: {peak} megabytes. "
+            "Consider resubmitting with a higher request_memory.")
+
+
 def outcome(job: str, ad: Ad, report: dict[str, Any], jobdir: Path, sandbox: Path, now: int) -> tuple[Ad, bool]:
     """The attributes a finished job gets, and whether it completed (else it is held)."""
     spec = json.loads((jobdir / "job.json").read_text(encoding="utf-8"))
     wall = float(ad.get("RemoteWallClockTime") or 0.0) + max(0.0, report["ended"] - report["started"])
     common: Ad = {"LastJobStatus": int(JobStatus.RUNNING), "EnteredCurrentStatus": now,
-                  "RemoteWallClockTime": round(wall, 3), "RemoteHost": None}
+                  "RemoteWallClockTime": round(wall, 3), "RemoteHost": None, **usage_attrs(ad, report)}
     holds = int(ad.get("NumHolds") or 0) + 1
     # The sandbox stays until the scheduler has stored this outcome: killed before that, it collects again.
     if "error" in report:
@@ -128,6 +158,12 @@ def outcome(job: str, ad: Ad, report: dict[str, Any], jobdir: Path, sandbox: Pat
                           "ExitReason": f"died on signal {report['signal']} ({signame(report['signal'])})"}
     else:
         exit_attrs = {"ExitBySignal": False, "ExitCode": report["exit_code"], "ExitReason": "Exited normally"}
+    over = memory_overuse(ad, common)
+    if over is not None:
+        # As a schedd with cgroup memory limits does: a job over its request_memory is held, code 34.
+        return {"JobStatus": int(JobStatus.HELD), "HoldReason": over, "NumHolds": holds,
+                "HoldReasonCode": int(HoldCode.JOB_OUT_OF_RESOURCES), "HoldReasonSubCode": 0,
+                **exit_attrs, **common}, False
     try:
         spooled = transfer.collect_output(job, ad, sandbox, Path(ad["Iwd"]), spec["before"])
         if transfer.direct(ad):

@@ -29,6 +29,37 @@ def write_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def wait_measured(child: subprocess.Popen[bytes]) -> dict[str, float]:
+    """Wait for the job and measure it as a starter does: its CPU times and peak resident set.
+
+    os.wait4 reaps the child and gives its rusage, which on Linux covers the descendants it
+    waited for too; ru_maxrss is in KiB, the unit of HTCondor's ResidentSetSize.
+    """
+    while True:
+        try:
+            _, status, rusage = os.wait4(child.pid, 0)
+            break
+        except ChildProcessError:  # reaped elsewhere (it cannot be here): nothing measured
+            child.wait()
+            return {}
+        except InterruptedError:
+            continue
+    child.returncode = os.waitstatus_to_exitcode(status)
+    return {"user_cpu": rusage.ru_utime, "sys_cpu": rusage.ru_stime, "max_rss_kib": float(rusage.ru_maxrss)}
+
+
+def disk_kib(sandbox: Path) -> int:
+    """The sandbox's size in KiB, as the starter reports DiskUsage: blocks in use, every file under it."""
+    total = 0
+    for root, dirs, files in os.walk(sandbox):
+        for name in (*dirs, *files):
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                continue
+    return (total + 1023) // 1024
+
+
 def run(jobdir: Path) -> int:
     spec = json.loads((jobdir / "job.json").read_text(encoding="utf-8"))
     sandbox = Path(spec["sandbox"])
@@ -58,8 +89,10 @@ def run(jobdir: Path) -> int:
                 close_fds=True,
             )
             write_atomic(jobdir / "starter.json", {"pid": os.getpid(), "job_pid": child.pid})
-            code = child.wait()
+            usage = wait_measured(child)
+            code = child.returncode
         result = {"signal": -code} if code < 0 else {"exit_code": code}
+        result["usage"] = {**usage, "disk_kib": disk_kib(sandbox)}
     except OSError as e:
         # The executable could not be started: report it as HTCondor does, as a failure to execute.
         result = {"error": f"Error from starter: Failed to execute '{spec['executable']}': {e.strerror}"}
