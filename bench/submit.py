@@ -28,10 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rsubd.backends.schedd import SubmitRequest
-
 from bench.common import description, emit, open_schedd, quiet, workdir
 from bench.daemon import Rsubd, summary
+from rsubd.backends.schedd import SubmitRequest
 
 TARGET = 1.3
 PROCS = 10_000

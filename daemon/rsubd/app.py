@@ -111,7 +111,8 @@ class Daemon:
             self.loops[s.name] = PollLoop(s.name, schedule, functools.partial(self._poll, s.name),
                                           on_done=self._polled)
         self.submissions = Submissions(self.ledger, self.tokens, self, schedds={s.name: s.token for s in cfg.schedds},
-                                       max_age_seconds=int(cfg.leave_in_queue_days * 86400))
+                                       max_age_seconds=int(cfg.leave_in_queue_days * 86400),
+                                       limits={s.name: s.submit_limits for s in cfg.schedds})
         self.services = Services(config=cfg, ledger=self.ledger, schedds=self.schedds, pollers=self.pollers,
                                  tokens=self.tokens, submissions=self.submissions, polls=self, control=self,
                                  facts=ClusterFacts(self.ledger.submitted_descriptions, size=cfg.facts_cache_size,

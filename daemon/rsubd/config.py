@@ -53,6 +53,12 @@ class ScheddConfig:
     poll_max_duration: float = 3600.0  # seconds one poll may run before it counts as stalled
     retrieve_retry_max: float = 600.0  # seconds: the longest wait between two tries of a retrieve that failed
     retrieve_attention_after: float = 3600.0  # seconds a retrieve may keep failing before a person is asked
+    max_jobs_per_submission: int = 20_000  # the schedd's MAX_JOBS_PER_SUBMISSION: rsub refuses a bigger submit
+    max_jobs_per_owner: int = 100_000  # the schedd's MAX_JOBS_PER_OWNER: rsub refuses a submit that would pass it
+
+    @property
+    def submit_limits(self) -> tuple[int, int]:
+        return self.max_jobs_per_submission, self.max_jobs_per_owner
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ UNSPOOLED = ("resubmit", "report")
 SCHEDD_KEYS = {"name", "backend", "poll_interval", "slots", "pool", "address", "condor_config", "params",
                "call_timeout", "transfer_timeout", "own_schedd", "token", "poll_jitter", "poll_backoff_max",
                "early_poll_every", "early_poll_burst", "faults_file", "poll_stall_slack", "poll_max_duration",
-               "retrieve_retry_max", "retrieve_attention_after"}
+               "retrieve_retry_max", "retrieve_attention_after", "max_jobs_per_submission", "max_jobs_per_owner"}
 TOKEN_KEYS = {"kind", "file", "directory", "refresh_command", "refresh_margin", "refresh_floor", "refresh_timeout",
               "group", "role", "vault", "issuer", "htgettoken_options"}
 # A client may ask for an early poll (rsub wait, a submit) at most once per this many seconds by default.
@@ -206,6 +212,9 @@ def _schedd(table: Any, index: int) -> ScheddConfig:
                                    minimum=0.0),
         retrieve_attention_after=_number(table.get("retrieve_attention_after", 3600.0),
                                          f"{where}retrieve_attention_after", minimum=0.0),
+        max_jobs_per_submission=_whole(table.get("max_jobs_per_submission", 20_000),
+                                       f"{where}max_jobs_per_submission", minimum=1),
+        max_jobs_per_owner=_whole(table.get("max_jobs_per_owner", 100_000), f"{where}max_jobs_per_owner", minimum=1),
     )
 
 

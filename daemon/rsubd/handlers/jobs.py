@@ -76,8 +76,8 @@ def status(services: Services, f: dict[str, Any], *, active: bool = False, histo
         if not shows(found, sel) and not ledger.jobs([sel], limit=1):
             raise RequestError(ErrorCode.NOT_FOUND, f"no job {text} in rsub's ledger")
     facts = services.facts.get(r["cluster_row"] for r in found)
-    now = time.time()
-    jobs = [{**job_view(r), "jobsub": jobsub_view(r, facts.get(r["cluster_row"], {}), owner(), now)} for r in found]
+    now, me = time.time(), owner()
+    jobs = [{**job_view(r), "jobsub": jobsub_view(r, facts.get(r["cluster_row"], {}), me, now)} for r in found]
     return {"jobs": jobs, "total": total, "truncated": offset + len(jobs) < total,
             "schedds": services.polls.freshness()}
 

@@ -17,5 +17,6 @@ async def dry_run(services: Services, f: dict[str, Any]) -> dict[str, Any]:
     check_schedd(services, f.get("schedd"))
     name = f.get("schedd") or next(iter(services.schedds))
     prepared = await services.submissions.prepare(f["description"], f["cwd"])  # a refusal: exit 5, as a submit
+    services.submissions.check_limits(name, prepared.num_procs)
     return {"schedd": name, "description": prepared.request.text, "num_procs": prepared.num_procs,
             "initialdirs": sorted(set(prepared.iwds)), "replaced": list(prepared.replaced)}

@@ -58,6 +58,11 @@ class LedgerReads:
         return {r["state"]: r["n"] for r in self._query(
             "SELECT state, count(*) AS n FROM jobs WHERE schedd = ? GROUP BY state", [schedd])}
 
+    def queued_count(self, schedd: str) -> int:
+        """rsub's jobs still in the schedd's queue (the tracked ones): what counts towards MAX_JOBS_PER_OWNER."""
+        return int(self._query(f"SELECT count(*) AS n FROM jobs WHERE schedd = ? AND {schema.TRACKED_SQL}",
+                               [schedd])[0]["n"])
+
     def events(self, schedd: str, cluster: int, proc: int | None = None) -> list[Row]:
         sql = "SELECT * FROM events WHERE schedd = ? AND cluster = ?"
         args: list[Any] = [schedd, cluster]

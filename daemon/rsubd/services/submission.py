@@ -24,6 +24,8 @@ from rsubd.backends.schedd import Action, ErrorKind, Schedd, ScheddError, Submit
 from rsubd.ledger.store import Ledger
 from rsubd.platform.crash import crashpoint
 from rsubd.services import eventlog, retrieval
+from rsubd.services.limits import SubmitLimits
+from rsubd.services.limits import check as check_limits
 from rsubd.services.views import submitted_view
 from rsubd.tokens.manager import TokenManager
 
@@ -216,8 +218,11 @@ class Submissions:
     """Submits once per request id, for the submit handler and for recovery alike."""
 
     def __init__(self, ledger: Ledger, tokens: TokenManager, hooks: ScheddHooks, *,
-                 schedds: Mapping[str, str | None], max_age_seconds: int) -> None:
+                 schedds: Mapping[str, str | None], max_age_seconds: int,
+                 limits: Mapping[str, tuple[int, int]] | None = None) -> None:
         self.ledger = ledger
+        # name -> the schedd's (max_jobs_per_submission, max_jobs_per_owner); a schedd not named has the defaults
+        self.limits = {name: SubmitLimits(*pair) for name, pair in (limits or {}).items()}
         self.tokens = tokens
         self.hooks = hooks
         self.schedds = schedds  # name -> the schedd's own token profile; the first is the default schedd
@@ -256,6 +261,7 @@ class Submissions:
         if profile is not None and (blocker := self.tokens.blocker(profile)):
             raise RequestError(ErrorCode.TOKEN, f"nothing was submitted: {blocker}")
         prepared = await self.prepare(order.description, order.cwd)
+        self.check_limits(name, prepared.num_procs)
         if existing is not None:  # interrupted before the schedd heard of it: this retry submits it
             row = int(existing["id"])
             self.ledger.restart_submit(row, tag=prepared.tag, submitted_description=prepared.request.text)
@@ -272,6 +278,10 @@ class Submissions:
             result["notes"] = [f"no token profile for group {order.group!r}: -G {order.group} names the job's group; "
                                f"it goes to schedd {name} with {token}"]
         return result
+
+    def check_limits(self, name: str, procs: int) -> None:
+        """Refuse, before anything is sent, a submit past the schedd's submission limits (services/limits.py)."""
+        check_limits(name, self.limits.get(name, SubmitLimits()), procs, self.ledger.queued_count(name))
 
     async def prepare(self, description: str, cwd: str) -> Prepared:
         """`prepare` in a thread; a refusal becomes the request error the client sees."""

@@ -42,6 +42,11 @@ from rsubd.backends.schedd import (
 )
 
 TICK_SECONDS = 0.2
+# A schedd's submission limits and their defaults (HTCondor's MAX_JOBS_PER_SUBMISSION, MAX_JOBS_PER_OWNER),
+# and what condor_submit prints when a submit would pass one.
+MAX_JOBS_PER_SUBMISSION = 20_000
+MAX_JOBS_PER_OWNER = 100_000
+LIMIT_REFUSAL = "Failed to create proc: Number of submitted jobs would exceed {knob}"
 SPOOL_RELEASE_SECONDS = 1.0  # a real schedd releases spooled jobs about 1.0 s after spool() returns
 EXECUTE_ENV = "RSUB_LOCAL_EXECUTE"
 EXECUTE_MODES = ("real", "fake")
@@ -60,7 +65,10 @@ class LocalSchedd(QueueActions):
         clock: Callable[[], float] = time.time,
         execute: str | None = None,
         release_delay: float | None = None,
+        max_jobs_per_submission: int = MAX_JOBS_PER_SUBMISSION,
+        max_jobs_per_owner: int = MAX_JOBS_PER_OWNER,
     ) -> None:
+        self.max_jobs_per_submission, self.max_jobs_per_owner = max_jobs_per_submission, max_jobs_per_owner
         mode = execute or os.environ.get(EXECUTE_ENV) or "real"
         if mode not in EXECUTE_MODES:
             raise ValueError(f"execute must be one of {', '.join(EXECUTE_MODES)}, not {mode!r}")
@@ -101,13 +109,20 @@ class LocalSchedd(QueueActions):
         except submitdesc.SubmitError as e:
             raise ScheddError(ErrorKind.REJECTED, f"Failed to create job ad, errmsg=Submit:-1:{e}") from None
         cluster = self._store.next_cluster()
+        expanded = submitdesc.expand(desc, cluster=cluster)
+        # As a schedd refuses the first proc past a limit, and the whole submit with it (the cluster id is
+        # spent, as there): rsub's jobs are all one owner's.
+        if len(expanded) > self.max_jobs_per_submission:
+            raise ScheddError(ErrorKind.REJECTED, LIMIT_REFUSAL.format(knob="MAX_JOBS_PER_SUBMISSION"))
+        if len(self._procs) + len(expanded) > self.max_jobs_per_owner:
+            raise ScheddError(ErrorKind.REJECTED, LIMIT_REFUSAL.format(knob="MAX_JOBS_PER_OWNER"))
         qdate = int(self._clock())
         ads = [
             jobads.proc_ad(
                 commands, cluster=cluster, proc=proc, cwd=request.cwd, owner=self._owner, qdate=qdate,
                 spool_iwd=f"{self._spool}/{cluster}/{proc}/cluster{cluster}.proc{proc}.subproc0",
             )
-            for proc, commands in enumerate(submitdesc.expand(desc, cluster=cluster))
+            for proc, commands in enumerate(expanded)
         ]
         for ad in ads:
             ad["TotalSubmitProcs"] = len(ads)
