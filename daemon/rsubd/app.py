@@ -102,7 +102,7 @@ class Daemon:
             self.schedds[s.name] = make_schedd(s, cfg.state_dir, self._credential_for(s.token))
             self.pollers[s.name] = Poller(self.ledger, self.schedds[s.name], on_change=self.notifier.jobs_changed,
                                           retry_base=max(2.0, s.poll_interval), retry_max=s.retrieve_retry_max,
-                                          attention_after=s.retrieve_attention_after)
+                                          attention_after=s.retrieve_attention_after, compact_after=cfg.compact_after)
             self.policies[s.name] = PollPolicy.for_schedd(s)
             self.early[s.name] = EarlyPolls(self.policies[s.name],
                                             bucket=TokenBucket.every(s.early_poll_every, s.early_poll_burst))

@@ -70,6 +70,7 @@ class Config:
     log_max_bytes: int = 10 * 1024 * 1024  # a log file is rotated past this size, keeping log_backups old ones
     log_backups: int = 5
     leave_in_queue_days: float = 10.0
+    compact_after_days: float = 30.0  # final jobs older than this lose their events (ledger/compaction.py); 0 never
     schedds: tuple[ScheddConfig, ...] = field(default_factory=tuple)
     tokens: dict[str, TokenProfile] = field(default_factory=dict)
     unspooled: str = "resubmit"
@@ -93,6 +94,11 @@ class Config:
     def ledger_path(self) -> Path:
         return self.state_dir / "ledger.db"
 
+    @property
+    def compact_after(self) -> float:
+        """compact_after_days in seconds (0: never compact)."""
+        return self.compact_after_days * 86400
+
     def schedd(self, name: str | None) -> ScheddConfig:
         if name is None:
             return self.schedds[0]
@@ -103,7 +109,7 @@ class Config:
 
 
 TOP_KEYS = {"socket", "state_dir", "log_level", "log_file", "log_max_bytes", "log_backups", "leave_in_queue_days",
-            "schedd", "tokens", "unspooled", "notify", "jobsub"}
+            "compact_after_days", "schedd", "tokens", "unspooled", "notify", "jobsub"}
 NOTIFY_KEYS = {"command", "on", "desktop"}
 UNSPOOLED = ("resubmit", "report")
 SCHEDD_KEYS = {"name", "backend", "poll_interval", "slots", "pool", "address", "condor_config", "params",
@@ -306,6 +312,7 @@ def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
     max_bytes = _whole(data.get("log_max_bytes", 10 * 1024 * 1024), "log_max_bytes", minimum=4096)
     backups = _whole(data.get("log_backups", 5), "log_backups", minimum=1)
     days = _number(data.get("leave_in_queue_days", 10), "leave_in_queue_days", minimum=0.001)
+    compact_days = _number(data.get("compact_after_days", 30), "compact_after_days", minimum=0.0)
     raw = data.get("schedd", [{"name": "local", "backend": "local"}])
     if not isinstance(raw, list) or not raw:
         raise ConfigError("schedd must be a non-empty list of [[schedd]] tables")
@@ -334,6 +341,6 @@ def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
     except JobsubConfigError as e:
         raise ConfigError(str(e)) from None
     return Config(socket=socket, state_dir=state, log_level=level, log_file=log_file, log_max_bytes=max_bytes,
-                  log_backups=backups, leave_in_queue_days=days,
+                  log_backups=backups, leave_in_queue_days=days, compact_after_days=compact_days,
                   schedds=schedds, tokens=tokens, unspooled=unspooled,
                   notify=_notify(data.get("notify", {})), jobsub=jobsub, source=source)

@@ -1,4 +1,5 @@
-"""A submit past the schedd's submission limits is refused before anything is sent, naming the limit."""
+"""A year's scale, end to end: a submit past the schedd's submission limits is refused before anything is sent,
+naming the limit; old final jobs are compacted and history still finds them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon import Rsubd
-from tests.support.jobs import write_job
+from tests.support.deadlines import wait_until
+from tests.support.jobs import submit_shell, write_job
 
 pytestmark = pytest.mark.e2e
 
@@ -37,6 +39,37 @@ def test_submit_past_the_limits_is_refused_and_nothing_sent(short_tmp: Path) -> 
         assert again.returncode == 5, again.stderr
         assert "MAX_JOBS_PER_OWNER" in again.stderr and "rsub has 5 there" in again.stderr
         assert len(daemon.json("status")["jobs"]) == 5
+    finally:
+        daemon.stop()
+        daemon.kill_leftover_jobs()
+
+
+def test_compacted_jobs_stay_in_history(short_tmp: Path) -> None:
+    """With compact_after_days tiny, a job's events go once it is retrieved and marked; history still shows it."""
+    daemon = Rsubd(short_tmp, """\
+        compact_after_days = 0.00001
+
+        [[schedd]]
+        name = "local"
+        backend = "local"
+        poll_interval = 0.3
+        """)
+    work = short_tmp / "work"
+    work.mkdir()
+    daemon.start()
+    try:
+        cluster = submit_shell(daemon, work, "sleep 0.3; exit 3", "queue 2")
+        assert daemon.rsub("wait", "--timeout", "60s", str(cluster)).returncode == 13  # exit != 0
+        before = {j["id"]: j for j in daemon.json("history")["jobs"]}
+        assert len(before) == 2 and all(j["jobsub"]["run_time"] is not None for j in before.values())
+        wait_until(lambda: daemon.log.read_text().count('"compacted"') + daemon.log.read_text().count(
+            "compacted ") >= 1, 30, "a compaction")
+        after = {j["id"]: j for j in daemon.json("history")["jobs"]}
+        assert after.keys() == before.keys()
+        for job_id, job in after.items():
+            assert job["state"] == "retrieved" and job["exit_code"] == 3
+            assert job["jobsub"]["run_time"] == before[job_id]["jobsub"]["run_time"]
+        assert (work / "out.0").exists()
     finally:
         daemon.stop()
         daemon.kill_leftover_jobs()

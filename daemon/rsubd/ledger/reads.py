@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rsub.wire.vocabulary import FINAL_STATES
 from rsubd.ledger import schema
 from rsubd.ledger.schema import JobSelector, Row
 
@@ -120,16 +121,23 @@ class LedgerReads:
         """
         args: list[Any] = []
         where = self._page_where(selectors, states, schedd, clusters, submitted_after, submitted_before, args)
-        order = ("coalesce(retrieved_at, completed_at, updated_at) DESC, schedd, cluster DESC, proc"
+        if newest_first and states and set(states) <= set(FINAL_STATES) and not selectors and not clusters:
+            # A history of final jobs walks jobs_finished newest first and stops at the limit: the index's own
+            # WHERE, said again, lets SQLite use it. (By id or cluster, the cluster's index is the better walk.)
+            where += f" AND {schema.FINAL_SQL}"
+        order = (f"{schema.FINISHED_AT} DESC, schedd, cluster DESC, proc"
                  if newest_first else "schedd, cluster, proc")
         pick = order if newest_first else "rowid DESC"
         sql = (
             f"WITH page AS MATERIALIZED (SELECT * FROM jobs{where} ORDER BY {pick} LIMIT ? OFFSET ?)"
             # A LEFT JOIN reads the page first, then each job's events through events_job.
             " SELECT page.*,"
-            " min(CASE WHEN e.to_state = 'running' THEN e.at END) AS run_started_at,"
-            " max(CASE WHEN e.from_state = 'running' THEN e.at END) AS run_left_at,"
-            " min(CASE WHEN e.to_state IN ('completed', 'removed', 'failed') THEN e.at END) AS finished_at"
+            # A compacted job (ledger/compaction.py) has no events of its own left: its row kept these times.
+            " coalesce(min(CASE WHEN e.to_state = 'running' THEN e.at END), page.kept_run_started_at)"
+            " AS run_started_at,"
+            " coalesce(max(CASE WHEN e.from_state = 'running' THEN e.at END), page.kept_run_left_at) AS run_left_at,"
+            " coalesce(min(CASE WHEN e.to_state IN ('completed', 'removed', 'failed') THEN e.at END),"
+            " page.kept_finished_at) AS finished_at"
             " FROM page LEFT JOIN events e"
             " ON e.schedd = page.schedd AND e.cluster = page.cluster AND e.proc = page.proc"
             " GROUP BY page.schedd, page.cluster, page.proc"

@@ -14,6 +14,10 @@ from rsub.wire.vocabulary import ACTIVE_STATES
 # The states as SQL literals (constants, never user input).
 ACTIVE_SQL = "state IN (" + ", ".join(f"'{s}'" for s in ACTIVE_STATES) + ")"
 TRACKED_SQL = f"({ACTIVE_SQL} OR (state = 'retrieved' AND marked_at IS NULL))"
+# The final states and the time a history sorts by, spelled exactly as the partial index
+# jobs_finished (migration 5) spells them: SQLite uses it only for a query that says the same.
+FINAL_SQL = "state IN ('retrieved', 'removed', 'failed')"
+FINISHED_AT = "coalesce(retrieved_at, completed_at, updated_at)"
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema.
@@ -95,6 +99,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN retrieve_paused INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE jobs ADD COLUMN attention TEXT;
     ALTER TABLE jobs ADD COLUMN retrieved_to TEXT;
+    """,
+    # 5: a year in the ledger. `rsub history` walks the final jobs newest first through
+    # jobs_finished instead of sorting a million rows (partial: a poll's changes to active jobs
+    # never touch it). Compaction (ledger/compaction.py) replaces an old final job's events by
+    # the times the views read from them, kept on its row.
+    """
+    CREATE INDEX jobs_finished ON jobs (coalesce(retrieved_at, completed_at, updated_at))
+        WHERE state IN ('retrieved', 'removed', 'failed');
+    ALTER TABLE jobs ADD COLUMN kept_run_started_at REAL;
+    ALTER TABLE jobs ADD COLUMN kept_run_left_at REAL;
+    ALTER TABLE jobs ADD COLUMN kept_finished_at REAL;
+    ALTER TABLE jobs ADD COLUMN compacted_at REAL;
     """,
 )
 
