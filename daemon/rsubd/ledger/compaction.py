@@ -12,8 +12,11 @@ from them (`kept_run_started_at`, `kept_run_left_at`, `kept_finished_at`), and
 
 A poll runs it after its own work (`Compactor.maybe`), one transaction of at most
 `BATCH` jobs, again at the next poll while there is more to do, then at most once
-an hour (or once per the age, if it is shorter). Each schedd keeps a watermark in `meta` (every job finished before it is
-done), so a run reads only the jobs that came of age since the last one. SQLite
+an hour (or once per the age, if it is shorter). Each schedd keeps a watermark in
+`meta` (every job finished before it is done), so a run reads only the jobs that
+came of age since the last one. (A job still unmarked when it comes of age, its
+schedd unreachable for the whole age, finished before the watermark once marked:
+it is left as it is, whole.) SQLite
 reuses the pages freed, so the file stops growing by the events of old jobs; it does
 not shrink unless VACUUMed.
 """

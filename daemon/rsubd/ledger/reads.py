@@ -77,7 +77,7 @@ class LedgerReads:
     @staticmethod
     def _page_where(
         selectors: Sequence[JobSelector], states: Sequence[str], schedd: str | None, clusters: Sequence[int],
-        submitted_after: float | None, submitted_before: float | None, args: list[Any],
+        submitted_after: float | None, submitted_before: float | None, args: list[Any], *, counting: bool = False,
     ) -> str:
         """The WHERE clause (or "") of a page's filters; appends their values to `args`."""
         where: list[str] = []
@@ -85,8 +85,9 @@ class LedgerReads:
             where.append(_selector_clause(selectors, args))
         if states:
             # "+state": as in `jobs`, walk the table in the order wanted and stop at the limit,
-            # rather than read jobs_state (whose first column is the schedd) and sort.
-            where.append(f"+state IN ({', '.join('?' * len(states))})")
+            # rather than read jobs_state (whose first column is the schedd) and sort. A count has no
+            # order: it reads jobs_state (see job_count).
+            where.append(f"{'' if counting else '+'}state IN ({', '.join('?' * len(states))})")
             args.extend(states)
         if schedd is not None:
             where.append("schedd = ?")
@@ -121,15 +122,18 @@ class LedgerReads:
         """
         args: list[Any] = []
         where = self._page_where(selectors, states, schedd, clusters, submitted_after, submitted_before, args)
+        source = "jobs"
         if newest_first and states and set(states) <= set(FINAL_STATES) and not selectors and not clusters:
             # A history of final jobs walks jobs_finished newest first and stops at the limit: the index's own
-            # WHERE, said again, lets SQLite use it. (By id or cluster, the cluster's index is the better walk.)
+            # WHERE, said again, lets SQLite use it, and INDEXED BY keeps it from taking jobs_state for a
+            # schedd filter and sorting a third of a million rows. (By id or cluster, jobs_cluster is better.)
             where += f" AND {schema.FINAL_SQL}"
+            source = "jobs INDEXED BY jobs_finished"
         order = (f"{schema.FINISHED_AT} DESC, schedd, cluster DESC, proc"
                  if newest_first else "schedd, cluster, proc")
         pick = order if newest_first else "rowid DESC"
         sql = (
-            f"WITH page AS MATERIALIZED (SELECT * FROM jobs{where} ORDER BY {pick} LIMIT ? OFFSET ?)"
+            f"WITH page AS MATERIALIZED (SELECT * FROM {source}{where} ORDER BY {pick} LIMIT ? OFFSET ?)"
             # A LEFT JOIN reads the page first, then each job's events through events_job.
             " SELECT page.*,"
             # A compacted job (ledger/compaction.py) has no events of its own left: its row kept these times.
@@ -151,7 +155,12 @@ class LedgerReads:
     ) -> int:
         """How many jobs the same filters as `job_page` match, on every page."""
         args: list[Any] = []
-        where = self._page_where(selectors, states, schedd, clusters, submitted_after, submitted_before, args)
+        where = self._page_where(selectors, states, schedd, clusters, submitted_after, submitted_before, args,
+                                 counting=True)
+        if states and schedd is None:
+            # Every job's schedd is a cluster's: said so, SQLite counts the states through jobs_state, one range
+            # per schedd and state (5 ms for 100,000 active jobs among 1,000,000), not by scanning every job.
+            where += " AND schedd IN (SELECT DISTINCT schedd FROM clusters)"
         return int(self._query(f"SELECT count(*) AS n FROM jobs{where}", args)[0]["n"])
 
     def submitted_descriptions(self, cluster_rows: Sequence[int]) -> dict[int, str]:

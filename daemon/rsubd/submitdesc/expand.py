@@ -13,13 +13,14 @@ _MACRO_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _FUNC_RE = re.compile(r"\$([A-Za-z]*)\(")
 
 
-def expand(desc: SubmitDescription, *, cluster: int) -> list[dict[str, str]]:
-    """Return, per proc in proc order, every command's fully macro-expanded value."""
-    return expand_queue(desc.commands, desc.queue, cluster=cluster)
+def expand(desc: SubmitDescription, *, cluster: int, limit: int | None = None) -> list[dict[str, str]]:
+    """Return, per proc in proc order, every command's fully macro-expanded value (the first `limit` procs)."""
+    return expand_queue(desc.commands, desc.queue, cluster=cluster, limit=limit)
 
 
 def expand_queue(
     commands: Sequence[tuple[str, str]], queue: QueueSpec, *, cluster: int | None, first_proc: int = 0,
+    limit: int | None = None,
 ) -> list[dict[str, str]]:
     """Expand the procs one queue statement makes from the commands in force at it.
 
@@ -39,6 +40,8 @@ def expand_queue(
     procs: list[dict[str, str]] = []
     for row, item in enumerate(items):
         for step in range(q.count):
+            if limit is not None and len(procs) >= limit:
+                return procs
             live = {name.lower(): value for name, value in zip(q.vars, item, strict=False)}  # no item: no vars
             proc = str(first_proc + len(procs))
             predefined = {
