@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from bench.light import JOB_SH, description, workdir
 from rsub.wire.vocabulary import FINAL_STATES
 from rsubd.backends.local.scheduler import LocalSchedd
 from rsubd.backends.schedd import Action, JobStatus, Schedd, state_of
@@ -30,8 +31,9 @@ from rsubd.ledger.store import Ledger
 from rsubd.polling.poller import Poller
 from rsubd.services.submission import prepare
 
+__all__ = ["JOB_SH", "description", "workdir"]  # the jobs' files, from bench.light; the rest below
+
 SCHEDD = "local"
-JOB_SH = "#!/bin/sh\necho \"hello $1\"\n"
 Key = tuple[int, int]
 
 
@@ -44,20 +46,6 @@ def emit(figures: dict[str, Any]) -> None:
     json.dump(figures, sys.stdout, indent=2)
     sys.stdout.write("\n")
     sys.stdout.flush()
-
-
-def description(procs: int) -> str:
-    return (f"executable = job.sh\narguments = $(Process)\noutput = out.$(Process)\n"
-            f"error = err.$(Process)\nqueue {procs}\n")
-
-
-def workdir(root: Path) -> Path:
-    """The directory jobs are submitted from, with their executable."""
-    work = root / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "job.sh").write_text(JOB_SH)
-    (work / "job.sh").chmod(0o755)
-    return work
 
 
 def schedd_root(state: Path) -> Path:

@@ -42,6 +42,7 @@ from rsubd.backends.schedd import (
 )
 
 TICK_SECONDS = 0.2
+IDLE_TICK_SECONDS = 30.0  # an empty queue has nothing to tick for (an idle rsubd stays asleep); a submit wakes it
 # A schedd's submission limits and their defaults (HTCondor's MAX_JOBS_PER_SUBMISSION, MAX_JOBS_PER_OWNER),
 # and what condor_submit prints when a submit would pass one.
 MAX_JOBS_PER_SUBMISSION = 20_000
@@ -69,6 +70,7 @@ class LocalSchedd(QueueActions):
         max_jobs_per_owner: int = MAX_JOBS_PER_OWNER,
     ) -> None:
         self.max_jobs_per_submission, self.max_jobs_per_owner = max_jobs_per_submission, max_jobs_per_owner
+        self._wake = threading.Event()
         mode = execute or os.environ.get(EXECUTE_ENV) or "real"
         if mode not in EXECUTE_MODES:
             raise ValueError(f"execute must be one of {', '.join(EXECUTE_MODES)}, not {mode!r}")
@@ -85,7 +87,11 @@ class LocalSchedd(QueueActions):
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(TICK_SECONDS):
+        while not self._stop.is_set():
+            self._wake.wait(TICK_SECONDS if self._procs else IDLE_TICK_SECONDS)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - the scheduler must outlive one bad job; the error is in the ad
@@ -95,6 +101,7 @@ class LocalSchedd(QueueActions):
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         with self._lock:
@@ -136,6 +143,7 @@ class LocalSchedd(QueueActions):
                 self._index.learn(ad)
                 self._index.add((cluster, proc), self._status((cluster, proc)))
             self._unspooled.add(cluster)
+            self._wake.set()  # an empty queue's scheduler sleeps: it has jobs to tick for now
             if self.execute == "real":
                 for proc in range(len(procs)):
                     events.submitted(self.ad((cluster, proc)), qdate)
@@ -203,13 +211,14 @@ class LocalSchedd(QueueActions):
         errors: list[str] = []
         done: list[Key] = []
         start = int(self._clock())
+        dirs: set[Path] = set()  # where files were renamed into place: each fsynced once, below
         for key, ad in todo:
             status = ad.get("JobStatus")
             held_output = status == JobStatus.HELD and ad.get("HoldReasonCode") == HoldCode.TRANSFER_OUTPUT_ERROR
             if status != JobStatus.COMPLETED and not held_output:
                 continue  # a real schedd returns quietly for jobs with nothing spooled yet
             try:
-                transfer.retrieve(f"{key[0]}.{key[1]}", ad, Path(ad["Iwd"]))
+                transfer.retrieve(f"{key[0]}.{key[1]}", ad, Path(ad["Iwd"]), dirs)
                 if status == JobStatus.COMPLETED:
                     done.append(key)
             except transfer.TransferError as e:
@@ -217,6 +226,13 @@ class LocalSchedd(QueueActions):
             except OSError as e:
                 errors.append(
                     f"DCSchedd::receiveJobSandbox:7003:writing to {e.filename}: (errno {e.errno}) {e.strerror}")
+        try:
+            # Every file is fsynced already; its rename is durable once its directory is: one fsync per
+            # directory for the whole batch, before any job is reported home (StageOutFinish, below).
+            transfer.sync_dirs(dirs)
+        except OSError as e:
+            raise ScheddError(ErrorKind.TRANSFER, f"DCSchedd::receiveJobSandbox:7003:syncing {e.filename}:"
+                              f" (errno {e.errno}) {e.strerror}") from None
         with self._lock:
             for key in done:
                 if key in self._procs:
