@@ -8,6 +8,10 @@ At 1, 100, 1,000 and 10,000 jobs (one cluster each):
   the same description straight to the same backend (`python -m bench.submit
   --direct`): what a script calling the backend itself pays, start included.
 - direct: the submit and spool alone, inside that process.
+- cpu: CPU seconds of each side (the rsub client and rsubd over the submit; the
+  fresh process), the figure a loaded machine disturbs least. The rsubd of the
+  bench makes no early poll after the timed submit (`early_poll_every = 3600`,
+  its budget spent by the warm-up): that poll is rsubd's next piece of work.
 - parts_ms: where rsubd's side of the time goes, step by step in a warm process on
   the embedded scheduler (the same calls rsubd makes, in its order): prepare
   (parse, expand, check, render), the ledger's intent, the backend's submit, the
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -88,12 +93,24 @@ def direct(root: Path, procs: int) -> float:
     return seconds
 
 
-def direct_process(root: Path, procs: int) -> tuple[float, float]:
-    """(wall of the fresh process, seconds of its submit + spool)."""
+def children_cpu() -> float:
+    """CPU seconds of this process's waited-for children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def direct_process(root: Path, procs: int) -> tuple[float, float, float]:
+    """(wall of the fresh process, seconds of its submit + spool, its CPU seconds)."""
+    cpu = children_cpu()
     started = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "bench.submit", "--direct", str(root), "--procs", str(procs)],
                          check=True, capture_output=True, text=True)
-    return time.perf_counter() - started, float(json.loads(out.stdout)["seconds"])
+    return time.perf_counter() - started, float(json.loads(out.stdout)["seconds"]), children_cpu() - cpu
 
 
 def daemon_for(root: Path) -> Any:
@@ -101,7 +118,9 @@ def daemon_for(root: Path) -> Any:
 
     config = condor_config()
     if config is None:
-        return Rsubd(root, root / "state")
+        # No early poll after the timed submit (the warm-up's spent the budget): the poll that follows a
+        # submit is rsubd's next piece of work, not the submit's, and would share the two cores with it.
+        return Rsubd(root, root / "state", extra="early_poll_every = 3600")
     daemon = Rsubd(root, root / "state")
     cfg = root / "config" / "rsub" / "config.toml"
     cfg.write_text(f"""socket = "{daemon.socket}"
@@ -116,7 +135,8 @@ poll_interval = 3600
     return daemon
 
 
-def through_rsub(root: Path, procs: int) -> float:
+def through_rsub(root: Path, procs: int) -> tuple[float, float]:
+    """(wall of `rsub submit`, CPU seconds of the client and of rsubd over it)."""
     work = workdir(root)
     (work / "job.sub").write_text(description(procs))
     daemon = daemon_for(root)
@@ -128,16 +148,19 @@ def through_rsub(root: Path, procs: int) -> float:
         warm = daemon.rsub("submit", "--json", "warm.sub", cwd=work)
         if condor_config() and warm.returncode == 0:
             daemon.rsub("rm", str(json.loads(warm.stdout)["cluster"]))
+        assert daemon.proc is not None
+        cpu, daemon_cpu = children_cpu(), proc_cpu(daemon.proc.pid)
         started = time.perf_counter()
         out = daemon.rsub("submit", "--json", "job.sub", cwd=work)
         seconds = time.perf_counter() - started
+        cpu = children_cpu() - cpu + proc_cpu(daemon.proc.pid) - daemon_cpu
         if out.returncode != 0:
             raise RuntimeError(f"rsub submit failed: {out.returncode} {out.stderr[-2000:]}")
         if condor_config():
             daemon.rsub("rm", str(json.loads(out.stdout)["cluster"]))
     finally:
         daemon.stop()
-    return seconds
+    return seconds, cpu
 
 
 def parts(root: Path, procs: int) -> dict[str, float]:
@@ -195,21 +218,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     figures: dict[str, Any] = {}
     for procs in args.sizes:
         times: dict[str, list[float]] = {"rsub": [], "direct_process": [], "direct": []}
+        cpus: dict[str, list[float]] = {"rsub": [], "direct_process": []}
         for _ in range(args.runs):
             with tempfile.TemporaryDirectory(prefix="rsb-", dir="/tmp") as tmp:
-                wall, inner = direct_process(Path(tmp), procs)
+                wall, inner, cpu = direct_process(Path(tmp), procs)
                 times["direct_process"].append(wall)
                 times["direct"].append(inner)
+                cpus["direct_process"].append(cpu)
             with tempfile.TemporaryDirectory(prefix="rsb-", dir="/tmp") as tmp:
-                times["rsub"].append(through_rsub(Path(tmp), procs))
+                wall, cpu = through_rsub(Path(tmp), procs)
+                times["rsub"].append(wall)
+                cpus["rsub"].append(cpu)
         with tempfile.TemporaryDirectory(prefix="rsb-", dir="/tmp") as tmp:
             steps = parts(Path(tmp), procs)
         ratio = statistics.median(times["rsub"]) / statistics.median(times["direct_process"])
+        cpu_ratio = statistics.median(cpus["rsub"]) / statistics.median(cpus["direct_process"])
         figures[str(procs)] = {"wall": {k: summary(v) for k, v in times.items()},
-                               "ratio_vs_direct_process": round(ratio, 2), "parts_ms": steps}
+                               "cpu": {k: summary(v) for k, v in cpus.items()},
+                               "ratio_vs_direct_process": round(ratio, 2), "cpu_ratio": round(cpu_ratio, 2),
+                               "parts_ms": steps}
     emit({"bench": "submit", "backend": "htcondor" if condor_config() else "local (fake execution)",
           "target_ratio": TARGET, "sizes": figures,
-          "meets_target": all(f["ratio_vs_direct_process"] <= TARGET for f in figures.values())})
+          "meets_target": all(f["ratio_vs_direct_process"] <= TARGET for f in figures.values()),
+          "meets_target_in_cpu": all(f["cpu_ratio"] <= TARGET for f in figures.values())})
 
 
 if __name__ == "__main__":
