@@ -115,10 +115,10 @@ def rounds(daemon: Rsubd, count: int, cluster: int = 500) -> dict[str, Any]:
         ratios[f"{name} vs_venv_python"] = round(medians[name]["median_ms"] / venv, 2)
     sock = env["RSUB_SOCKET"]
     replies = {
-        "rsub q": reply_ms(sock, "status", active=True, limit=1000),
+        "rsub q": reply_ms(sock, "status", active=True, limit=1000, brief=True),  # what rsub q asks
         "rsub status C.P": reply_ms(sock, "status", ids=[f"{cluster}.50"]),
         "rsub status C": reply_ms(sock, "status", ids=[str(cluster)]),
-        "rsub history --limit 1000": reply_ms(sock, "history", limit=1000),
+        "rsub history --limit 1000": reply_ms(sock, "history", limit=1000, brief=True),
     }
     imports = {name: import_ms([rsub, *argv[1:]], env) for name, argv in commands.items() if name.startswith("rsub")}
     return {"python3": system_python(), "cluster": cluster, "wall": medians, "ratios": ratios,

@@ -73,3 +73,19 @@ def test_compacted_jobs_stay_in_history(short_tmp: Path) -> None:
     finally:
         daemon.stop()
         daemon.kill_leftover_jobs()
+
+
+def test_q_asks_for_brief_rows_and_shows_the_same(rsubd: Rsubd, workdir: Path) -> None:
+    """rsub q's table reads brief rows (protocol.BRIEF_FIELDS): a third of the bytes, the same table."""
+    from rsub.wire.protocol import BRIEF_FIELDS, Connection
+
+    write_job(workdir, "job.sh", "true\n")
+    (workdir / "j.sub").write_text("executable = job.sh\nhold = true\nqueue 3\n")
+    assert rsubd.rsub("submit", "j.sub", cwd=workdir).returncode == 0
+    with Connection(str(Path(rsubd.env["XDG_RUNTIME_DIR"]) / "rsub" / "rsubd.sock")) as conn:
+        brief = conn.call("status", active=True, brief=True)["result"]["jobs"]
+        full = conn.call("status", active=True)["result"]["jobs"]
+    assert len(brief) == 3 and all(set(j) == set(BRIEF_FIELDS) for j in brief)
+    assert [{k: j[k] for k in BRIEF_FIELDS} for j in full] == brief
+    table = rsubd.rsub("q").stdout.splitlines()
+    assert len(table) == 4 and all(line.split("\t")[0].endswith("@local") for line in table[1:])

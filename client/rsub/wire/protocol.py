@@ -32,14 +32,18 @@ FILTERS: dict[str, tuple[type, ...]] = {
     "group": (str, type(None)), "user": (str, type(None)),
 }
 
+# A job's fields in a `brief` status or history reply: what `rsub q` and `rsub history` show in jobsub's columns.
+BRIEF_FIELDS = ("id", "cluster", "proc", "schedd", "state", "submitted_at", "exit_code", "exit_signal", "jobsub")
+
 # Request kinds and the fields each takes (name -> accepted types).
 REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
     "ping": {},
     "submit": {"description": (str,), "cwd": (str,), "submit_file": (str, type(None)),
                "schedd": (str, type(None)), "request_id": (str,), "token": (str, type(None)),
                "group": (str, type(None)), "role": (str, type(None))},
-    "status": {"ids": (list,), "active": (bool,), "limit": (int,), "offset": (int,), **FILTERS},
-    "history": {"ids": (list,), "limit": (int,), "offset": (int,), **FILTERS},
+    # brief: each job with only what the jobsub table shows (BRIEF_FIELDS), less than half the bytes.
+    "status": {"ids": (list,), "active": (bool,), "limit": (int,), "offset": (int,), "brief": (bool,), **FILTERS},
+    "history": {"ids": (list,), "limit": (int,), "offset": (int,), "brief": (bool,), **FILTERS},
     "fetchlog": {"job": (str,)},  # not "id": that is the request's own
     "wait": {"ids": (list,), "timeout": (int, float)},
     # A stream of frames (rsubd/handlers/watch.py): a snapshot, then each event as it is recorded.

@@ -63,6 +63,13 @@ def _iso(ts: float | None) -> str | None:
     return text
 
 
+def brief_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A job as a `brief` status or history reply carries it (protocol.BRIEF_FIELDS, "jobsub" added by the caller)."""
+    return {"id": f"{job_id(row['cluster'], row['proc'])}@{row['schedd']}", "cluster": row["cluster"],
+            "proc": row["proc"], "schedd": row["schedd"], "state": row["state"],
+            "submitted_at": _iso(row["submitted_at"]), "exit_code": row["exit_code"], "exit_signal": row["exit_signal"]}
+
+
 def job_view(row: dict[str, Any]) -> dict[str, Any]:
     """A job as `rsub status --json` shows it (shape version 1)."""
     return {
