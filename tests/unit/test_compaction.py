@@ -131,3 +131,56 @@ def test_history_walks_the_partial_index(ledger: Ledger) -> None:
     sql = next(s for s in seen if "WITH page" in s)
     plan = " ".join(str(r) for r in ledger._conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall())
     assert "jobs_finished" in plan
+
+
+def test_job_counts_follow_every_write(ledger: Ledger) -> None:
+    """The counts the triggers keep (q's and history's totals) equal a count of the rows, after each kind of write."""
+
+    def check() -> None:
+        for states in (list(FINAL_STATES), ["idle", "running", "completed", "spooling"], ["failed"], ["removed"]):
+            for schedd in (None, "local", "other"):
+                args: list[object] = list(states)
+                sql = f"SELECT count(*) FROM jobs WHERE state IN ({', '.join('?' * len(states))})"
+                if schedd is not None:
+                    sql, args = sql + " AND schedd = ?", [*args, schedd]
+                assert ledger.job_count(states=states, schedd=schedd) == ledger._conn.execute(sql, args).fetchone()[0]
+
+    _cluster(ledger, 1, 4)
+    check()
+    _live(ledger, 1, range(2), to="marked")
+    _live(ledger, 1, range(2, 4), to="removed")
+    _cluster(ledger, 2, 3, schedd="other")
+    _live(ledger, 2, range(3), to="completed", schedd="other")
+    check()
+    row = ledger.add_submit_intent(request_id="f", schedd="local", tag="tf", description="q", submitted_description="q",
+                                   submit_dir="/s", submit_file=None)
+    ledger.record_submitted(row, 3, [(0, "/i"), (1, "/i")])
+    ledger.record_submit_failed(row, "spool failed")
+    check()
+    compact(ledger, "local", time.time() + 1, now=time.time())
+    check()
+    assert ledger.job_count(states=list(FINAL_STATES)) == 6
+
+
+def test_a_ledger_from_before_migration_5_gets_its_counts(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, migration in enumerate(MIGRATIONS[:4], start=1):
+        for statement in migration.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
+    conn.execute("INSERT INTO clusters (request_id, schedd, tag, state, description, submitted_description,"
+                 " submit_dir, created_at) VALUES ('r', 'local', 't', 'submitted', 'q', 'q', '/s', 0)")
+    for proc, state in enumerate(["retrieved", "retrieved", "removed", "idle"]):
+        conn.execute("INSERT INTO jobs (schedd, cluster, proc, cluster_row, state, submitted_at, updated_at)"
+                     " VALUES ('local', 1, ?, 1, ?, 0, 0)", (proc, state))
+    conn.close()
+    ledger = Ledger(path)
+    try:
+        assert ledger.job_count(states=list(FINAL_STATES)) == 3
+        assert ledger.job_count(states=["idle"], schedd="local") == 1
+    finally:
+        ledger.close()

@@ -154,6 +154,13 @@ class LedgerReads:
         clusters: Sequence[int] = (), submitted_after: float | None = None, submitted_before: float | None = None,
     ) -> int:
         """How many jobs the same filters as `job_page` match, on every page."""
+        if states and not selectors and not clusters and submitted_after is None and submitted_before is None:
+            # By state (and schedd) alone: the counts the triggers keep (migration 5), not a count of the rows.
+            marks = ", ".join("?" * len(states))
+            counted = f"state IN ({marks})" + ("" if schedd is None else " AND schedd = ?")
+            values = [*states, *([] if schedd is None else [schedd])]
+            return int(self._query(f"SELECT coalesce(sum(n), 0) AS n FROM job_counts WHERE {counted}",
+                                   values)[0]["n"])
         args: list[Any] = []
         where = self._page_where(selectors, states, schedd, clusters, submitted_after, submitted_before, args,
                                  counting=True)
