@@ -81,8 +81,12 @@ def reply_ms(socket: str, kind: str, count: int = 11, **fields: Any) -> float:
     for _ in range(count):
         with Connection(socket) as conn:
             started = time.perf_counter()
-            conn.call(kind, **fields)
+            reply = conn.call(kind, **fields)
             times.append(time.perf_counter() - started)
+        if not reply.get("ok"):
+            if fields.pop("brief", None):  # an rsubd from before `brief`: ask as its own client did
+                return reply_ms(socket, kind, count, **fields)
+            raise RuntimeError(f"rsubd refused {kind}: {reply.get('error')}")
     return round(statistics.median(times) * 1000, 1)
 
 
