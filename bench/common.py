@@ -8,6 +8,7 @@ LocalSchedd in fake-execution mode, and a ledger that agrees with it. Building
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import random
@@ -56,8 +57,9 @@ def schedd_root(state: Path) -> Path:
 def open_schedd(state: Path, **kwargs: Any) -> LocalSchedd:
     # A dataset of 100,000 jobs in one cluster is past a schedd's MAX_JOBS_PER_SUBMISSION: the benches
     # measure the poll's side, not the limits (tests/unit/test_submit_limits.py does).
-    kwargs.setdefault("max_jobs_per_submission", 10**9)
-    kwargs.setdefault("max_jobs_per_owner", 10**9)
+    if "max_jobs_per_owner" in inspect.signature(LocalSchedd).parameters:  # not in an older rsubd (before/after runs)
+        kwargs.setdefault("max_jobs_per_submission", 10**9)
+        kwargs.setdefault("max_jobs_per_owner", 10**9)
     return LocalSchedd(SCHEDD, schedd_root(state), execute="fake", autostart=False, **kwargs)
 
 
