@@ -1,7 +1,7 @@
 """Run every rsub benchmark and print one JSON document with all their figures.
 
-    .venv/bin/python -m bench            # everything, about three minutes
-    .venv/bin/python -m bench calls      # one or some of: calls poll_cost client submit dag
+    .venv/bin/python -m bench            # everything, about twenty minutes (idle alone takes five)
+    .venv/bin/python -m bench calls      # one or some of: calls poll_cost client submit dag retrieval year idle
 
 Each benchmark is also a module of its own (`python -m bench.calls --help`).
 The 100,000-job datasets are built once per run and shared.
@@ -16,7 +16,8 @@ import tempfile
 import time
 from typing import Any
 
-BENCHES = ("calls", "poll_cost", "client", "submit", "dag")
+BENCHES = ("calls", "poll_cost", "client", "submit", "dag", "retrieval", "year", "idle")
+NO_CACHE = ("submit", "idle")  # they build nothing to share
 
 
 def main(argv: list[str]) -> int:
@@ -29,7 +30,7 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="rsub-bench-cache-") as cache:
         for name in chosen:
-            args = [sys.executable, "-m", f"bench.{name}"] + ([] if name == "submit" else ["--cache", cache])
+            args = [sys.executable, "-m", f"bench.{name}"] + ([] if name in NO_CACHE else ["--cache", cache])
             print(f"bench: running {name} ...", file=sys.stderr, flush=True)
             t = time.perf_counter()
             out = subprocess.run(args, capture_output=True, text=True, check=False)

@@ -21,26 +21,29 @@ class Rsubd(support.Rsubd):
     start_timeout = stop_timeout = 60.0  # it opens, and at the end closes, a ledger of 100,000 jobs
     rsub_timeout = 600.0  # a submit of 10,000 procs
 
-    def __init__(self, root: Path, state: Path, *, execute: str = "fake", poll_interval: float = 3600) -> None:
+    def __init__(self, root: Path, state: Path, *, execute: str = "fake", poll_interval: float = 3600,
+                 schedds: Sequence[str] = ("local",), extra: str = "") -> None:
         self.socket = root / "run" / "rsubd.sock"
+        tables = "".join(f"""
+            [[schedd]]
+            name = "{name}"
+            backend = "local"
+            poll_interval = {poll_interval}
+            {extra}
+            """ for name in schedds)
         super().__init__(root, f"""\
             socket = "{self.socket}"
             state_dir = "{state}"
             log_level = "info"
-
-            [[schedd]]
-            name = "local"
-            backend = "local"
-            poll_interval = {poll_interval}
-            """)
+            """ + tables)
         # With RSUB_SOCKET set, rsub does not read the config: the client figures are measured that way.
         self.env |= {"RSUB_SOCKET": str(self.socket), "RSUB_LOCAL_EXECUTE": execute}
 
-    def polls(self) -> int:
+    def polls(self, schedd: str = "local") -> int:
         out = self.rsub("daemon", "status", "--json")
         if out.returncode != 0:
             return 0
-        status = json.loads(out.stdout)["schedds"]["local"]
+        status = json.loads(out.stdout)["schedds"][schedd]
         return int(status["polls"]) if status.get("last_outcome") else 0
 
     def wait_for_poll(self, timeout: float = 120) -> None:

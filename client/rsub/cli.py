@@ -121,6 +121,9 @@ EXIT_PIPE = 141  # 128 + SIGPIPE: what a shell sees from coreutils whose reader 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--version"]:  # what argparse would print, without building every command's parser first
+        print(f"rsub {__version__}")
+        return 0
     try:
         args, extra = build_parser(command_of(argv)).parse_known_args(argv)
         if extra:

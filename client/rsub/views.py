@@ -58,9 +58,9 @@ def render_table(rows: list[list[str]], header: list[str], *, tty: bool, colour:
 def table(rows: list[list[str]], header: list[str], row_states: list[str] | None = None,
           colour_column: int | None = None) -> None:
     tty = on_terminal()
-    for line in render_table(rows, header, tty=tty, colour=tty and use_colour(), colour_column=colour_column,
-                             row_states=row_states):
-        print(line)
+    lines = render_table(rows, header, tty=tty, colour=tty and use_colour(), colour_column=colour_column,
+                         row_states=row_states)
+    sys.stdout.write("\n".join(lines) + "\n")  # one write: 1,000 print() calls cost `rsub q` a few ms
 
 
 def run_time_text(seconds: float | None) -> str:

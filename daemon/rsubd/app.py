@@ -102,7 +102,7 @@ class Daemon:
             self.schedds[s.name] = make_schedd(s, cfg.state_dir, self._credential_for(s.token))
             self.pollers[s.name] = Poller(self.ledger, self.schedds[s.name], on_change=self.notifier.jobs_changed,
                                           retry_base=max(2.0, s.poll_interval), retry_max=s.retrieve_retry_max,
-                                          attention_after=s.retrieve_attention_after)
+                                          attention_after=s.retrieve_attention_after, compact_after=cfg.compact_after)
             self.policies[s.name] = PollPolicy.for_schedd(s)
             self.early[s.name] = EarlyPolls(self.policies[s.name],
                                             bucket=TokenBucket.every(s.early_poll_every, s.early_poll_burst))
@@ -111,7 +111,8 @@ class Daemon:
             self.loops[s.name] = PollLoop(s.name, schedule, functools.partial(self._poll, s.name),
                                           on_done=self._polled)
         self.submissions = Submissions(self.ledger, self.tokens, self, schedds={s.name: s.token for s in cfg.schedds},
-                                       max_age_seconds=int(cfg.leave_in_queue_days * 86400))
+                                       max_age_seconds=int(cfg.leave_in_queue_days * 86400),
+                                       limits={s.name: s.submit_limits for s in cfg.schedds})
         self.automation = automation.Automation(cfg.policy, self.submissions, self.notifier)  # after each poll
         self.services = Services(config=cfg, ledger=self.ledger, schedds=self.schedds, pollers=self.pollers,
                                  tokens=self.tokens, submissions=self.submissions, polls=self, control=self,

@@ -57,10 +57,16 @@ class ScheddConfig:
     retrieve_attention_after: float = 3600.0  # seconds a retrieve may keep failing before a person is asked
     dagman: str = DEFAULT_DAGMAN  # condor_dagman's path on the access point (the embedded one runs its own for it)
     schedd_name: str = ""  # the schedd's Name in the pool (HTCondor's "schedd2@host"); "" until set from name
+    max_jobs_per_submission: int = 20_000  # the schedd's MAX_JOBS_PER_SUBMISSION: rsub refuses a bigger submit
+    max_jobs_per_owner: int = 100_000  # the schedd's MAX_JOBS_PER_OWNER: rsub refuses a submit that would pass it
 
     def __post_init__(self) -> None:
         if not self.schedd_name:
             object.__setattr__(self, "schedd_name", self.name)
+
+    @property
+    def submit_limits(self) -> tuple[int, int]:
+        return self.max_jobs_per_submission, self.max_jobs_per_owner
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class Config:
     log_max_bytes: int = 10 * 1024 * 1024  # a log file is rotated past this size, keeping log_backups old ones
     log_backups: int = 5
     leave_in_queue_days: float = 10.0
+    compact_after_days: float = 30.0  # final jobs older than this lose their events (ledger/compaction.py); 0 never
     schedds: tuple[ScheddConfig, ...] = field(default_factory=tuple)
     tokens: dict[str, TokenProfile] = field(default_factory=dict)
     unspooled: str = "resubmit"
@@ -96,6 +103,11 @@ class Config:
     def ledger_path(self) -> Path:
         return self.state_dir / "ledger.db"
 
+    @property
+    def compact_after(self) -> float:
+        """compact_after_days in seconds (0: never compact)."""
+        return self.compact_after_days * 86400
+
     def schedd(self, name: str | None) -> ScheddConfig:
         if name is None:
             return self.schedds[0]
@@ -106,13 +118,14 @@ class Config:
 
 
 TOP_KEYS = {"socket", "state_dir", "log_level", "log_file", "log_max_bytes", "log_backups", "leave_in_queue_days",
-            "schedd", "tokens", "unspooled", "notify", "jobsub", "policy"}
+            "compact_after_days", "schedd", "tokens", "unspooled", "notify", "jobsub", "policy"}
 NOTIFY_KEYS = {"command", "on", "desktop"}
 UNSPOOLED = ("resubmit", "report")
 SCHEDD_KEYS = {"name", "schedd_name", "backend", "poll_interval", "slots", "pool", "address", "condor_config", "params",
                "call_timeout", "transfer_timeout", "own_schedd", "token", "poll_jitter", "poll_backoff_max",
                "early_poll_every", "early_poll_burst", "faults_file", "poll_stall_slack", "poll_max_duration",
-               "retrieve_retry_max", "retrieve_attention_after", "dagman"}
+               "retrieve_retry_max", "retrieve_attention_after", "dagman", "max_jobs_per_submission",
+               "max_jobs_per_owner"}
 TOKEN_KEYS = {"kind", "file", "directory", "refresh_command", "refresh_margin", "refresh_floor", "refresh_timeout",
               "group", "role", "vault", "issuer", "htgettoken_options"}
 # A client may ask for an early poll (rsub wait, a submit) at most once per this many seconds by default.
@@ -220,6 +233,9 @@ def _schedd(table: Any, index: int) -> ScheddConfig:
         retrieve_attention_after=_number(table.get("retrieve_attention_after", 3600.0),
                                          f"{where}retrieve_attention_after", minimum=0.0),
         dagman=_dagman_path(table.get("dagman", DEFAULT_DAGMAN), f"{where}dagman"),
+        max_jobs_per_submission=_whole(table.get("max_jobs_per_submission", 20_000),
+                                       f"{where}max_jobs_per_submission", minimum=1),
+        max_jobs_per_owner=_whole(table.get("max_jobs_per_owner", 100_000), f"{where}max_jobs_per_owner", minimum=1),
     )
 
 
@@ -318,6 +334,7 @@ def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
     max_bytes = _whole(data.get("log_max_bytes", 10 * 1024 * 1024), "log_max_bytes", minimum=4096)
     backups = _whole(data.get("log_backups", 5), "log_backups", minimum=1)
     days = _number(data.get("leave_in_queue_days", 10), "leave_in_queue_days", minimum=0.001)
+    compact_days = _number(data.get("compact_after_days", 30), "compact_after_days", minimum=0.0)
     raw = data.get("schedd", [{"name": "local", "backend": "local"}])
     if not isinstance(raw, list) or not raw:
         raise ConfigError("schedd must be a non-empty list of [[schedd]] tables")
@@ -353,5 +370,6 @@ def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return Config(socket=socket, state_dir=state, log_level=level, log_file=log_file, log_max_bytes=max_bytes,
-                  log_backups=backups, leave_in_queue_days=days, schedds=schedds, tokens=tokens, unspooled=unspooled,
+                  log_backups=backups, leave_in_queue_days=days, compact_after_days=compact_days,
+                  schedds=schedds, tokens=tokens, unspooled=unspooled,
                   notify=_notify(data.get("notify", {})), jobsub=jobsub, policy=policy, source=source)

@@ -40,3 +40,14 @@ def test_only_rsub_watch_loads_curses_and_only_wait_and_watch_the_stream_followe
     # Building a parser is what every command does first; curses comes in only when rsub watch draws.
     assert result.stdout.splitlines() == ["q []", "status []", "submit []", "wait ['rsub.follow']",
                                           "watch ['rsub.follow']"]
+
+
+def test_a_plain_submit_loads_only_the_jobsub_options() -> None:
+    # `rsub submit job.sub` needs the jobsub option definitions for its parser, not the file:// builder.
+    code = (
+        "import sys, rsub.cli\n"
+        "rsub.cli.build_parser('submit')\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith(('rsub.jobsub', 'tarfile', 'dataclasses')))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "rsub.jobsub,rsub.jobsub.options"

@@ -19,26 +19,34 @@ holding the `-f` files; each tarball moved into a directory of its own and unpac
 there, its path in `$INPUT_TAR_FILE` (then `$INPUT_TAR_FILE_1`, ...) and that directory
 in `$INPUT_TAR_DIR_LOCAL` (then `$INPUT_TAR_DIR_LOCAL_1`, ...); `$CLUSTER` and `$PROCESS`.
 
-Standard library only: the client must start fast.
+Standard library only: the client must start fast. So the package loads its modules
+on first use (PEP 562): `rsub submit job.sub` builds its parser from `options` alone,
+and only a `file://` submit loads the builder (tarfile, dataclasses, the wrapper text).
 """
 
-from rsub.jobsub.extras import Extras, build_extras
-from rsub.jobsub.options import add_options, count, options_used, unsupported
-from rsub.jobsub.plan import (
-    INPUT_DIR,
-    LIFETIMES,
-    BuildError,
-    Plan,
-    TarInput,
-    build,
-    disk_kb,
-    lifetime_seconds,
-    memory_mb,
-)
-from rsub.jobsub.render import SUBMIT_FILE, UNWIND, describe, quote_arguments, quote_environment, tar_path, wrapper
-from rsub.jobsub.scopes import need_scopes
-from rsub.jobsub.submitdir import PROGRESS_THRESHOLD, Progress, human_size, input_bytes, materialize, submit_dir
-from rsub.wire.vocabulary import WRAPPER
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the names, for the checker; at run time each is loaded on first use (__getattr__)
+    from typing import Any
+
+    from rsub.jobsub.extras import Extras, build_extras
+    from rsub.jobsub.options import add_options, count, options_used, unsupported
+    from rsub.jobsub.plan import (
+        INPUT_DIR,
+        LIFETIMES,
+        BuildError,
+        Plan,
+        TarInput,
+        build,
+        disk_kb,
+        lifetime_seconds,
+        memory_mb,
+    )
+    from rsub.jobsub.render import SUBMIT_FILE, UNWIND, describe, quote_arguments, quote_environment, tar_path, wrapper
+    from rsub.jobsub.scopes import need_scopes
+    from rsub.jobsub.submitdir import PROGRESS_THRESHOLD, Progress, human_size, input_bytes, materialize, submit_dir
+    from rsub.wire.vocabulary import WRAPPER
 
 __all__ = [
     "INPUT_DIR", "LIFETIMES", "PROGRESS_THRESHOLD", "SUBMIT_FILE", "UNWIND", "WRAPPER", "BuildError", "Extras",
@@ -46,3 +54,28 @@ __all__ = [
     "human_size", "input_bytes", "lifetime_seconds", "materialize", "memory_mb", "need_scopes", "options_used",
     "quote_arguments", "quote_environment", "submit_dir", "tar_path", "unsupported", "wrapper",
 ]
+
+# Each name and the module that defines it.
+_WHERE = {
+    **dict.fromkeys(("Extras", "build_extras"), "rsub.jobsub.extras"),
+    **dict.fromkeys(("add_options", "count", "options_used", "unsupported"), "rsub.jobsub.options"),
+    **dict.fromkeys(("INPUT_DIR", "LIFETIMES", "BuildError", "Plan", "TarInput", "build", "disk_kb",
+                     "lifetime_seconds", "memory_mb"), "rsub.jobsub.plan"),
+    **dict.fromkeys(("SUBMIT_FILE", "UNWIND", "describe", "quote_arguments", "quote_environment", "tar_path",
+                     "wrapper"), "rsub.jobsub.render"),
+    **dict.fromkeys(("PROGRESS_THRESHOLD", "Progress", "human_size", "input_bytes", "materialize", "submit_dir"),
+                    "rsub.jobsub.submitdir"),
+    "need_scopes": "rsub.jobsub.scopes",
+    "WRAPPER": "rsub.wire.vocabulary",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rsub.jobsub' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next use finds it at once
+    return value

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from typing import Any
 
 from rsub.connection import Failure
 from rsub.wire.vocabulary import EXIT_USAGE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing only for the checker: `rsub submit job.sub` builds its parser from this module
+    from collections.abc import Sequence
+    from typing import Any
 
 # jobsub_lite's submit options that rsub does not support, and what to do instead. Each says so by name,
 # never with the bare usage line: (the option's names, whether it takes a value, the advice).

@@ -32,6 +32,9 @@ FILTERS: dict[str, tuple[type, ...]] = {
     "group": (str, type(None)), "user": (str, type(None)),
 }
 
+# A job's fields in a `brief` status or history reply: what `rsub q` and `rsub history` show in jobsub's columns.
+BRIEF_FIELDS = ("id", "cluster", "proc", "schedd", "state", "submitted_at", "exit_code", "exit_signal", "jobsub")
+
 # Request kinds and the fields each takes (name -> accepted types).
 REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
     "ping": {},
@@ -40,8 +43,10 @@ REQUESTS: dict[str, dict[str, tuple[type, ...]]] = {
                "group": (str, type(None)), "role": (str, type(None)), "scopes": (list,),
                # A DAG: `dag` is the .dag file's absolute path (description: its text); rsubd spools it all.
                "dag": (str, type(None)), "max_jobs": (int, type(None)), "rescue_of": (int, type(None))},
-    "status": {"ids": (list,), "active": (bool,), "limit": (int,), "offset": (int,), "nodes": (bool,), **FILTERS},
-    "history": {"ids": (list,), "limit": (int,), "offset": (int,), "nodes": (bool,), **FILTERS},
+    # brief: each job with only what the jobsub table shows (BRIEF_FIELDS), less than half the bytes.
+    "status": {"ids": (list,), "active": (bool,), "limit": (int,), "offset": (int,), "nodes": (bool,),
+               "brief": (bool,), **FILTERS},
+    "history": {"ids": (list,), "limit": (int,), "offset": (int,), "nodes": (bool,), "brief": (bool,), **FILTERS},
     "fetchlog": {"job": (str,)},  # not "id": that is the request's own
     "wait": {"ids": (list,), "timeout": (int, float)},
     # A stream of frames (rsubd/handlers/watch.py): a snapshot, then each event as it is recorded.

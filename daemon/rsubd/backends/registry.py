@@ -45,6 +45,10 @@ class BackendConfig(Protocol):
     def transfer_timeout(self) -> float: ...
     @property
     def dagman(self) -> str: ...
+    @property
+    def max_jobs_per_submission(self) -> int: ...
+    @property
+    def max_jobs_per_owner(self) -> int: ...
 
 
 def make_schedd(cfg: BackendConfig, state_dir: Path, credential: Callable[[], Credential] | None = None,
@@ -57,8 +61,10 @@ def make_schedd(cfg: BackendConfig, state_dir: Path, credential: Callable[[], Cr
     if cfg.backend == "local":
         if local is None:
             ensure_private_dir(state_dir / "local")  # the embedded schedds' queues, spools and sandboxes
-        inner = local or LocalSchedd(cfg.name, state_dir / "local" / cfg.name, slots=cfg.slots,
-                                      dagman=cfg.dagman)
+        # The embedded scheduler enforces the same submission limits as the schedd it stands for.
+        inner = local or LocalSchedd(cfg.name, state_dir / "local" / cfg.name, slots=cfg.slots, dagman=cfg.dagman,
+                                     max_jobs_per_submission=cfg.max_jobs_per_submission,
+                                     max_jobs_per_owner=cfg.max_jobs_per_owner)
         if local is None and cfg.faults_file:
             inner = FaultySchedd(inner, Path(cfg.faults_file))
         if credential is None:

@@ -14,7 +14,7 @@ from rsub.wire.vocabulary import ACTIVE_STATES, FINAL_STATES, STATES, ErrorCode,
 from rsubd.backends.schedd import MAX_ID, ScheddError, job_id
 from rsubd.handlers.context import Services, check_schedd, parse_selector, rows, seconds_field, selectors, shows
 from rsubd.services import dagviews, retrieval
-from rsubd.services.views import fetchlog_files, job_view, jobsub_view, owner, submit_view
+from rsubd.services.views import brief_view, fetchlog_files, job_view, jobsub_view, owner, submit_view
 
 SUBMITS_HISTORY_DAYS = 30  # how far back `rsub history` shows submits that made no job
 log = structlog.get_logger("rsubd.handlers")
@@ -78,8 +78,9 @@ def status(services: Services, f: dict[str, Any], *, active: bool = False, histo
             raise RequestError(ErrorCode.NOT_FOUND, f"no job {text} in rsub's ledger")
     ledger.lineage_of(found)
     facts = services.facts.get(r["cluster_row"] for r in found)
-    now = time.time()
-    jobs = [{**job_view(r), "jobsub": jobsub_view(r, facts.get(r["cluster_row"], {}), owner(), now)} for r in found]
+    now, me = time.time(), owner()
+    view = brief_view if f.get("brief") else job_view  # brief: what the table shows (rsub q, rsub history)
+    jobs = [{**view(r), "jobsub": jobsub_view(r, facts.get(r["cluster_row"], {}), me, now)} for r in found]
     dagviews.annotate(ledger, jobs, nodes=bool(f.get("nodes")))
     reply = {"jobs": jobs, "total": total, "truncated": offset + len(jobs) < total,
              "schedds": services.polls.freshness()}

@@ -35,6 +35,7 @@ async def dry_run(services: Services, f: dict[str, Any]) -> dict[str, Any]:
     if f.get("dag"):
         return {"schedd": name, **await dagsubmit.dry_run(services.submissions, dag_order(services, f))}
     prepared = await services.submissions.prepare(f["description"], f["cwd"])  # a refusal: exit 5, as a submit
+    services.submissions.check_limits(name, prepared.num_procs)
     return {"schedd": name, "description": prepared.request.text, "num_procs": prepared.num_procs,
             "initialdirs": sorted(set(prepared.iwds)), "replaced": list(prepared.replaced)}
 

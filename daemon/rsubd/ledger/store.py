@@ -79,9 +79,13 @@ class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
     def _migrate(self, version: int) -> None:
         for number in range(version + 1, len(schema.MIGRATIONS) + 1):
             with self.transaction() as conn:
-                for statement in schema.MIGRATIONS[number - 1].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                statement = ""
+                for piece in schema.MIGRATIONS[number - 1].split(";"):
+                    statement += piece + ";"
+                    if sqlite3.complete_statement(statement):  # a trigger's body holds ";" of its own
+                        if statement.strip(" \n;"):
+                            conn.execute(statement)
+                        statement = ""
                 conn.execute(f"PRAGMA user_version = {number}")
 
     def _instance_id(self) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,6 +39,7 @@ from rsubd.backends.schedd import (
     ids_constraint,
     job_id,
 )
+from rsubd.ledger.compaction import Compactor
 from rsubd.ledger.store import Ledger, TrackedJob
 from rsubd.platform.crash import crashpoint
 from rsubd.polling.dagpoll import DagWatch
@@ -94,8 +96,10 @@ class Poller:
 
     def __init__(self, ledger: Ledger, schedd: Schedd, *, clock: Callable[[], float] = time.time,
                  on_change: Callable[[list[notify.Change]], object] | None = None,
-                 retry_base: float = RETRY_BASE, retry_max: float = 600.0, attention_after: float = 3600.0) -> None:
+                 retry_base: float = RETRY_BASE, retry_max: float = 600.0, attention_after: float = 3600.0,
+                 compact_after: float = 0.0) -> None:
         self.ledger = ledger
+        self.compactor = Compactor(ledger, compact_after, clock=clock)  # old final jobs' events (0: never)
         self.schedd = schedd
         self.stats = PollStats()
         self._clock = clock
@@ -125,7 +129,13 @@ class Poller:
 
     def poll_once(self) -> PollReport:
         with self._busy:
-            return self._poll_once()
+            report = self._poll_once()
+            try:  # after the poll's own work, and even when nothing is tracked: a schedd's old jobs are all final
+                if compacted := self.compactor.maybe(self.schedd.name):
+                    log.info("compacted", schedd=self.schedd.name, jobs=compacted)
+            except sqlite3.Error:  # never lets housekeeping break a poll; the next one tries again
+                log.exception("compaction.failed", schedd=self.schedd.name)
+            return report
 
     def _poll_once(self) -> PollReport:
         started = self._clock()

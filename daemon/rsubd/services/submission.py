@@ -24,6 +24,8 @@ from rsubd.backends.schedd import Action, ErrorKind, Schedd, ScheddError, Submit
 from rsubd.ledger.store import Ledger
 from rsubd.platform.crash import crashpoint
 from rsubd.services import eventlog, retrieval
+from rsubd.services.limits import SubmitLimits
+from rsubd.services.limits import check as check_limits
 from rsubd.services.views import submitted_view
 from rsubd.tokens import scoped
 from rsubd.tokens.manager import Credential, TokenManager
@@ -76,12 +78,19 @@ def _here(cwd: str, path: str) -> Path:
     return Path(cwd, os.path.expanduser(path.strip()))
 
 
-def _output_paths(commands: dict[str, str], iwd: Path) -> list[Path]:
-    """Where a job's output, error and transfer_output_files land on retrieve (remaps applied)."""
-    remaps = retrieval.parse_remaps(commands.get("transfer_output_remaps", ""))
+def _output_paths(commands: dict[str, str], iwd: str, remaps: dict[str, dict[str, str]]) -> list[str]:
+    """Where a job's output, error and transfer_output_files land on retrieve (remaps applied), joined to iwd.
+
+    Strings, not Paths, and each distinct remaps text parsed once (`remaps`): a 10,000-job cluster
+    asks this 10,000 times, for a handful of directories.
+    """
+    text = commands.get("transfer_output_remaps", "")
+    remap = remaps.get(text)
+    if remap is None:
+        remap = remaps[text] = retrieval.parse_remaps(text)
     names = [commands.get("output", ""), commands.get("error", "")]
-    names += [remaps.get(n.strip(), n.strip()) for n in commands.get("transfer_output_files", "").split(",")]
-    return [iwd / os.path.expanduser(n) for n in (x.strip() for x in names)
+    names += [remap.get(n.strip(), n.strip()) for n in commands.get("transfer_output_files", "").split(",")]
+    return [os.path.join(iwd, os.path.expanduser(n)) for n in (x.strip() for x in names)
             if n and n != os.devnull and "$" not in n and "://" not in n]
 
 
@@ -139,6 +148,7 @@ def prepare(
     iwds = []
     checked: set[tuple[str, str]] = set()  # a 10,000-job cluster names the same few paths 30,000 times
     here: dict[str, Path] = {}
+    remaps: dict[str, dict[str, str]] = {}
     for proc, commands in enumerate(procs):
         # A value from a macro ("initialdir = $(dir)") is only known now, and is still relative
         # to the submitter's cwd, as the schedd will read it; never to the daemon's own cwd.
@@ -169,15 +179,18 @@ def prepare(
             if not os.access(path, os.R_OK):
                 raise SubmitRefused(f"job {proc}: input file {path} is not readable")
             checked.add(("input", str(path)))
-        for target in _output_paths(commands, iwd):
+        iwd_text = str(iwd)
+        for joined in _output_paths(commands, iwd_text, remaps):
             # One look per directory: a 10,000-job cluster writes its outputs into a handful.
-            if ("out", str(target.parent)) in checked:
+            parent = os.path.dirname(joined)
+            if ("out", parent) in checked:
                 continue
+            target = Path(joined)
             problem = retrieval.probe(target.parent / ".rsub-output-check")
             if problem is not None and problem.permanent:
                 raise SubmitRefused(f"job {proc}: output {target} could not be retrieved: {problem}")
-            checked.add(("out", str(target.parent)))
-        iwds.append(str(iwd))
+            checked.add(("out", parent))
+        iwds.append(iwd_text)
     rendered = submitdesc.render(desc)
     return Prepared(
         request=SubmitRequest(text=rendered, cwd=cwd), tag=tag, num_procs=len(procs), iwds=tuple(iwds),
@@ -228,8 +241,11 @@ class Submissions:
     """Submits once per request id, for the submit handler and for recovery alike."""
 
     def __init__(self, ledger: Ledger, tokens: TokenManager, hooks: ScheddHooks, *,
-                 schedds: Mapping[str, str | None], max_age_seconds: int) -> None:
+                 schedds: Mapping[str, str | None], max_age_seconds: int,
+                 limits: Mapping[str, tuple[int, int]] | None = None) -> None:
         self.ledger = ledger
+        # name -> the schedd's (max_jobs_per_submission, max_jobs_per_owner); a schedd not named has the defaults
+        self.limits = {name: SubmitLimits(*pair) for name, pair in (limits or {}).items()}
         self.tokens = tokens
         self.hooks = hooks
         self.schedds = schedds  # name -> the schedd's own token profile; the first is the default schedd
@@ -292,6 +308,7 @@ class Submissions:
     async def _record_and_run(self, order: SubmitOrder, name: str, profile: str | None,
                               existing: dict[str, Any] | None, fell_back: bool, prepared: Prepared,
                               credential: Credential | None = None) -> dict[str, Any]:
+        self.check_limits(name, prepared.num_procs)  # before the intent: a refused submit leaves no trace
         if existing is not None:  # interrupted before the schedd heard of it: this retry submits it
             row = int(existing["id"])
             self.ledger.restart_submit(row, tag=prepared.tag, submitted_description=prepared.request.text)
@@ -308,6 +325,10 @@ class Submissions:
             result["notes"] = [f"no token profile for group {order.group!r}: -G {order.group} names the job's group; "
                                f"it goes to schedd {name} with {token}"]
         return result
+
+    def check_limits(self, name: str, procs: int) -> None:
+        """Refuse, before anything is sent, a submit past the schedd's submission limits (services/limits.py)."""
+        check_limits(name, self.limits.get(name, SubmitLimits()), procs, self.ledger.queued_count(name))
 
     async def prepare(self, description: str, cwd: str, job_token: str | None = None, *,
                       keep_removed: bool = False) -> Prepared:

@@ -51,6 +51,28 @@ def token_brief(tokens: TokenManager, profile: str, now: float) -> dict[str, Any
             "expires_at": iso(claims.exp) if claims else None, "action_needed": tokens.action(profile, now)}
 
 
+_ISO: dict[float, str | None] = {}  # a cluster's jobs share their submit time: a page formats it once
+
+
+def _iso(ts: float | None) -> str | None:
+    """`iso`, remembered: a page of 1,000 jobs formats a handful of distinct submit times, not 1,000."""
+    if ts is None:
+        return None
+    text = _ISO.get(ts)
+    if text is None:
+        if len(_ISO) > 10_000:
+            _ISO.clear()
+        text = _ISO[ts] = iso(ts)
+    return text
+
+
+def brief_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A job as a `brief` status or history reply carries it (protocol.BRIEF_FIELDS, "jobsub" added by the caller)."""
+    return {"id": f"{job_id(row['cluster'], row['proc'])}@{row['schedd']}", "cluster": row["cluster"],
+            "proc": row["proc"], "schedd": row["schedd"], "state": row["state"],
+            "submitted_at": _iso(row["submitted_at"]), "exit_code": row["exit_code"], "exit_signal": row["exit_signal"]}
+
+
 def job_view(row: dict[str, Any]) -> dict[str, Any]:
     """A job as `rsub status --json` shows it (shape version 1)."""
     return {
@@ -68,7 +90,7 @@ def job_view(row: dict[str, Any]) -> dict[str, Any]:
         "remove_reason": row["remove_reason"],
         "error": row["error"],
         "iwd": row["iwd"],
-        "submitted_at": iso(row["submitted_at"]),
+        "submitted_at": _iso(row["submitted_at"]),
         "completed_at": iso(row["completed_at"]),
         "retrieved_at": iso(row["retrieved_at"]),
         # A completed job whose output rsubd cannot write where it goes: a person must act (`attention`

@@ -13,13 +13,14 @@ _MACRO_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _FUNC_RE = re.compile(r"\$([A-Za-z]*)\(")
 
 
-def expand(desc: SubmitDescription, *, cluster: int) -> list[dict[str, str]]:
-    """Return, per proc in proc order, every command's fully macro-expanded value."""
-    return expand_queue(desc.commands, desc.queue, cluster=cluster)
+def expand(desc: SubmitDescription, *, cluster: int, limit: int | None = None) -> list[dict[str, str]]:
+    """Return, per proc in proc order, every command's fully macro-expanded value (the first `limit` procs)."""
+    return expand_queue(desc.commands, desc.queue, cluster=cluster, limit=limit)
 
 
 def expand_queue(
     commands: Sequence[tuple[str, str]], queue: QueueSpec, *, cluster: int | None, first_proc: int = 0,
+    limit: int | None = None,
 ) -> list[dict[str, str]]:
     """Expand the procs one queue statement makes from the commands in force at it.
 
@@ -37,8 +38,14 @@ def expand_queue(
     q = queue
     items: tuple[tuple[str, ...], ...] = q.items or ((),)
     procs: list[dict[str, str]] = []
+    # What differs from one proc to the next: the proc's numbers and the queue's variables. A command
+    # whose expansion reads none of them (most of a description) is expanded once, for the first proc.
+    live_names = frozenset({"procid", "process", "step", "itemindex", "row", *(v.lower() for v in q.vars)})
+    constant: dict[str, str] | None = None
     for row, item in enumerate(items):
         for step in range(q.count):
+            if limit is not None and len(procs) >= limit:
+                return procs
             live = {name.lower(): value for name, value in zip(q.vars, item, strict=False)}  # no item: no vars
             proc = str(first_proc + len(procs))
             predefined = {
@@ -53,8 +60,18 @@ def expand_queue(
             }
             # $(Node) is the parallel universe's; a file's (or a DAG's VARS) own `node` wins over it.
             live.update({k: v for k, v in predefined.items() if k not in live and not (k == "node" and k in macros)})
-            ex = _Expander({**macros, **live}, keep=cluster is None)
-            procs.append({out: ex.text(raw, ()) for out, raw in latest.values()})
+            ex = _Expander({**macros, **live}, keep=cluster is None, live=live_names)
+            if constant is None:
+                values, constant = {}, {}
+                for out, raw in latest.values():
+                    ex.touched = False
+                    values[out] = ex.text(raw, ())
+                    if not ex.touched:
+                        constant[out] = values[out]
+                procs.append(values)
+            else:
+                procs.append({out: constant[out] if out in constant else ex.text(raw, ())
+                              for out, raw in latest.values()})
     return procs
 
 
@@ -67,10 +84,13 @@ def expand_text(text: str, commands: Sequence[tuple[str, str]]) -> str:
 class _Expander:
     """Expands $(...) macros for one proc, caching each macro's expansion."""
 
-    def __init__(self, macros: dict[str, str], *, keep: bool = False) -> None:
+    def __init__(self, macros: dict[str, str], *, keep: bool = False, live: frozenset[str] = frozenset()) -> None:
         self._macros = macros
         self._keep = keep
         self._cache: dict[str, str] = {}
+        self._live = live  # names whose value differs per proc
+        self._dynamic: set[str] = set()  # cached macros whose expansion read a live name
+        self.touched = False  # whether an expansion since the last reset read a live name, directly or not
 
     def text(self, text: str, stack: tuple[str, ...]) -> str:
         """Expand every macro in text; stack holds the macros being expanded."""
@@ -124,16 +144,24 @@ class _Expander:
         key = name.lower()
         if self._keep and key in ("cluster", "clusterid"):
             return "$(ClusterId)"  # the schedd numbers the cluster
+        if key in self._live:
+            self.touched = True
         if key not in self._macros:
             return None
         if key in self._cache:
+            if key in self._dynamic:
+                self.touched = True
             return self._cache[key]
         if key in stack:
             chain = " -> ".join(f"$({k})" for k in (*stack[stack.index(key) :], key))
             raise SubmitError(f"macro cycle: {chain}")
         if len(stack) >= _MAX_DEPTH:
             raise SubmitError(f"macro $({name}) nests more than {_MAX_DEPTH} expansions deep")
+        outer, self.touched = self.touched, False
         value = self.text(self._macros[key], (*stack, key))
+        if self.touched:
+            self._dynamic.add(key)
+        self.touched = outer or self.touched
         self._cache[key] = value
         return value
 

@@ -42,6 +42,12 @@ from rsubd.backends.schedd import (
 )
 
 TICK_SECONDS = 0.2
+IDLE_TICK_SECONDS = 30.0  # an empty queue has nothing to tick for (an idle rsubd stays asleep); a submit wakes it
+# A schedd's submission limits and their defaults (HTCondor's MAX_JOBS_PER_SUBMISSION, MAX_JOBS_PER_OWNER),
+# and what condor_submit prints when a submit would pass one.
+MAX_JOBS_PER_SUBMISSION = 20_000
+MAX_JOBS_PER_OWNER = 100_000
+LIMIT_REFUSAL = "Failed to create proc: Number of submitted jobs would exceed {knob}"
 SPOOL_RELEASE_SECONDS = 1.0  # a real schedd releases spooled jobs about 1.0 s after spool() returns
 EXECUTE_ENV = "RSUB_LOCAL_EXECUTE"
 RELEASE_ENV = "RSUB_LOCAL_SPOOL_RELEASE"  # seconds, for drills and tests: a slower schedd's release
@@ -66,7 +72,11 @@ class LocalSchedd(SchedulerUniverse):
         execute: str | None = None,
         release_delay: float | None = None,
         dagman: str = DEFAULT_DAGMAN,
+        max_jobs_per_submission: int = MAX_JOBS_PER_SUBMISSION,
+        max_jobs_per_owner: int = MAX_JOBS_PER_OWNER,
     ) -> None:
+        self.max_jobs_per_submission, self.max_jobs_per_owner = max_jobs_per_submission, max_jobs_per_owner
+        self._wake = threading.Event()
         mode = execute or os.environ.get(EXECUTE_ENV) or "real"
         if mode not in EXECUTE_MODES:
             raise ValueError(f"execute must be one of {', '.join(EXECUTE_MODES)}, not {mode!r}")
@@ -84,7 +94,11 @@ class LocalSchedd(SchedulerUniverse):
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(TICK_SECONDS):
+        while not self._stop.is_set():
+            self._wake.wait(TICK_SECONDS if self._procs else IDLE_TICK_SECONDS)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - the scheduler must outlive one bad job; the error is in the ad
@@ -94,6 +108,7 @@ class LocalSchedd(SchedulerUniverse):
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
         with self._lock:
@@ -109,13 +124,20 @@ class LocalSchedd(SchedulerUniverse):
         except submitdesc.SubmitError as e:
             raise ScheddError(ErrorKind.REJECTED, f"Failed to create job ad, errmsg=Submit:-1:{e}") from None
         cluster = self._store.next_cluster()
+        expanded = submitdesc.expand(desc, cluster=cluster)
+        # As a schedd refuses the first proc past a limit, and the whole submit with it (the cluster id is
+        # spent, as there): rsub's jobs are all one owner's.
+        if len(expanded) > self.max_jobs_per_submission:
+            raise ScheddError(ErrorKind.REJECTED, LIMIT_REFUSAL.format(knob="MAX_JOBS_PER_SUBMISSION"))
+        if len(self._procs) + len(expanded) > self.max_jobs_per_owner:
+            raise ScheddError(ErrorKind.REJECTED, LIMIT_REFUSAL.format(knob="MAX_JOBS_PER_OWNER"))
         qdate = int(self._clock())
         ads = [
             jobads.proc_ad(
                 commands, cluster=cluster, proc=proc, cwd=request.cwd, owner=self._owner, qdate=qdate,
                 spool_iwd=f"{self._spool}/{cluster}/{proc}/cluster{cluster}.proc{proc}.subproc0",
             )
-            for proc, commands in enumerate(submitdesc.expand(desc, cluster=cluster))
+            for proc, commands in enumerate(expanded)
         ]
         for ad in ads:
             ad["TotalSubmitProcs"] = len(ads)
@@ -131,6 +153,7 @@ class LocalSchedd(SchedulerUniverse):
             self._unspooled.add(cluster)
             if shared.get("JobUniverse") == jobads.SCHEDULER_UNIVERSE:
                 self._unslotted.update((cluster, proc) for proc in range(len(procs)))
+            self._wake.set()  # an empty queue's scheduler sleeps: it has jobs to tick for now
             if self.execute == "real":
                 for proc in range(len(procs)):
                     events.submitted(self.ad((cluster, proc)), qdate)
@@ -200,6 +223,7 @@ class LocalSchedd(SchedulerUniverse):
         errors: list[str] = []
         done: list[Key] = []
         start = int(self._clock())
+        dirs: set[Path] = set()  # where files were renamed into place: each fsynced once, below
         for key, ad in todo:
             status = ad.get("JobStatus")
             if key in self._unslotted and self.execute == "real":
@@ -220,7 +244,7 @@ class LocalSchedd(SchedulerUniverse):
             if status != JobStatus.COMPLETED and not held_output:
                 continue  # a real schedd returns quietly for jobs with nothing spooled yet
             try:
-                transfer.retrieve(f"{key[0]}.{key[1]}", ad, Path(ad["Iwd"]))
+                transfer.retrieve(f"{key[0]}.{key[1]}", ad, Path(ad["Iwd"]), dirs)
                 if status == JobStatus.COMPLETED:
                     done.append(key)
             except transfer.TransferError as e:
@@ -228,6 +252,13 @@ class LocalSchedd(SchedulerUniverse):
             except OSError as e:
                 errors.append(
                     f"DCSchedd::receiveJobSandbox:7003:writing to {e.filename}: (errno {e.errno}) {e.strerror}")
+        try:
+            # Every file is fsynced already; its rename is durable once its directory is: one fsync per
+            # directory for the whole batch, before any job is reported home (StageOutFinish, below).
+            transfer.sync_dirs(dirs)
+        except OSError as e:
+            raise ScheddError(ErrorKind.TRANSFER, f"DCSchedd::receiveJobSandbox:7003:syncing {e.filename}:"
+                              f" (errno {e.errno}) {e.strerror}") from None
         with self._lock:
             for key in done:
                 if key in self._procs:

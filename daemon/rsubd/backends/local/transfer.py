@@ -55,10 +55,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def copy_file_durably(src: Path, dest: Path) -> None:
+def copy_file_durably(src: Path, dest: Path, dirs: set[Path] | None = None) -> None:
     """Copy src to dest via a temporary file in dest's directory, fsync, rename.
 
     A failed copy (a full disk, say) removes its temporary file and leaves dest as it was.
+    The rename is durable once dest's directory is fsynced: here, or, given `dirs`, by the
+    caller, once per directory for a whole batch (`sync_dirs`) before it reports the batch done.
     """
     if not dest.parent.exists():  # a parent that is a file then fails as "Not a directory"
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -74,17 +76,27 @@ def copy_file_durably(src: Path, dest: Path) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(dest.parent)
+    if dirs is None:
+        _fsync_dir(dest.parent)
+    else:
+        dirs.add(dest.parent)
 
 
-def copy_tree(src: Path, dest: Path, *, durable: bool = False) -> None:
-    """Copy a file or a directory tree; durable copies go through `copy_file_durably`."""
+def sync_dirs(dirs: set[Path]) -> None:
+    """fsync each directory once: the renames of every file copied into it so far are durable after."""
+    for path in sorted(dirs):
+        _fsync_dir(path)
+    dirs.clear()
+
+
+def copy_tree(src: Path, dest: Path, *, durable: bool = False, dirs: set[Path] | None = None) -> None:
+    """Copy a file or a directory tree; durable copies go through `copy_file_durably` (and `dirs`)."""
     if src.is_dir():
         dest.mkdir(parents=True, exist_ok=True)
         for child in sorted(src.iterdir()):
-            copy_tree(child, dest / child.name, durable=durable)
+            copy_tree(child, dest / child.name, durable=durable, dirs=dirs)
     elif durable:
-        copy_file_durably(src, dest)
+        copy_file_durably(src, dest, dirs)
     else:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dest)
@@ -232,8 +244,12 @@ def _resolve(iwd: Path, name: str) -> Path:
     return path if path.is_absolute() else iwd / path
 
 
-def retrieve(job: str, ad: Mapping[str, Any], spool_iwd: Path) -> list[Path]:
-    """Write the job's spooled output into its submit-time Iwd; returns the paths written."""
+def retrieve(job: str, ad: Mapping[str, Any], spool_iwd: Path, dirs: set[Path] | None = None) -> list[Path]:
+    """Write the job's spooled output into its submit-time Iwd; returns the paths written.
+
+    Each file is fsynced and renamed into place; with `dirs`, the directories to fsync are left
+    to the caller (one fsync per directory per batch of jobs, not one per file).
+    """
     iwd = Path(ad["SUBMIT_Iwd"])
     remaps = parse_remaps(ad.get("SUBMIT_TransferOutputRemaps"))
     written: list[Path] = []
@@ -252,7 +268,7 @@ def retrieve(job: str, ad: Mapping[str, Any], spool_iwd: Path) -> list[Path]:
     for src, dest in pairs:
         if src.exists():
             try:
-                copy_tree(src, dest, durable=True)
+                copy_tree(src, dest, durable=True, dirs=dirs)
             except OSError as e:
                 # Named as HTCondor names a failed transfer: the user's file (not the temporary one), the OS error.
                 spool_side = isinstance(e.filename, str) and e.filename.startswith(f"{spool_iwd}{os.sep}")
