@@ -98,7 +98,16 @@ def test_a_failed_dag_brings_its_rescue_home_and_the_rescue_reruns_only_what_is_
     assert "DONE A" in rescue and "DONE B" in rescue and not (dag / "out_D.txt").exists()
     (dag / "flaky.sub").write_text(flaky)  # the fix
     (dag / "out_B.txt").write_text("B's output, as the first run left it\n")
-    again = submit(rsubd, dag, "--rescue", str(cluster))
+    # `rsub resubmit` of a DAG's id runs its rescue DAG, as `rsub submit --rescue` does.
+    mixed = rsubd.rsub("resubmit", str(cluster), "--failed")
+    assert mixed.returncode == 2 and "is resubmitted alone, as its rescue DAG" in mixed.stderr, mixed.stderr
+    import json
+
+    resubmitted = rsubd.rsub("resubmit", "--json", str(cluster), cwd=dag)
+    assert resubmitted.returncode == 0, resubmitted.stderr
+    made = json.loads(resubmitted.stdout)["clusters"]
+    assert len(made) == 1 and made[0]["rescue_of"] == cluster
+    again = int(made[0]["cluster"])
     assert rsubd.rsub("wait", str(again), timeout=120).returncode == 0
     second = dag_of(rsubd, str(again))
     assert second["dag_status"] == 0 and second["nodes"]["done"] == 4 and second["rescue_of"] == cluster

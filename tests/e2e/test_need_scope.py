@@ -98,6 +98,9 @@ def test_the_submit_and_its_job_get_a_token_with_the_scopes(daemon: Rsubd, workd
     assert not list(Path(submitted["output_dir"]).glob("rsub_bearer_token*"))  # it does not come back either
     log = daemon.log.read_text()
     assert "token.scoped_fetched" in log and out[1] not in log and out[1].split(".")[1] not in log
+    # Its token was for that submit alone: rsub resubmit cannot run it again, and says what will.
+    again = daemon.rsub("resubmit", f"{submitted['cluster']}.0")
+    assert again.returncode == 5 and "its token was for that submit alone" in again.stderr, again.stderr
 
 
 def test_a_token_narrowed_below_write_is_refused_by_the_schedd(daemon: Rsubd, workdir: Path) -> None:

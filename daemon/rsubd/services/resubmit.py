@@ -33,6 +33,7 @@ from rsubd.services import retrieval
 from rsubd.services.rerun import RerunError, rerun_description
 from rsubd.services.submission import Prepared, Submissions
 from rsubd.services.views import submitted_view
+from rsubd.tokens import scoped
 
 log = structlog.get_logger("rsubd.services.resubmit")
 Key = tuple[int, int]
@@ -92,6 +93,10 @@ async def _resubmit(submissions: Submissions, rid: str, schedd: str, cluster: in
     if described is None:
         raise RequestError(ErrorCode.NOT_FOUND, f"no submit description for cluster {cluster} in rsub's ledger")
     submitted, submit_dir = described
+    if scoped.mentions(submissions.tokens.private_dir, submitted):
+        raise RequestError(ErrorCode.BAD_SUBMIT, f"cluster {cluster} was submitted with --need-scope or "
+                           "--need-storage-modify, and its token was for that submit alone: nothing was submitted; "
+                           "run the same rsub submit ... file:// command again")
     try:
         text = await asyncio.to_thread(rerun_description, submitted, submit_dir, cluster, [p for _, p in keys],
                                        overrides)
