@@ -99,8 +99,12 @@ def test_a_failed_dag_brings_its_rescue_home_and_the_rescue_reruns_only_what_is_
     (dag / "flaky.sub").write_text(flaky)  # the fix
     (dag / "out_B.txt").write_text("B's output, as the first run left it\n")
     # `rsub resubmit` of a DAG's id runs its rescue DAG, as `rsub submit --rescue` does.
-    mixed = rsubd.rsub("resubmit", str(cluster), "--failed")
-    assert mixed.returncode == 2 and "is resubmitted alone, as its rescue DAG" in mixed.stderr, mixed.stderr
+    for args in ([str(cluster), "--failed"], [f"{cluster}.0"]):
+        mixed = rsubd.rsub("resubmit", *args)
+        assert mixed.returncode == 2 and "a DAG is resubmitted alone and whole" in mixed.stderr, mixed.stderr
+    # A selector passes over the DAGMan job (it exited 1): it is never run again as a plain job.
+    selected = rsubd.rsub("resubmit", "--failed")
+    assert selected.returncode == 4 and "no job to resubmit" in selected.stderr, selected.stderr
     import json
 
     resubmitted = rsubd.rsub("resubmit", "--json", str(cluster), cwd=dag)

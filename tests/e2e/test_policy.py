@@ -107,7 +107,7 @@ poll_interval = 0.3
         assert new["usage"]["request_memory_mb"] == 2 * old["usage"]["memory_mb"]
         assert (workdir / "out.txt").read_text() == "done\n"
         events = [e["detail"] or "" for e in daemon.json("why", f"{cluster}.0")["jobs"][0]["events"]]
-        assert any(d.startswith("resubmitted automatically with request_memory = ") for d in events), events
+        assert any(d.startswith("resubmitting automatically with request_memory = ") for d in events), events
     finally:
         daemon.stop()
         daemon.kill_leftover_jobs()

@@ -33,6 +33,7 @@ FILTERS: dict[str, tuple[type, ...]] = {
 }
 
 # A job's fields in a `brief` status or history reply: what `rsub q` and `rsub history` show in jobsub's columns.
+# (plus "replaces" and "replaced_by" on a job rsub resubmit ran again, or one it ran for another)
 BRIEF_FIELDS = ("id", "cluster", "proc", "schedd", "state", "submitted_at", "exit_code", "exit_signal", "jobsub")
 
 # Request kinds and the fields each takes (name -> accepted types).

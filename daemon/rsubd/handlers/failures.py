@@ -41,11 +41,19 @@ def summary(services: Services, ids: list[Any]) -> dict[str, Any]:
 SELECTS = ("failed", "held", "removed", "exit_nonzero")
 
 
-def _dag_named(services: Services, ids: list[Any]) -> dict[str, Any] | None:
-    """The DAG an id names as a whole (12, 12@local: its DAGMan job's cluster), if any does."""
-    for sel in selectors(services, ids):
-        if sel.proc is None and (dag := services.ledger.dag_by_cluster(sel.schedd, sel.cluster)) is not None:
-            return dag
+def _dag_named(services: Services, ids: list[Any]) -> tuple[str, dict[str, Any]] | None:
+    """The id naming a DAG (its DAGMan job's cluster: 12, 12@local, 12.0) and the DAG, if any id does.
+
+    The schedd is the job's own, found as for any id (an id on several schedds is refused as ambiguous).
+    """
+    for text in ids:
+        clusters = sorted({(r["schedd"], r["cluster"]) for r in rows(services, [text])})
+        dags = services.ledger.dags_of(clusters)
+        if dags and len(clusters) > 1:
+            raise RequestError(ErrorCode.BAD_REQUEST, f"{text} is on several schedds "
+                               f"({', '.join(s for s, _ in clusters)}); say which, as {text}@{clusters[0][0]}")
+        if dags:
+            return str(text), next(iter(dags.values()))
     return None
 
 
@@ -72,10 +80,13 @@ async def resubmit(services: Services, f: dict[str, Any]) -> dict[str, Any]:
         raise RequestError(ErrorCode.BAD_REQUEST, "name the jobs to resubmit (12.17, 12) or choose them with "
                            "--failed, --held, --removed or --exit-nonzero")
     check_schedd(services, f.get("schedd"))
-    if dag := _dag_named(services, ids):
-        if len(ids) > 1 or select or f.get("overrides"):
-            raise RequestError(ErrorCode.BAD_REQUEST, f"{ids[0]} is a DAG: it is resubmitted alone, as its rescue "
-                               f"DAG (the nodes not done): rsub resubmit {ids[0]} (or rsub submit --rescue)")
+    if named := _dag_named(services, ids):
+        text, dag = named
+        whole = f"{dag['cluster']}@{dag['schedd']}"
+        if len(ids) > 1 or select or f.get("overrides") or "." in str(text).split("@")[0]:
+            raise RequestError(ErrorCode.BAD_REQUEST, f"{text} is a DAG's: a DAG is resubmitted alone and whole, as "
+                               f"its rescue DAG (the nodes not done): rsub resubmit {whole} "
+                               f"(or rsub submit --rescue {dag['cluster']})")
         result = await resubmit_dag(services, dag["cluster"], schedd=dag["schedd"], request_id=f["request_id"])
         return {"clusters": [{**result, "replaces": [], "rescue_of": dag["cluster"]}]}
     try:
@@ -87,6 +98,9 @@ async def resubmit(services: Services, f: dict[str, Any]) -> dict[str, Any]:
     found = rows(services, ids) if ids else ledger.rerun_candidates(f.get("schedd"), clusters)
     if select:
         found = [r for r in found if _selected(r, select)]
+    # A DAG's DAGMan job is never run again as a plain job (a selector passes over it; its id is its rescue).
+    dags = services.ledger.dags_of(list({(r["schedd"], r["cluster"]) for r in found}))
+    found = [r for r in found if (r["schedd"], r["cluster"]) not in dags]
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {key: [] for key in made}
     for r in found:
         if (r["schedd"], r["cluster"]) in made:

@@ -119,7 +119,10 @@ class Automation:
                                             detail=f"not resubmitted: {command} {asked} is at the cap ({cap})")
             return 0
         detail = f"resubmitted automatically with {command} = {raised} (hold code {r['hold_code']})"
-        self.ledger.record_auto_release(schedd, key, count=count + 1, next_at=None, detail=detail)
+        # The intent, before the action (a crash in between must not try it again and again): worded as one.
+        self.ledger.record_auto_release(schedd, key, count=count + 1, next_at=None,
+                                        detail=f"resubmitting automatically with {command} = {raised} "
+                                               f"(hold code {r['hold_code']})")
         try:
             result = await resubmit_cluster(self.submissions, request_id=f"policy-{key[0]}.{key[1]}-{count + 1}",
                                             schedd=schedd, cluster=key[0], rows=[r], overrides=[(command, str(raised))])

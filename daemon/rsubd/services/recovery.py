@@ -20,19 +20,26 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from rsub.wire.vocabulary import ClusterState, ErrorCode, RequestError
 from rsubd.backends.schedd import Action, HoldCode, JobStatus, Schedd, job_id
+from rsubd.dag import stage
 from rsubd.ledger.store import Ledger
 from rsubd.platform.crash import crashpoint
-from rsubd.services import resubmit
+from rsubd.services import dagadopt, resubmit
 from rsubd.services.submission import ASKING, Prepared, Submissions
 from rsubd.tokens import scoped
 
 log = structlog.get_logger("rsubd.services.recovery")
+
+
+def _is_dag(submit_dir: str) -> bool:
+    """A DAG's submit directory is its staging directory, which holds the manifest (dag/stage.py)."""
+    return (Path(submit_dir) / stage.MANIFEST).is_file()
 PROJECTION = ("ClusterId", "ProcId", "JobStatus", "HoldReasonCode", "SUBMIT_Iwd", "Iwd")
 
 
@@ -90,6 +97,7 @@ class _Recovery:
                 procs = sorted((int(a["ProcId"]),  # type: ignore[arg-type]  # an ad's values are untyped
                                 str(a.get("SUBMIT_Iwd") or a.get("Iwd") or "")) for a in ads)
                 ledger.record_submitted(row["id"], cluster, procs)
+                dagadopt.adopt(ledger, name, [cluster])  # a DAG's cluster is a DAG again (its staging manifest)
                 crashpoint("recover.after_record")
                 log.warning("recovery.found_cluster", schedd=name, cluster=cluster, procs=len(procs))
             else:
@@ -131,7 +139,8 @@ class _Recovery:
             return
         reason = f"rsub: rsubd stopped between submit and spool; cluster {cluster} is submitted again"
         try:
-            prepared = await self.submissions.prepare(row["description"], row["submit_dir"])
+            prepared = await self.submissions.prepare(row["description"], row["submit_dir"],
+                                                      keep_removed=_is_dag(row["submit_dir"]))
         except RequestError as e:  # the input files are gone since: nothing to submit again
             await asyncio.to_thread(schedd.act, Action.REMOVE, [job_id(cluster, p) for p in procs],
                                     f"rsub: {e.message}")
@@ -167,7 +176,8 @@ class _Recovery:
     async def _submit_again(self, row: dict[str, Any]) -> None:
         """Submit an intent of rsub's own again (the schedd never received it)."""
         try:
-            prepared = await self.submissions.prepare(row["description"], row["submit_dir"])
+            prepared = await self.submissions.prepare(row["description"], row["submit_dir"],
+                                                      keep_removed=_is_dag(row["submit_dir"]))
         except RequestError as e:
             self.ledger.record_submit_failed(row["id"], f"cannot submit again: {e.message}")
             return
@@ -181,4 +191,5 @@ class _Recovery:
         except RequestError as e:
             log.error("recovery.resubmit_failed", schedd=self.name, old_cluster=old_cluster, error=e.message)
             return
+        dagadopt.adopt(self.ledger, self.name, [int(result["cluster"])])  # a resubmitted DAG is tracked as one
         log.warning("recovery.resubmitted", schedd=self.name, old_cluster=old_cluster, cluster=result["cluster"])

@@ -103,6 +103,7 @@ async def _resubmit(submissions: Submissions, rid: str, schedd: str, cluster: in
     except RerunError as e:
         raise RequestError(ErrorCode.BAD_SUBMIT, str(e)) from None
     prepared = await submissions.prepare(text, submit_dir)
+    submissions.check_limits(schedd, prepared.num_procs)  # before the held jobs are removed: never lose them
     crashpoint("resubmit.before_intent")
     row = ledger.add_resubmit_intent(request_id=rid, schedd=schedd, tag=prepared.tag, description=text,
                                      submitted_description=prepared.request.text, submit_dir=submit_dir,
@@ -115,6 +116,10 @@ async def _resubmit(submissions: Submissions, rid: str, schedd: str, cluster: in
 async def finish(submissions: Submissions, row: Row) -> dict[str, Any]:
     """Take up a resubmit whose intent is recorded and whose submit never reached the schedd."""
     prepared = await submissions.prepare(row["description"], row["submit_dir"])
+    submissions.check_limits(str(row["schedd"]), prepared.num_procs)
+    # restart_submit takes up an interrupted intent: recovery hands over one still `submitting`, whose new
+    # tag must be recorded before the schedd hears of it (else a later recovery looks for the old one).
+    submissions.ledger.record_interrupted(int(row["id"]), "resubmitting")
     submissions.ledger.restart_submit(int(row["id"]), tag=prepared.tag, submitted_description=prepared.request.text)
     return await _run(submissions, row, prepared)
 

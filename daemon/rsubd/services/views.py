@@ -68,9 +68,14 @@ def _iso(ts: float | None) -> str | None:
 
 def brief_view(row: dict[str, Any]) -> dict[str, Any]:
     """A job as a `brief` status or history reply carries it (protocol.BRIEF_FIELDS, "jobsub" added by the caller)."""
-    return {"id": f"{job_id(row['cluster'], row['proc'])}@{row['schedd']}", "cluster": row["cluster"],
-            "proc": row["proc"], "schedd": row["schedd"], "state": row["state"],
-            "submitted_at": _iso(row["submitted_at"]), "exit_code": row["exit_code"], "exit_signal": row["exit_signal"]}
+    brief = {"id": f"{job_id(row['cluster'], row['proc'])}@{row['schedd']}", "cluster": row["cluster"],
+             "proc": row["proc"], "schedd": row["schedd"], "state": row["state"],
+             "submitted_at": _iso(row["submitted_at"]), "exit_code": row["exit_code"],
+             "exit_signal": row["exit_signal"]}
+    for key in ("replaces", "replaced_by"):  # the table's "resubmitted: 12.17 -> 30.0" line, where there is one
+        if row.get(key):
+            brief[key] = row[key]
+    return brief
 
 
 def job_view(row: dict[str, Any]) -> dict[str, Any]:
