@@ -133,6 +133,8 @@ def test_removing_a_running_dag_removes_its_nodes_and_brings_home_what_it_did(rs
     wait_until(lambda: dag_of(rsubd, str(cluster))["nodes"]["running"], 60, "node A running")
     watched = rsubd.rsub("watch", str(cluster), "--timeout", "1")
     assert "DAG 4 nodes: 0 done, 1 running" in watched.stdout, watched.stdout  # one row, with node progress
+    why = rsubd.json("why", f"{cluster}.0")["jobs"][0]["says"]  # the DAGMan job needs no slot: its nodes do
+    assert why[0].startswith("running: the DAGMan job of ") and "--nodes" in why[0], why
     assert rsubd.rsub("rm", str(cluster)).returncode == 0
     assert rsubd.rsub("wait", str(cluster), timeout=60).returncode == 12  # removed: the wait ends once it is home
     info = dag_of(rsubd, str(cluster))

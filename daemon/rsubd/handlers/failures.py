@@ -133,9 +133,28 @@ async def why(services: Services, ids: list[Any]) -> dict[str, Any]:
 WHY_MAX = 20
 
 
+def _dagman_says(r: dict[str, Any], dag: dict[str, Any]) -> list[str]:
+    """Why a DAG's DAGMan job is idle or running: what it is, its nodes as last seen, where to look."""
+    import json
+
+    seen = json.loads(dag["progress"] or "{}")
+    says = [f"{r['state']}: the DAGMan job of {dag['dag_file']} (scheduler universe: it needs no slot; its nodes "
+            f"do: rsub status {r['cluster']}@{r['schedd']} --nodes, and rsub why for a node's job)"]
+    if seen.get("total") is not None:  # ledger/dags.py DAG_ATTRS: the DAGMan job's DAG_* by short name
+        says.append(f"nodes as last seen: {seen.get('done') or 0} of {seen['total']} done, "
+                    f"{seen.get('queued') or 0} queued, {seen.get('failed') or 0} failed")
+    if r["state"] == "idle":
+        says.append("an idle DAGMan job waits for the schedd to start it again (after a hold, a restart or an "
+                    "exit it may retry, a cool-down of up to 300 s unless DisableCoolDown, which rsub sets)")
+    return says
+
+
 async def _why_one(services: Services, r: dict[str, Any]) -> dict[str, Any]:
     name, state = f"{job_id(r['cluster'], r['proc'])}@{r['schedd']}", r["state"]
     out: dict[str, Any] = {"id": name, "state": state}
+    dag = services.ledger.dag_by_cluster(r["schedd"], r["cluster"]) if state in ("idle", "running") else None
+    if dag is not None:  # a DAGMan job takes no slot: the slots say nothing of it, its nodes do
+        return {**out, "says": _dagman_says(r, dag)}
     if state == "idle":
         schedd = services.schedds[r["schedd"]]
         if not isinstance(schedd, SlotSource):
