@@ -422,3 +422,17 @@ def test_a_ledger_of_schema_1_gains_the_indexes_and_keeps_its_jobs(path: Path) -
         assert [(r[0], r[1], r[2]) for r in led.tracked("local")] == [(3, 0, "running")]
     finally:
         led.close()
+
+
+def test_a_resubmit_keeps_the_token_profile_its_cluster_went_out_with(ledger: Ledger) -> None:
+    """Migration 9: `rsub resubmit` sends jobs again with the credential of the cluster they replace."""
+    row = ledger.add_submit_intent(request_id="r1", schedd="fnal", tag="t1", description="d", submitted_description="d",
+                                   submit_dir="/tmp", submit_file=None, token_profile="dune")
+    ledger.record_submitted(row, 12, [(0, "/tmp"), (1, "/tmp")])
+    plain = ledger.add_submit_intent(request_id="r2", schedd="fnal", tag="t2", description="d",
+                                     submitted_description="d", submit_dir="/tmp", submit_file=None)
+    again = ledger.add_resubmit_intent(request_id="r3", schedd="fnal", tag="t3", description="d",
+                                       submitted_description="d", submit_dir="/tmp", replaces=[(12, 1)])
+    assert ledger.cluster_row(row)["token_profile"] == "dune"  # type: ignore[index]
+    assert ledger.cluster_row(plain)["token_profile"] is None  # type: ignore[index]
+    assert ledger.cluster_row(again)["token_profile"] == "dune"  # type: ignore[index]

@@ -43,6 +43,9 @@ class LineageStore:
                 (request_id, schedd, tag, description, submitted_description, submit_dir, time.time()),
             )
             row = int(cur.lastrowid or 0)
+            if replaces:  # the same credential as the cluster it runs again (migration 9)
+                conn.execute("UPDATE clusters SET token_profile = (SELECT token_profile FROM clusters AS old"
+                             " WHERE old.schedd = ? AND old.cluster = ?) WHERE id = ?", (schedd, replaces[0][0], row))
             conn.executemany("INSERT INTO lineage (new_row, new_proc, schedd, old_cluster, old_proc)"
                              " VALUES (?, ?, ?, ?, ?)",
                              ((row, n, schedd, c, p) for n, (c, p) in enumerate(replaces)))

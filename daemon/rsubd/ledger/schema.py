@@ -207,6 +207,11 @@ MIGRATIONS: tuple[str, ...] = (
             ON CONFLICT (schedd, state) DO UPDATE SET n = n + 1;
     END;
     """,
+    # 9: the token profile each submit went out with, so `rsub resubmit` (and the hold policy's) sends
+    # the jobs again with the same credential, not the schedd's default one.
+    """
+    ALTER TABLE clusters ADD COLUMN token_profile TEXT;
+    """,
 )
 
 # What a job used, as the ledger's columns, from the ad attribute of each (polling/observing.py reads them).

@@ -111,14 +111,16 @@ class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
 
     def add_submit_intent(
         self, *, request_id: str, schedd: str, tag: str, description: str, submitted_description: str,
-        submit_dir: str, submit_file: str | None,
+        submit_dir: str, submit_file: str | None, token_profile: str | None = None,
     ) -> int:
         """Record a submit before the schedd hears of it; returns the cluster row id."""
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO clusters (request_id, schedd, tag, state, description, submitted_description,"
-                " submit_dir, submit_file, created_at) VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?, ?)",
-                (request_id, schedd, tag, description, submitted_description, submit_dir, submit_file, time.time()),
+                " submit_dir, submit_file, created_at, token_profile)"
+                " VALUES (?, ?, ?, 'submitting', ?, ?, ?, ?, ?, ?)",
+                (request_id, schedd, tag, description, submitted_description, submit_dir, submit_file, time.time(),
+                 token_profile),
             )
             return int(cur.lastrowid or 0)
 

@@ -127,7 +127,9 @@ async def finish(submissions: Submissions, row: Row) -> dict[str, Any]:
 async def _run(submissions: Submissions, row: Row, prepared: Prepared) -> dict[str, Any]:
     ledger, name = submissions.ledger, str(row["schedd"])
     replaces = ledger.replaced_jobs(int(row["id"]))
-    profile, _ = submissions.tokens.choose(token=None, group=None, role=None, default=submissions.schedds.get(name))
+    kept = row.get("token_profile")  # the profile the replaced cluster went out with, while it is configured
+    profile = kept if kept in submissions.tokens.states else submissions.tokens.choose(
+        token=None, group=None, role=None, default=submissions.schedds.get(name))[0]
     held = [r for r in ledger.jobs_by_keys(name, replaces) if r["state"] == "held"]
     if held:
         reason = "rsub resubmit: replaced by a new job"

@@ -152,6 +152,7 @@ class Submissions:
             row = self.ledger.add_submit_intent(
                 request_id=order.request_id, schedd=name, tag=prepared.tag, description=order.description,
                 submitted_description=prepared.request.text, submit_dir=order.cwd, submit_file=order.submit_file,
+                token_profile=profile,
             )
         crashpoint("submit.after_intent")
         result = await self.run_submit(row, name, profile, prepared, credential)
