@@ -164,10 +164,12 @@ class LedgerReads:
         return self._query("SELECT id, request_id, schedd, state, submit_dir, submit_file, error, created_at"
                            " FROM clusters WHERE cluster IS NULL AND state IN ('submitting', 'interrupted', 'failed')"
                            f" AND created_at >= ?{where}"
-                           # One submitted again since (the same description from the same directory) is settled.
+                           # One submitted again since (the same file, or the same description from the same
+                           # directory) is settled.
                            " AND NOT EXISTS (SELECT 1 FROM clusters AS later WHERE later.id > clusters.id"
-                           " AND later.cluster IS NOT NULL AND later.submit_dir = clusters.submit_dir"
+                           " AND later.cluster IS NOT NULL AND ((later.submit_dir = clusters.submit_dir"
                            " AND later.description = clusters.description)"
+                           " OR later.submit_file = clusters.submit_file))"
                            " ORDER BY id DESC LIMIT ?", args)
 
     def job_count(

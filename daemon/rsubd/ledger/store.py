@@ -163,11 +163,18 @@ class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
         with self.transaction() as conn:
             conn.execute("UPDATE clusters SET state = 'interrupted', error = ? WHERE id = ?", (error, row))
 
-    def restart_submit(self, row: int, *, tag: str, submitted_description: str) -> None:
-        """A retried request takes up its interrupted intent again."""
+    def restart_submit(self, row: int, *, tag: str, submitted_description: str,
+                       moved_to: tuple[str, str] | None = None) -> None:
+        """A retried request takes up its interrupted intent again.
+
+        `moved_to` (description, submit directory): what the retry submits, where it differs from the
+        first try's (a DAG's retry is staged afresh).
+        """
         with self.transaction() as conn:
             conn.execute("UPDATE clusters SET state = 'submitting', error = NULL, tag = ?, submitted_description = ?"
                          " WHERE id = ? AND state = 'interrupted'", (tag, submitted_description, row))
+            if moved_to is not None:
+                conn.execute("UPDATE clusters SET description = ?, submit_dir = ? WHERE id = ?", (*moved_to, row))
 
     def replace_with_intent(self, row: int, reason: str, *, tag: str, submitted_description: str) -> int:
         """An unspooled cluster is removed and submitted again: in one transaction, the old cluster gives up

@@ -82,6 +82,7 @@ async def submit(submissions: Submissions, order: SubmitOrder, dag: DagOrder) ->
         result = await submissions.submit(order)  # a retry: the first submit's answer
         adopt(ledger, str(result["schedd"]), [int(result["cluster"])])  # a crash may have cut the DAG's record
         return result
+    first = existing["submit_dir"] if existing is not None else None  # an interrupted try's staging directory
     result_dir: stage.Staged = await staged(dag, ledger.instance_id)
     inner = dataclasses.replace(order, description=result_dir.description, cwd=str(result_dir.directory),
                                 submit_file=dag.dag, keep_removed=True)
@@ -91,6 +92,8 @@ async def submit(submissions: Submissions, order: SubmitOrder, dag: DagOrder) ->
         if e.code in (ErrorCode.BAD_SUBMIT, ErrorCode.TOKEN, ErrorCode.BAD_REQUEST, ErrorCode.NOT_FOUND):
             shutil.rmtree(result_dir.directory, ignore_errors=True)  # nothing reached a schedd
         raise
+    if first is not None and first != str(result_dir.directory) and stage.read_manifest(Path(first)) is not None:
+        shutil.rmtree(first, ignore_errors=True)  # the retry was staged afresh: the first try's copy is not needed
     row = ledger.cluster_by_request(order.request_id)
     if row is not None and row["cluster"] is not None:
         ledger.add_dag(int(row["id"]), schedd=str(row["schedd"]), cluster=int(row["cluster"]), dag_file=dag.dag,

@@ -19,6 +19,7 @@ outcome is settled against the schedd, which is the truth (docs/protocol.md):
 from __future__ import annotations
 
 import asyncio
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,8 @@ class _Recovery:
                             "rsubd stopped before the schedd received this submit")
                     ledger.record_interrupted(row["id"], f"{what}; the schedd has no job of it, so nothing was "
                                               "submitted (running the same rsub submit again submits it)")
+                    if _is_dag(row["submit_dir"]):  # a DAG submitted again is staged afresh from the user's files
+                        shutil.rmtree(row["submit_dir"], ignore_errors=True)
                     log.warning("recovery.interrupted", schedd=name, request_id=row["request_id"])
                     continue
                 cluster = int(ads[0]["ClusterId"])  # type: ignore[arg-type]  # an ad's values are untyped

@@ -146,7 +146,9 @@ class Submissions:
         self.check_limits(name, prepared.num_procs)  # before the intent: a refused submit leaves no trace
         if existing is not None:  # interrupted before the schedd heard of it: this retry submits it
             row = int(existing["id"])
-            self.ledger.restart_submit(row, tag=prepared.tag, submitted_description=prepared.request.text)
+            moved = (order.description, order.cwd) if order.cwd != existing["submit_dir"] else None
+            self.ledger.restart_submit(row, tag=prepared.tag, submitted_description=prepared.request.text,
+                                       moved_to=moved)
         else:
             crashpoint("submit.before_intent")
             row = self.ledger.add_submit_intent(
