@@ -64,9 +64,32 @@ COMMANDS = tuple(MODULES)
 VALUED_OPTIONS = ("--socket", "--config")
 
 
+def terminal_columns() -> int:
+    """The width shutil.get_terminal_size gives: $COLUMNS, else the terminal's, else 80."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class RawFormatter(argparse.RawDescriptionHelpFormatter):
+    """argparse's raw formatter, as wide, without importing shutil (and bz2, lzma) at every start for its width:
+    argparse makes a formatter for each option it adds."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, terminal_columns() - 2 if width is None else width)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; given the command about to run, only its subparser (argparse builds each in ~2 ms)."""
-    raw = argparse.RawDescriptionHelpFormatter
+    raw = RawFormatter
     p = argparse.ArgumentParser(
         prog="rsub", description="Submit HTCondor jobs through rsubd and follow them until their output is home.",
         epilog=MAIN_EXAMPLES + "\n" + EXIT_CODES, formatter_class=raw,

@@ -14,7 +14,7 @@ from rsub.wire.vocabulary import ACTIVE_STATES, FINAL_STATES, STATES, ErrorCode,
 from rsubd.backends.schedd import MAX_ID, ScheddError, job_id
 from rsubd.handlers.context import Services, check_schedd, parse_selector, rows, seconds_field, selectors, shows
 from rsubd.services import dagviews, retrieval
-from rsubd.services.views import brief_view, fetchlog_files, job_view, jobsub_view, owner, submit_view
+from rsubd.services.views import BRIEF_COLUMNS, brief_view, fetchlog_files, job_view, jobsub_view, owner, submit_view
 
 SUBMITS_HISTORY_DAYS = 30  # how far back `rsub history` shows submits that made no job
 log = structlog.get_logger("rsubd.handlers")
@@ -63,12 +63,14 @@ def status(services: Services, f: dict[str, Any], *, active: bool = False, histo
     group, user = f.get("group"), f.get("user")
     if user is not None and user != owner():  # every job rsubd submits is its own user's
         return {"jobs": [], "total": 0, "truncated": False, "schedds": services.polls.freshness()}
+    brief = bool(f.get("brief"))  # what the table shows (rsub q, rsub history): a few of each row's columns
+    columns = BRIEF_COLUMNS if brief else ()
     if group is None:
-        found = ledger.job_page(sels, **filters, newest_first=history, limit=limit, offset=offset)
+        found = ledger.job_page(sels, **filters, newest_first=history, limit=limit, offset=offset, columns=columns)
         # A page that is not full holds every job left: count only when it may not.
         total = len(found) if len(found) < limit and not offset else ledger.job_count(sels, **filters)
     else:  # the group is in the submitted description, not a column: filter the widest page, then cut it
-        wide = ledger.job_page(sels, **filters, newest_first=history, limit=cfg.page_max, offset=0)
+        wide = ledger.job_page(sels, **filters, newest_first=history, limit=cfg.page_max, offset=0, columns=columns)
         groups = services.facts.get(r["cluster_row"] for r in wide)
         matched = [r for r in wide if groups.get(r["cluster_row"], {}).get("group") == group]
         total, found = len(matched), matched[offset:offset + limit]
@@ -79,7 +81,7 @@ def status(services: Services, f: dict[str, Any], *, active: bool = False, histo
     ledger.lineage_of(found)
     facts = services.facts.get(r["cluster_row"] for r in found)
     now, me = time.time(), owner()
-    view = brief_view if f.get("brief") else job_view  # brief: what the table shows (rsub q, rsub history)
+    view = brief_view if brief else job_view
     jobs = [{**view(r), "jobsub": jobsub_view(r, facts.get(r["cluster_row"], {}), me, now)} for r in found]
     dagviews.annotate(ledger, jobs, nodes=bool(f.get("nodes")))
     reply = {"jobs": jobs, "total": total, "truncated": offset + len(jobs) < total,

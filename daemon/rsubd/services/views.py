@@ -66,6 +66,11 @@ def _iso(ts: float | None) -> str | None:
     return text
 
 
+# The columns of the jobs rows that brief_view, jobsub_view (run_seconds) and the page's lineage and DAGs read.
+BRIEF_COLUMNS = ("cluster_row", "schedd", "cluster", "proc", "state", "submitted_at", "exit_code", "exit_signal",
+                 "wall_time", "run_start")
+
+
 def brief_view(row: dict[str, Any]) -> dict[str, Any]:
     """A job as a `brief` status or history reply carries it (protocol.BRIEF_FIELDS, "jobsub" added by the caller)."""
     brief = {"id": f"{job_id(row['cluster'], row['proc'])}@{row['schedd']}", "cluster": row["cluster"],
