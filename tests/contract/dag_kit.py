@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rsubd.backends.schedd import JobAd, Schedd, SubmitRequest, SubmitResult
+from rsubd.backends.schedd import JobAd, Schedd, SubmitRequest
 from tests.support.deadlines import wait_until
 
-from .contract_kit import JobKit, as_int, quote
+from .contract_kit import Cluster, JobKit, as_int, quote
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "dag"
 DAGMAN_ENV = "RSUB_TEST_DAGMAN"  # condor_dagman's path on the real pool's access point
@@ -61,25 +61,12 @@ queue
 
 
 @dataclass(frozen=True)
-class Dag:
-    result: SubmitResult
-    initialdir: Path
-    tag: str
-
-    @property
-    def id(self) -> int:
-        return self.result.cluster
-
-    @property
-    def constraint(self) -> str:
-        return f"RsubInstance == {quote(self.tag)} && ClusterId == {self.id}"
+class Dag(Cluster):
+    """A DAGMan job's cluster, and its node jobs."""
 
     @property
     def nodes(self) -> str:
         return f"DAGManJobId == {self.id}"
-
-    def read(self, name: str) -> str:
-        return (self.initialdir / name).read_text(encoding="utf-8")
 
 
 class DagKit:

@@ -45,14 +45,22 @@ if TYPE_CHECKING:  # the names, for the checker; at run time each is loaded on f
     )
     from rsub.jobsub.render import SUBMIT_FILE, UNWIND, describe, quote_arguments, quote_environment, tar_path, wrapper
     from rsub.jobsub.scopes import need_scopes
-    from rsub.jobsub.submitdir import PROGRESS_THRESHOLD, Progress, human_size, input_bytes, materialize, submit_dir
+    from rsub.jobsub.submitdir import (
+        PROGRESS_THRESHOLD,
+        Progress,
+        human_size,
+        input_bytes,
+        make_private,
+        materialize,
+        submit_dir,
+    )
     from rsub.wire.vocabulary import WRAPPER
 
 __all__ = [
     "INPUT_DIR", "LIFETIMES", "PROGRESS_THRESHOLD", "SUBMIT_FILE", "UNWIND", "WRAPPER", "BuildError", "Extras",
     "Plan", "Progress", "TarInput", "add_options", "build", "build_extras", "count", "describe", "disk_kb",
-    "human_size", "input_bytes", "lifetime_seconds", "materialize", "memory_mb", "need_scopes", "options_used",
-    "quote_arguments", "quote_environment", "submit_dir", "tar_path", "unsupported", "wrapper",
+    "human_size", "input_bytes", "lifetime_seconds", "make_private", "materialize", "memory_mb", "need_scopes",
+    "options_used", "quote_arguments", "quote_environment", "submit_dir", "tar_path", "unsupported", "wrapper",
 ]
 
 # Each name and the module that defines it.
@@ -63,7 +71,8 @@ _WHERE = {
                      "lifetime_seconds", "memory_mb"), "rsub.jobsub.plan"),
     **dict.fromkeys(("SUBMIT_FILE", "UNWIND", "describe", "quote_arguments", "quote_environment", "tar_path",
                      "wrapper"), "rsub.jobsub.render"),
-    **dict.fromkeys(("PROGRESS_THRESHOLD", "Progress", "human_size", "input_bytes", "materialize", "submit_dir"),
+    **dict.fromkeys(("PROGRESS_THRESHOLD", "Progress", "human_size", "input_bytes", "make_private", "materialize",
+                     "submit_dir"),
                     "rsub.jobsub.submitdir"),
     "need_scopes": "rsub.jobsub.scopes",
     "WRAPPER": "rsub.wire.vocabulary",

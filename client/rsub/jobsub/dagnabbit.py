@@ -33,7 +33,6 @@ from typing import Any
 from rsub import jobsub
 from rsub.connection import Failure
 from rsub.jobsub.options import add_options, unsupported
-from rsub.wire import paths
 
 DAGMAN_MACROS = frozenset({"JOB", "RETRY", "MAX_RETRIES", "RETURN", "PRE_SCRIPT_RETURN", "DAG_STATUS",
                            "FAILED_COUNT", "FUTILE_COUNT", "DONE_COUNT", "QUEUED_COUNT", "NODE_COUNT", "JOBID",
@@ -155,11 +154,9 @@ def build_dag(path: Path, *, cwd: str, environ: Mapping[str, str], config: Any) 
     out = [f"# written by rsub submit --dag for file://{path}"]
     tarballs: dict[Path, Path] = {}
     try:
-        for parent in (directory.parent.parent, directory.parent):
-            paths.ensure_private_dir(parent)
-        directory.mkdir(mode=0o700)
-    except OSError as e:
-        raise DagnabbitError(f"cannot create {directory}: {e.strerror or e}") from None
+        jobsub.make_private(directory)
+    except jobsub.BuildError as e:
+        raise DagnabbitError(str(e)) from None
     try:
         for node in nodes_of(top):
             out += _node(node, directory, path, cwd, environ, config, tarballs)

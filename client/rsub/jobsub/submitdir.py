@@ -39,14 +39,19 @@ def _tar_directory(source: Path, dest: Path) -> None:
     tmp.replace(dest)
 
 
-def materialize(plan: Plan, directory: Path, description: str, *, job_token: bool = False) -> None:
-    """Create the per-submit directory with the wrapper, the tarballs made from directories, and job.sub."""
+def make_private(directory: Path) -> None:
+    """A new per-submit directory (0700) under rsub's private jobs directory; BuildError saying why not."""
     try:
         for parent in (directory.parent.parent, directory.parent):
             paths.ensure_private_dir(parent)
         directory.mkdir(mode=0o700)
     except OSError as e:
         raise BuildError(f"cannot create {directory}: {e.strerror or e}") from None
+
+
+def materialize(plan: Plan, directory: Path, description: str, *, job_token: bool = False) -> None:
+    """Create the per-submit directory with the wrapper, the tarballs made from directories, and job.sub."""
+    make_private(directory)
     try:
         for tar in plan.tars:
             if tar.from_directory:

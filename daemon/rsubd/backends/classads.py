@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import classad2
@@ -20,6 +21,33 @@ def plain(value: Any) -> AdValue:
     if isinstance(value, classad2.ExprTree):
         return str(value)
     return value  # type: ignore[no-any-return]  # a literal now
+
+
+def wire_expr(value: Any) -> str | None:
+    """The text of an unevaluated expression as plain data carries it ({"__expr__": text}); None if not one."""
+    if isinstance(value, dict) and set(value) == {"__expr__"}:
+        return str(value["__expr__"])
+    return None
+
+
+def unparse(value: Any, expr: Callable[[Any], str | None] = wire_expr) -> str:
+    """ClassAd source text for a plain value; `expr` gives an unevaluated expression's text (None: not one)."""
+    text = expr(value)
+    if text is not None:
+        return text
+    if value is None:
+        return "undefined"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return str(classad2.quote(value))
+    if isinstance(value, list):
+        return "{" + ", ".join(unparse(v, expr) for v in value) + "}"
+    if isinstance(value, dict):
+        return "[ " + "; ".join(f"{k} = {unparse(v, expr)}" for k, v in value.items()) + " ]"
+    raise TypeError(f"cannot put {type(value).__name__} in a ClassAd")
 
 
 def check_expression(text: str) -> None:

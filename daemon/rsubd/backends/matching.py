@@ -14,28 +14,15 @@ from typing import Any
 
 import classad2
 
+from rsubd.backends.classads import unparse
+
 # What condor_submit adds to a job's Requirements for its requests, when they do not say it themselves.
 REQUEST_CLAUSES = (("RequestMemory", "TARGET.Memory >= RequestMemory"), ("RequestDisk", "TARGET.Disk >= RequestDisk"),
                    ("RequestCpus", "TARGET.Cpus >= RequestCpus"))
 RESOURCES = (("RequestMemory", "Memory"), ("RequestDisk", "Disk"), ("RequestCpus", "Cpus"))  # job's, slot's
 
 
-def _source(value: Any) -> str:
-    if isinstance(value, dict) and set(value) == {"__expr__"}:
-        return str(value["__expr__"])
-    if value is None:
-        return "undefined"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return str(classad2.quote(value))
-    if isinstance(value, list):
-        return "{" + ", ".join(_source(v) for v in value) + "}"
-    if isinstance(value, dict):
-        return "[ " + "; ".join(f"{k} = {_source(v)}" for k, v in value.items()) + " ]"
-    raise TypeError(f"cannot put {type(value).__name__} in a ClassAd")
+_source = unparse  # plain data, expressions as {"__expr__": text}
 
 
 def classad_of(ad: Mapping[str, Any]) -> classad2.ClassAd:

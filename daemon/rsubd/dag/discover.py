@@ -189,7 +189,7 @@ def _rewrite(result: Plan, c: dict[str, str], where: Path, who: str, name: str) 
             target = iwd / os.path.expanduser(value)
             result.flat.output(target.name, target.parent, who)
             out[key] = restore(target.name)
-    remaps = _remaps(c.get("transfer_output_remaps", ""))
+    remaps = submitdesc.parse_remaps(c.get("transfer_output_remaps", ""))
     new_remaps = []
     named = [e.strip() for e in c.get("transfer_output_files", "").split(",") if e.strip()]
     for entry in named:
@@ -207,15 +207,6 @@ def _rewrite(result: Plan, c: dict[str, str], where: Path, who: str, name: str) 
     if not named:
         result.undeclared.setdefault(iwd, set()).add(name)
     return out
-
-
-def _remaps(text: str) -> dict[str, str]:
-    pairs = {}
-    for item in text.strip().strip('"').split(";"):
-        src, eq, dst = item.partition("=")
-        if eq and src.strip():
-            pairs[src.strip()] = dst.strip()
-    return pairs
 
 
 def _settle_pending(result: Plan) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from rsubd.ledger.schema import Row
+from rsubd.ledger.schema import Row, key_terms
 
 Key = tuple[int, int]
 # A replacement that still stands: its submit is in flight or made (a failed or interrupted one replaced nothing).
@@ -59,28 +59,18 @@ class LineageStore:
     def jobs_by_keys(self, schedd: str, keys: Sequence[Key]) -> list[Row]:
         """These jobs' rows (those the ledger has), in no particular order."""
         out: list[Row] = []
-        for start in range(0, len(keys), 400):
-            chunk = keys[start:start + 400]
-            terms = " OR ".join(["(cluster = ? AND proc = ?)"] * len(chunk))
-            args: list[Any] = [schedd]
-            for c, p in chunk:
-                args += [c, p]
-            out += self._query(f"SELECT * FROM jobs WHERE schedd = ? AND ({terms})", args)
+        for terms, args in key_terms(keys):
+            out += self._query(f"SELECT * FROM jobs WHERE schedd = ? AND ({terms})", [schedd, *args])
         return out
 
     def replacements(self, schedd: str, keys: Sequence[Key]) -> dict[Key, str]:
         """Of these jobs, those a standing resubmit replaces: key -> the new job ("30.0", or "pending")."""
         out: dict[Key, str] = {}
-        for start in range(0, len(keys), 400):
-            chunk = keys[start:start + 400]
-            terms = " OR ".join(["(l.old_cluster = ? AND l.old_proc = ?)"] * len(chunk))
-            args: list[Any] = [schedd]
-            for c, p in chunk:
-                args += [c, p]
+        for terms, args in key_terms(keys, cluster="l.old_cluster", proc="l.old_proc"):
             for r in self._query(
                     "SELECT l.old_cluster, l.old_proc, c.cluster, l.new_proc FROM lineage l JOIN clusters c"
                     f" ON c.id = l.new_row WHERE l.schedd = ? AND ({terms}) AND {_STANDING} ORDER BY l.new_row",
-                    args):
+                    [schedd, *args]):
                 out[(r["old_cluster"], r["old_proc"])] = (
                     "pending" if r["cluster"] is None else f"{r['cluster']}.{r['new_proc']}")
         return out

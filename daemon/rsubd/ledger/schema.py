@@ -6,6 +6,7 @@ A migration is only ever appended: a ledger written by an older rsubd must alway
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -271,3 +272,14 @@ TRACKED_FIELDS: tuple[str, ...] = TrackedJob._fields[2:]
 TRACKED_COLUMNS: tuple[str, ...] = tuple(
     "CASE WHEN retrieve_paused THEN 9e999 ELSE retrieve_retry_at END" if f == "retrieve_not_before" else f
     for f in TrackedJob._fields)
+
+
+def key_terms(keys: Sequence[tuple[int, int]], *, cluster: str = "cluster", proc: str = "proc",
+              size: int = 400) -> Iterator[tuple[str, list[Any]]]:
+    """`(cluster = ? AND proc = ?) OR ...` for chunks of (cluster, proc) keys, with the chunk's arguments.
+
+    Chunks keep each statement well under SQLite's limit of bound parameters.
+    """
+    for start in range(0, len(keys), size):
+        chunk = keys[start:start + size]
+        yield " OR ".join([f"({cluster} = ? AND {proc} = ?)"] * len(chunk)), [v for key in chunk for v in key]

@@ -258,14 +258,9 @@ class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
     def retrieve_failures(self, schedd: str, keys: Sequence[Key]) -> dict[Key, tuple[int, float | None]]:
         """(failed retrieves in a row, failing since) of these jobs: read only when a retrieve fails."""
         out: dict[Key, tuple[int, float | None]] = {}
-        for start in range(0, len(keys), 5000):  # well under SQLite's limit of bound parameters
-            chunk = keys[start:start + 5000]
-            args: list[Any] = [schedd]
-            for cluster, proc in chunk:
-                args += [cluster, proc]
-            terms = " OR ".join(["(cluster = ? AND proc = ?)"] * len(chunk))
+        for terms, args in schema.key_terms(keys, size=5000):
             for r in self._query("SELECT cluster, proc, retrieve_failures, retrieve_failing_since FROM jobs"
-                                 f" WHERE schedd = ? AND ({terms})", args):
+                                 f" WHERE schedd = ? AND ({terms})", [schedd, *args]):
                 out[(r["cluster"], r["proc"])] = (r["retrieve_failures"] or 0, r["retrieve_failing_since"])
         return out
 

@@ -67,7 +67,7 @@ def _output_paths(commands: dict[str, str], iwd: str, remaps: dict[str, dict[str
     text = commands.get("transfer_output_remaps", "")
     remap = remaps.get(text)
     if remap is None:
-        remap = remaps[text] = retrieval.parse_remaps(text)
+        remap = remaps[text] = submitdesc.parse_remaps(text)
     names = [commands.get("output", ""), commands.get("error", "")]
     names += [remap.get(n.strip(), n.strip()) for n in commands.get("transfer_output_files", "").split(",")]
     return [os.path.join(iwd, os.path.expanduser(n)) for n in (x.strip() for x in names)

@@ -19,7 +19,7 @@ from rsubd import submitdesc
 from rsubd.services import eventlog
 from rsubd.services.submission import RSUB_KEYS
 from rsubd.submitdesc.expand import expand_queue
-from rsubd.submitdesc.flatten import PROC_VAR, VALUE_VAR
+from rsubd.submitdesc.flatten import one_queue
 from rsubd.submitdesc.model import QueueSpec, SubmitDescription, identity
 
 _RSUB_IDENTITIES = {identity(k) for k in RSUB_KEYS}
@@ -68,22 +68,9 @@ def rerun_description(submitted: str, submit_dir: str, cluster: int, procs: Sequ
         raise RerunError(f"cluster {cluster} has no proc {missing[0]} in its description")
     # The old cluster's number where the schedd would have put it: the new job writes the files the old one did.
     chosen = [{k: v.replace(_CLUSTER_LEFT, str(cluster)) for k, v in expanded[p].items()} for p in procs]
-    keys: dict[str, None] = {}
-    for proc in chosen:
-        keys.update(dict.fromkeys(proc))
-    fixed: list[tuple[str, str]] = []
-    varying: list[tuple[str, list[str]]] = []
-    for key in keys:
-        values = [proc.get(key, "").strip() for proc in chosen]
-        if all(v == values[0] for v in values):
-            fixed.append((key, values[0]))
-        else:
-            varying.append((key, values))
-    names = (PROC_VAR, *(f"{VALUE_VAR}{n}" for n in range(1, len(varying) + 1)))
-    commands = fixed + [(key, f"$({name})") for (key, _), name in zip(varying, names[1:], strict=True)]
-    items = tuple((str(p), *(values[n] for _, values in varying)) for n, p in enumerate(procs))
-    out = SubmitDescription(tuple(commands), QueueSpec(1, names, items) if len(procs) > 1 or varying
-                            else QueueSpec(1))
+    out = one_queue(chosen, procs)
+    if len(procs) == 1 and len(out.queue.vars) == 1:  # one job, nothing varying: a plain `queue`
+        out = SubmitDescription(out.commands, QueueSpec(1))
     try:
         if overrides:
             out = out.with_commands(overrides)

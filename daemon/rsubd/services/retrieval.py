@@ -39,14 +39,6 @@ KEPT = ".rsub-kept-"
 REFETCHED = ".rsub-refetched-"
 
 
-def parse_remaps(text: str) -> dict[str, str]:
-    """`transfer_output_remaps` ("name = dest; name2 = dest2") as a dict."""
-    pairs = {}
-    for item in text.strip().strip('"').split(";"):
-        src, eq, dst = item.partition("=")
-        if eq and src.strip():
-            pairs[src.strip()] = dst.strip()
-    return pairs
 
 
 def output_targets(
@@ -62,7 +54,7 @@ def output_targets(
             continue
         c = expanded[proc]
         iwd = Path(submit_dir, os.path.expanduser(c.get("initialdir", ".").strip()))
-        remaps = parse_remaps(c.get("transfer_output_remaps", ""))
+        remaps = submitdesc.parse_remaps(c.get("transfer_output_remaps", ""))
         names = [c.get("output", ""), c.get("error", "")]
         names += [remaps.get(n.strip(), n.strip()) for n in c.get("transfer_output_files", "").split(",")]
         out[proc] = [iwd / n for n in (x.strip() for x in names) if n and n != os.devnull]
@@ -266,7 +258,7 @@ def redirected(ad: Mapping[str, Any], dest: str) -> dict[str, str]:
         if isinstance(value, str) and moved(value) != value:
             edits[attr] = _quoted(moved(value))
     remaps = ad.get("SUBMIT_TransferOutputRemaps")
-    pairs = parse_remaps(remaps) if isinstance(remaps, str) else {}
+    pairs = submitdesc.parse_remaps(remaps) if isinstance(remaps, str) else {}
     if any(moved(dst) != dst for dst in pairs.values()):
         edits["SUBMIT_TransferOutputRemaps"] = _quoted("; ".join(f"{src} = {moved(dst)}" for src, dst in pairs.items()))
     return edits

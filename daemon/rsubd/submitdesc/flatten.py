@@ -28,6 +28,12 @@ def flatten(sections: Sequence[tuple[Sequence[tuple[str, str]], QueueSpec]]) -> 
     procs: list[dict[str, str]] = []
     for commands, queue in sections:
         procs += expand_queue(commands, queue, cluster=None, first_proc=len(procs))
+    return one_queue(procs, range(len(procs)))
+
+
+def one_queue(procs: Sequence[dict[str, str]], numbers: Sequence[int]) -> SubmitDescription:
+    """One queue statement making these expanded procs: the commands equal for all stay commands, the
+    others read queue variables; each item is one proc's number (`RsubProc`, from `numbers`) and values."""
     keys: dict[str, None] = {}
     for proc in procs:
         keys.update(dict.fromkeys(proc))
@@ -41,5 +47,5 @@ def flatten(sections: Sequence[tuple[Sequence[tuple[str, str]], QueueSpec]]) -> 
             varying.append((key, values))
     names = (PROC_VAR, *(f"{VALUE_VAR}{n}" for n in range(1, len(varying) + 1)))
     commands = fixed + [(key, f"$({name})") for (key, _), name in zip(varying, names[1:], strict=True)]
-    items = tuple((str(p), *(values[p] for _, values in varying)) for p in range(len(procs)))
+    items = tuple((str(p), *(values[n] for _, values in varying)) for n, p in enumerate(numbers))
     return SubmitDescription(tuple(commands), QueueSpec(1, names, items))

@@ -222,3 +222,13 @@ def split_item(line: str, nvars: int) -> tuple[str, ...]:
         rest = rest[m.end() :]
     fields.append(rest.strip())
     return tuple(fields)
+
+
+def parse_remaps(text: str) -> dict[str, str]:
+    """`transfer_output_remaps` ("name = dest; name2 = dest2") as a dict."""
+    pairs = {}
+    for item in text.strip().strip('"').split(";"):
+        src, eq, dst = item.partition("=")
+        if eq and src.strip():
+            pairs[src.strip()] = dst.strip()
+    return pairs

@@ -16,6 +16,7 @@ from typing import Any
 
 import classad2
 
+from rsubd.backends import classads
 from rsubd.backends.classads import plain
 from rsubd.backends.local.fastpath import MISSING, compile_conjunction
 from rsubd.backends.schedd import AdValue, ErrorKind, ScheddError
@@ -32,23 +33,13 @@ LocalValue = AdValue | Expr
 Ad = dict[str, Any]
 
 
+def _expr_text(value: Any) -> str | None:
+    return value.text if isinstance(value, Expr) else None
+
+
 def unparse(value: Any) -> str:
-    """ClassAd source text for a value."""
-    if isinstance(value, Expr):
-        return value.text
-    if value is None:
-        return "undefined"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return str(classad2.quote(value))
-    if isinstance(value, list):
-        return "{" + ", ".join(unparse(v) for v in value) + "}"
-    if isinstance(value, dict):
-        return "[ " + "; ".join(f"{k} = {unparse(v)}" for k, v in value.items()) + " ]"
-    raise TypeError(f"cannot put {type(value).__name__} in a ClassAd")
+    """ClassAd source text for a value of this scheduler's ads (its expressions are `Expr`)."""
+    return classads.unparse(value, _expr_text)
 
 
 def to_classad(ad: Mapping[str, Any]) -> classad2.ClassAd:

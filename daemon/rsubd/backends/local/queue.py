@@ -108,6 +108,16 @@ class JobQueue:
         status = proc["JobStatus"] if "JobStatus" in proc else self._clusters.get(key[0], {}).get("JobStatus", 0)
         return int(status)
 
+    def _add_cluster(self, cluster: int, shared: Ad, procs: list[Ad]) -> None:
+        """A new cluster in the store, the queue and its index (under the caller's lock)."""
+        self._store.add_cluster(cluster, shared, dict(enumerate(procs)))
+        self._clusters[cluster] = shared
+        self._index.learn(shared)
+        for proc, ad in enumerate(procs):
+            self._procs[(cluster, proc)] = ad
+            self._index.learn(ad)
+            self._index.add((cluster, proc), self._status((cluster, proc)))
+
     def _save(self) -> None:
         self._store.save_jobs({k: self._procs[k] for k in self._dirty if k in self._procs})
         self._dirty.clear()

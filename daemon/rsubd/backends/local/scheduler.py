@@ -143,13 +143,7 @@ class LocalSchedd(SchedulerUniverse):
             ad["TotalSubmitProcs"] = len(ads)
         shared, procs = jobads.split_cluster(ads)
         with self._lock:
-            self._store.add_cluster(cluster, shared, dict(enumerate(procs)))
-            self._clusters[cluster] = shared
-            self._index.learn(shared)
-            for proc, ad in enumerate(procs):
-                self._procs[(cluster, proc)] = ad
-                self._index.learn(ad)
-                self._index.add((cluster, proc), self._status((cluster, proc)))
+            self._add_cluster(cluster, shared, procs)
             self._unspooled.add(cluster)
             if shared.get("JobUniverse") == jobads.SCHEDULER_UNIVERSE:
                 self._unslotted.update((cluster, proc) for proc in range(len(procs)))

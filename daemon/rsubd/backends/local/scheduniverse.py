@@ -232,13 +232,8 @@ class SchedulerUniverse(QueueActions):
                       TotalSubmitProcs=1)
             ads.append(ad)
         shared, procs = jobads.split_cluster(ads)
-        self._store.add_cluster(cluster, shared, dict(enumerate(procs)))
-        self._clusters[cluster] = shared
-        self._index.learn(shared)
-        for proc, ad in enumerate(procs):
-            self._procs[(cluster, proc)] = ad
-            self._index.learn(ad)
-            self._index.add((cluster, proc), self._status((cluster, proc)))
+        self._add_cluster(cluster, shared, procs)
+        for proc in range(len(procs)):
             self._jobdir((cluster, proc)).mkdir(parents=True, exist_ok=True)
             events.submitted(self.ad((cluster, proc)), qdate)
         return cluster
