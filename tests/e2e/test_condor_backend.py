@@ -110,6 +110,20 @@ def test_hung_schedd_is_cut_off_and_status_keeps_answering(short_tmp: Path, work
         daemon.stop()
 
 
+def test_an_action_on_a_silent_schedd_is_reported_as_a_timeout(short_tmp: Path, silent_schedd: int) -> None:
+    # The bindings' act() gives up after its own 20 s with the words it uses for a refused connection
+    # (issue 13, item 5): rsub must not tell the user the schedd is down when it is frozen.
+    daemon = Rsubd(short_tmp, config=condor_config(silent_schedd, call_timeout=40))
+    daemon.start()
+    try:
+        result = daemon.rsub("hold", "--schedd", "remote", "--constraint", "true", "--reason", "x", timeout=60)
+        assert result.returncode == 7, result.stderr
+        assert "timeout" in result.stderr and "never answered" in result.stderr, result.stderr
+        assert "schedd_unreachable" not in result.stderr
+    finally:
+        daemon.stop()
+
+
 def test_a_new_token_replaces_the_binding_worker_but_never_between_submit_and_spool(tmp_path: Path) -> None:
     from rsubd.backends.condor.client import CondorSchedd, CondorSettings
     from rsubd.backends.schedd import ScheddError

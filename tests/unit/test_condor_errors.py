@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rsubd.backends.condor.errors import classify
+from rsubd.backends.condor.errors import classify, explain
 from rsubd.backends.schedd import ErrorKind
 
 
@@ -48,3 +48,15 @@ def test_value_errors_from_the_bindings() -> None:
     assert classify("The job_spec string must be a clusterID[.procID] or the string form of an ExprTree.",
                     is_value_error=True) is ErrorKind.INVALID
     assert classify("invalid Queue statement, errmsg=can't open file items.txt", is_value_error=True) is ErrorKind.REJECTED
+
+
+def test_an_action_the_schedd_never_answered_is_a_timeout_not_a_refusal() -> None:
+    # act() has one message for both; measured with the 25.14 wheel: 0.0 s refused, 20.0 s silent.
+    generic = "Error when performing action on the schedd."
+    assert explain(generic, 0.1) == (ErrorKind.UNREACHABLE, generic)
+    kind, text = explain(generic, 20.0)
+    assert kind is ErrorKind.TIMEOUT
+    assert text.startswith(generic) and "after 20 s" in text and "never answered" in text
+    # A message that already names its kind keeps it, however long the call took.
+    assert explain("Failed to connect to schedd, errmsg=AUTHENTICATE:1003:x", 30.0)[0] is ErrorKind.AUTHENTICATION
+    assert explain("", 0.0) == (ErrorKind.OTHER, "the schedd gave no message")

@@ -34,13 +34,32 @@ ERROR_PATTERNS: tuple[tuple[str, ErrorKind], ...] = (
 )
 
 
-def classify(message: str, *, is_value_error: bool = False) -> ErrorKind:
-    """The kind of a failed binding call, from its exception's message."""
+# HTCondor's own client gives up on a schedd that accepted the connection and never answered after 20 s
+# (measured with the 25.14 wheel against a silent loopback listener). act() then says only "Error when
+# performing action on the schedd.", the same words as for a refused connection, which fails at once: a
+# failure that took this long was a silence, not a refusal.
+SILENT_AFTER = 15.0
+
+
+def classify(message: str, *, is_value_error: bool = False, elapsed: float = 0.0) -> ErrorKind:
+    """The kind of a failed binding call, from its exception's message and how long the call took."""
     if is_value_error:
         return ErrorKind.REJECTED if "Queue statement" in message else ErrorKind.INVALID
     for needle, kind in ERROR_PATTERNS:
         if needle in message:
             if kind is ErrorKind.INPUT_MISSING and "No such file" not in message:
                 return ErrorKind.TRANSFER
+            if kind is ErrorKind.UNREACHABLE and elapsed >= SILENT_AFTER:
+                return ErrorKind.TIMEOUT
             return kind
     return ErrorKind.OTHER
+
+
+def explain(message: str, elapsed: float) -> tuple[ErrorKind, str]:
+    """The kind of a failed binding call and its message, saying so when a silence is what failed it."""
+    kind = classify(message, elapsed=elapsed)
+    text = message or "the schedd gave no message"
+    if kind is ErrorKind.TIMEOUT and classify(message) is ErrorKind.UNREACHABLE:
+        text += (f" (after {elapsed:.0f} s: the schedd took the connection and never answered;"
+                 " it may be frozen or overloaded)")
+    return kind, text

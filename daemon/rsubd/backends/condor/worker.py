@@ -18,13 +18,14 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from rsubd.backends.condor.errors import classify
+from rsubd.backends.condor.errors import classify, explain
 from rsubd.backends.schedd import (
     Action,
     ActResult,
@@ -193,12 +194,14 @@ def worker_main(conn: multiprocessing.connection.Connection, settings: CondorSet
             op, args = conn.recv()
         except (EOFError, OSError):
             return
+        started = time.monotonic()
         try:
             conn.send(("ok", worker.call(op, args)))
         except ScheddError as e:
             conn.send(("error", e.kind.value, e.message))
         except worker.h.HTCondorException as e:
-            conn.send(("error", classify(str(e)).value, str(e) or "the schedd gave no message"))
+            kind, text = explain(str(e), time.monotonic() - started)
+            conn.send(("error", kind.value, text))
         except ValueError as e:
             conn.send(("error", classify(str(e), is_value_error=True).value, str(e)))
         except Exception as e:  # noqa: BLE001 - the worker outlives one bad call; the daemon gets the error
