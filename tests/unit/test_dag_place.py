@@ -112,3 +112,36 @@ def test_a_file_that_cannot_go_home_stays_in_staging_and_the_others_go(tmp_path:
     with pytest.raises(OSError, match=r"1 file\(s\) could not be moved home: out_B.stdout"):
         dagretrieve.place(where)
     assert (dag / "out_A.txt").read_text() == "A" and (where / "out_B.stdout").read_text() == "B"
+
+
+def test_files_that_could_not_go_home_are_tried_again_at_each_poll_until_they_are(
+    tmp_path: Path,
+) -> None:
+    from rsubd.ledger.store import Ledger
+
+    dag, where = staged(tmp_path, b_dir=True)
+    (where / "out_B.stdout").write_text("B")
+    shutil.rmtree(dag / "b")
+    (dag / "b").write_text("a file where B's initialdir was")
+    ledger = Ledger(tmp_path / "state" / "ledger.db")
+    try:
+        row = ledger.add_submit_intent(request_id="r", schedd="local", tag="t", description="queue\n",
+                                       submitted_description="queue\n", submit_dir=str(dag), submit_file="probe.dag")
+        ledger.record_submitted(row, 7, [(0, str(where))])
+        ledger.add_dag(row, schedd="local", cluster=7, dag_file=str(dag / "probe.dag"), staging_dir=str(where),
+                       nodes=[])
+        watch = DagWatch(ledger, Schedd(), count=lambda *_: None, clock=time.time)  # type: ignore[arg-type]
+        from rsubd.polling.dagpoll import _place
+
+        assert _place(ledger, ledger.active_dags("local")[7]) is False
+        error = ledger.dag_by_cluster("local", 7)["error"]  # type: ignore[index]
+        assert "could not all be moved home" in error and "tried again at each poll" in error
+        watch.clean()  # the directory is still in the way: kept, and the error with it
+        assert (where / "out_B.stdout").exists() and ledger.dag_by_cluster("local", 7)["error"]  # type: ignore[index]
+        (dag / "b").unlink()
+        (dag / "b").mkdir()  # the user moves the file out of the way
+        watch.clean()
+        assert (dag / "b" / "out_B.stdout").read_text() == "B"
+        assert ledger.dag_by_cluster("local", 7)["error"] is None  # type: ignore[index]
+    finally:
+        ledger.close()

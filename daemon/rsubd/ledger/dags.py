@@ -127,6 +127,18 @@ class DagStore:
             " AND (j.state IN ('submitting', 'spooling', 'idle', 'running', 'held', 'completed')"
             " OR (j.state = 'retrieved' AND j.marked_at IS NULL)))", [schedd])
 
+    def dags_to_place_again(self, schedd: str, error_prefix: str) -> list[Row]:
+        """DAGs whose files could not all be moved home (their error starts so): tried again at each poll."""
+        return self._query("SELECT cluster_row, cluster, schedd, staging_dir FROM dags WHERE schedd = ?"
+                           " AND placed_at IS NOT NULL AND cleaned_at IS NULL AND substr(error, 1, ?) = ?",
+                           [schedd, len(error_prefix), error_prefix])
+
+    def record_dag_placed_again(self, cluster_row: int, *, error: str | None) -> None:
+        """A new try at moving a DAG's files home: `error` None when all are home now."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE dags SET error = ?, updated_at = ? WHERE cluster_row = ?",
+                         (error, time.time(), cluster_row))
+
     def record_dag_cleaned(self, cluster_row: int) -> None:
         with self.transaction() as conn:
             conn.execute("UPDATE dags SET cleaned_at = ? WHERE cluster_row = ?", (time.time(), cluster_row))

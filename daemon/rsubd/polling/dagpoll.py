@@ -50,13 +50,35 @@ def _place(ledger: Ledger, dag: Mapping[str, Any]) -> bool:
     try:
         kept = dagretrieve.place(directory)
     except OSError as e:
-        error = f"its outputs could not all be moved home and stay in {directory}: {e}"
-        ledger.record_dag_placed(int(dag["cluster_row"]), error=error)
+        ledger.record_dag_placed(int(dag["cluster_row"]), error=_place_error(directory, e))
         log.error("dag.place_failed", cluster=dag["cluster"], error=str(e))
         return False
     ledger.record_dag_placed(int(dag["cluster_row"]))
     log.info("dag.home", schedd=dag["schedd"], cluster=dag["cluster"], kept=kept)
     return True
+
+
+PLACE_FAILED = "its outputs could not all be moved home"
+
+
+def _place_error(directory: Path, e: OSError) -> str:
+    return f"{PLACE_FAILED} and stay in {directory} (tried again at each poll): {e}"
+
+
+def _place_again(ledger: Ledger, schedd: str) -> None:
+    """The DAGs whose files could not all go home (a full disk, a directory in the way): one more try each."""
+    for dag in ledger.dags_to_place_again(schedd, PLACE_FAILED):
+        directory = Path(str(dag["staging_dir"]))
+        if not directory.is_dir():
+            ledger.record_dag_cleaned(int(dag["cluster_row"]))  # removed by hand: nothing left to move
+            continue
+        try:
+            kept = dagretrieve.place(directory)
+        except OSError as e:
+            ledger.record_dag_placed_again(int(dag["cluster_row"]), error=_place_error(directory, e))
+            continue
+        ledger.record_dag_placed_again(int(dag["cluster_row"]), error=None)  # then cleaned as any DAG home
+        log.info("dag.home", schedd=schedd, cluster=dag["cluster"], kept=kept, again=True)
 
 
 class DagWatch:
@@ -79,6 +101,7 @@ class DagWatch:
 
     def clean(self) -> None:
         """Remove the staging directories of DAGs home and no longer tracked (a repeated retrieve writes there)."""
+        _place_again(self.ledger, self.schedd.name)
         for dag in self.ledger.dags_to_clean(self.schedd.name):
             dagretrieve.finish(Path(str(dag["staging_dir"])))
             self.ledger.record_dag_cleaned(int(dag["cluster_row"]))
@@ -194,8 +217,8 @@ class DagWatch:
         except ScheddError as e:
             log.warning("dag.retrieve_failed", schedd=self.schedd.name, cluster=cluster, error=str(e))
             return
-        if not _place(self.ledger, self.dags[cluster]):
-            return
+        # Marked even when some files could not go home: the staging directory holds them now, not the spool.
+        _place(self.ledger, self.dags[cluster])
         self._count("edit_calls", self._clock())
         try:
             self.schedd.edit([job_id(cluster, 0)], "RETRIEVED", "true")
