@@ -10,6 +10,30 @@ import classad2
 from rsubd.backends.schedd import AdValue, JobAd
 
 
+def quiet_classad_library() -> None:
+    """Keep classad2 from growing the process without bound: call once in any process that makes ClassAds.
+
+    classad2 (the 25.x wheel) logs every ClassAd and ExprTree it frees through HTCondor's
+    dprintf, and until HTCondor's configuration is loaded dprintf keeps each message in
+    memory for a log that never comes: about 150 bytes per ClassAd freed, 450 per parsed
+    expression, so the embedded scheduler's constraint checks grew rsubd by megabytes a
+    minute. Loading htcondor2 once configures dprintf, and the messages go nowhere. No
+    binding call is made here (those run in the worker processes, backends/condor), and
+    the CONDOR_CONFIG that htcondor2 sets for itself when no configuration exists is taken
+    back, so what rsubd hands to its jobs and workers is unchanged.
+    """
+    import os
+
+    before = os.environ.get("CONDOR_CONFIG")
+    try:
+        import htcondor2  # noqa: F401  # configures dprintf
+    finally:
+        if before is None:
+            os.environ.pop("CONDOR_CONFIG", None)
+        else:
+            os.environ["CONDOR_CONFIG"] = before
+
+
 def plain(value: Any) -> AdValue:
     """A classad2 value as plain data: Undefined and Error become None, expressions their text."""
     if isinstance(value, classad2.Value):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from rsub.wire.paths import ensure_private_dir
+from rsubd.backends.classads import quiet_classad_library
 from rsubd.backends.local.auth import TokenCheckedSchedd
 from rsubd.backends.local.faults import FaultySchedd
 from rsubd.backends.local.scheduler import LocalSchedd
@@ -58,6 +59,7 @@ def make_schedd(cfg: BackendConfig, state_dir: Path, credential: Callable[[], Cr
     `credential` gives the token profile's current token; `local` reuses an existing
     embedded scheduler (a second token profile on the same local schedd).
     """
+    quiet_classad_library()  # rsubd makes ClassAds whatever the backend (a user's constraint is checked here)
     if cfg.backend == "local":
         if local is None:
             ensure_private_dir(state_dir / "local")  # the embedded schedds' queues, spools and sandboxes

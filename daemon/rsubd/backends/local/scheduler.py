@@ -25,6 +25,7 @@ from pathlib import Path
 import classad2
 
 from rsubd import submitdesc
+from rsubd.backends.classads import quiet_classad_library
 from rsubd.backends.local import events, jobads, transfer
 from rsubd.backends.local.ads import Constraint, evaluate, getter, project, since_constraint, to_classad
 from rsubd.backends.local.queue import Key
@@ -75,6 +76,7 @@ class LocalSchedd(SchedulerUniverse):
         max_jobs_per_submission: int = MAX_JOBS_PER_SUBMISSION,
         max_jobs_per_owner: int = MAX_JOBS_PER_OWNER,
     ) -> None:
+        quiet_classad_library()  # each constraint check makes ClassAds: without this the process only grows
         self.max_jobs_per_submission, self.max_jobs_per_owner = max_jobs_per_submission, max_jobs_per_owner
         self._wake = threading.Event()
         mode = execute or os.environ.get(EXECUTE_ENV) or "real"
