@@ -68,10 +68,14 @@ def test_dry_run_of_a_submit_file_prints_what_would_be_sent_and_sends_nothing(rs
     result = rsubd.rsub("submit", "--dry-run", "job.sub", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert f"executable = {workdir / 'run.sh'}" in result.stdout  # made absolute, as it would be sent
-    assert "My.RsubId = " in result.stdout and result.stdout.rstrip().endswith("queue 3")
+    assert "My.RsubId = " in result.stdout and "\nqueue 3\n" in result.stdout
+    # Then each job's own values, as condor_submit -dry-run lists each job, as comments after the queue.
+    assert result.stdout.split("queue 3\n")[1].splitlines() == [
+        f"# job {n}: arguments = {n}; output = out.{n}" for n in range(3)]
     assert "3 job(s) would be submitted to schedd local as above; nothing was sent" in result.stderr
     checked = json.loads(rsubd.rsub("submit", "--dry-run", "--json", "job.sub", cwd=workdir).stdout)
     assert checked["num_procs"] == 3 and checked["initialdirs"] == [str(workdir)]
+    assert checked["jobs"][2] == {"proc": 2, "commands": {"arguments": "2", "output": "out.2"}}
     assert rsubd.json("status")["jobs"] == []  # nothing was submitted, nothing recorded
     (workdir / "bad.sub").write_text("executable = missing.sh\nqueue\n")
     refused = rsubd.rsub("submit", "--dry-run", "bad.sub", cwd=workdir)

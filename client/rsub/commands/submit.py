@@ -136,6 +136,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
             emit_json({"version": JSON_VERSION, **checked})
             return 0
         print(checked["description"], end="")
+        for job in checked.get("jobs") or []:  # what differs between the jobs, as comments: still a description
+            if job["commands"]:
+                print(f"# job {job['proc']}: " + "; ".join(f"{k} = {v}" for k, v in job["commands"].items()))
         print(f"rsub: dry run: {checked['num_procs']} job(s) would be submitted to schedd {checked['schedd']}"
               " as above; nothing was sent", file=sys.stderr)
         return 0

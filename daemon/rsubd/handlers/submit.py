@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rsubd.handlers.context import Services, check_schedd
@@ -37,7 +38,18 @@ async def dry_run(services: Services, f: dict[str, Any]) -> dict[str, Any]:
     prepared = await services.submissions.prepare(f["description"], f["cwd"])  # a refusal: exit 5, as a submit
     services.submissions.check_limits(name, prepared.num_procs)
     return {"schedd": name, "description": prepared.request.text, "num_procs": prepared.num_procs,
-            "initialdirs": sorted(set(prepared.iwds)), "replaced": list(prepared.replaced)}
+            "initialdirs": sorted(set(prepared.iwds)), "replaced": list(prepared.replaced),
+            "jobs": per_job(prepared.procs)}
+
+
+def per_job(procs: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+    """Each job's own values, as condor_submit -dry-run lists each job: the commands that differ between jobs.
+
+    The description sent carries them as item data of one queue statement, which is hard to read.
+    """
+    keys = sorted({k for p in procs for k in p})
+    varying = [k for k in keys if len({p.get(k) for p in procs}) > 1]
+    return [{"proc": n, "commands": {k: p[k] for k in varying if k in p}} for n, p in enumerate(procs)]
 
 
 async def resubmit_dag(services: Services, cluster: int, *, schedd: str | None, request_id: str,

@@ -44,6 +44,7 @@ class Prepared:
     num_procs: int
     iwds: tuple[str, ...]
     replaced: tuple[str, ...]
+    procs: tuple[dict[str, str], ...] = ()  # each job's commands, expanded (what `--dry-run` shows per job)
 
 
 # Commands rsub sets itself; a user's own value is replaced (and the reply says so).
@@ -174,5 +175,5 @@ def prepare(
     rendered = submitdesc.render(desc)
     return Prepared(
         request=SubmitRequest(text=rendered, cwd=cwd), tag=tag, num_procs=len(procs), iwds=tuple(iwds),
-        replaced=replaced,
+        replaced=replaced, procs=tuple(procs),
     )
