@@ -113,6 +113,10 @@ def test_the_job_event_log_holds_every_procs_events_in_time_order(rsubd: Rsubd, 
         assert mine == ["000", "001", "005"], (proc, text)
     stamps = [h.split(") ", 1)[1][:19] for h in headers]
     assert stamps == sorted(stamps)  # in time order, as a local condor_submit leaves it
+    import htcondor2  # what condor_wait and the bindings read it with: every event, none torn
+
+    read = [(int(e.type), e.proc) for e in htcondor2.JobEventLog(str(workdir / "job.log")).events(stop_after=0)]
+    assert sorted(read) == sorted((t, p) for t in (0, 1, 5) for p in range(3))
     assert sorted(p.name for p in workdir.iterdir()) == ["job.log", "job.sub"]  # no per-proc copy left behind
     fetched = rsubd.rsub("fetchlog", f"{cluster}.0", "--dest", str(workdir / "logs"))
     assert fetched.returncode == 0, fetched.stderr

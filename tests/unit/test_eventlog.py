@@ -71,3 +71,32 @@ def test_only_a_relative_log_is_sent_under_a_per_proc_name() -> None:
     assert eventlog.per_proc_log("logs/$(Cluster).log") is not None
     for value in ("/abs/job.log", "~/job.log", "/dev/null", ""):
         assert eventlog.per_proc_log(value) is None
+
+
+def test_the_embedded_schedulers_events_merged_are_a_log_htcondors_reader_reads(tmp_path: Path) -> None:
+    # Every event the embedded scheduler writes, for two procs, merged: htcondor2.JobEventLog (what
+    # condor_wait and the bindings use) must read each one with the fields HTCondor's writer gives it.
+    import htcondor2
+
+    from rsubd.backends.local import events as local_events
+    base = 1796119200.0
+    for proc, steps in ((0, [(2, {}), (1, {}), (5, {"HoldReason": "", "HoldReasonCode": 1}),
+                             (1, {"ReleaseReason": "two\nlines"}), (2, {}), (4, {"ExitCode": 3})]),
+                        (1, [(2, {}), (4, {"ExitBySignal": True, "ExitSignal": 9}), (3, {"RemoveReason": "by me"})])):
+        ad = {"ClusterId": 186, "ProcId": proc, "UserLog": f"job.log.rsub-186.{proc}", "Iwd": str(tmp_path),
+              "JobStatus": 1}
+        local_events.submitted(ad, base + proc)
+        for n, (status, attrs) in enumerate(steps):
+            old = ad["JobStatus"]
+            ad.update(attrs, JobStatus=status)
+            local_events.changed(ad, old, base + 2 * n + proc)
+    user = tmp_path / "job.log"
+    assert eventlog.merge(user, [tmp_path / "job.log.rsub-186.0", tmp_path / "job.log.rsub-186.1"]) == 11
+    got = [(int(e.type), e.proc, dict(e.items())) for e in htcondor2.JobEventLog(str(user)).events(stop_after=0)]
+    assert [(t, p) for t, p, _ in got] == [(0, 0), (1, 0), (0, 1), (1, 1), (4, 0), (5, 1), (12, 0), (9, 1),
+                                           (13, 0), (1, 0), (5, 0)]
+    assert [e.get("ReturnValue") for t, _, e in got if t == 5] == [None, 3]
+    assert [e.get("TerminatedBySignal") for t, _, e in got if t == 5] == [9, None]
+    assert [e.get("Reason") for t, _, e in got if t in (9, 13)] == ["by me", "two lines"]
+    assert [e.get("HoldReasonCode") for t, _, e in got if t == 12] == [1]
+    assert [e["EventTime"] for _, _, e in got] == sorted(e["EventTime"] for _, _, e in got)

@@ -57,21 +57,39 @@ def changed(ad: dict[str, Any], old: int, when: float) -> None:
         event = 1, f"Job executing on host: {HOST}\n"
     elif new == JobStatus.COMPLETED:
         if ad.get("ExitBySignal") is True:
-            how = f"\t(0) Abnormal termination (signal {ad.get('ExitSignal')})\n"
+            how = f"\t(0) Abnormal termination (signal {ad.get('ExitSignal')})\n\t(0) No core file\n"
         else:
             how = f"\t(1) Normal termination (return value {ad.get('ExitCode')})\n"
-        event = 5, "Job terminated.\n" + how + "\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  Run Remote Usage\n"
+        event = 5, "Job terminated.\n" + how + _usage("Run Remote", "Run Local", "Total Remote", "Total Local") \
+            + _bytes("Run Bytes Sent", "Run Bytes Received", "Total Bytes Sent", "Total Bytes Received")
     elif new == JobStatus.HELD and ad.get("HoldReasonCode") != HoldCode.SPOOLING_INPUT:
-        event = 12, (f"Job was held.\n\t{ad.get('HoldReason') or ''}\n"
+        event = 12, (f"Job was held.\n\t{_line(ad.get('HoldReason')) or 'Reason unspecified'}\n"
                      f"\tCode {ad.get('HoldReasonCode') or 0} Subcode {ad.get('HoldReasonSubCode') or 0}\n")
     elif new == JobStatus.IDLE and old == JobStatus.HELD and ad.get("ReleaseReason") != SPOOL_RELEASE_REASON:
-        event = 13, f"Job was released.\n\t{ad.get('ReleaseReason') or ''}\n"
+        reason = _line(ad.get("ReleaseReason"))
+        event = 13, "Job was released.\n" + (f"\t{reason}\n" if reason else "")
     elif new == JobStatus.IDLE and old == JobStatus.RUNNING:
-        event = 4, "Job was evicted.\n\t(0) Job was not checkpointed.\n"
+        event = 4, "Job was evicted.\n\t(0) CPU times\n" + _usage("Run Remote", "Run Local") \
+            + _bytes("Run Bytes Sent", "Run Bytes Received")
     elif new == JobStatus.REMOVED:
-        event = 9, f"Job was aborted.\n\t{ad.get('RemoveReason') or ''}\n"
+        reason = _line(ad.get("RemoveReason"))
+        event = 9, "Job was aborted.\n" + (f"\t{reason}\n" if reason else "")
     if event is not None:
         _append(ad, _header(event[0], ad, when) + event[1])
+
+
+def _usage(*kinds: str) -> str:
+    # No rusage is measured here: HTCondor's readers need the lines all the same (condor_event.cpp).
+    return "".join(f"\t\tUsr 0 00:00:00, Sys 0 00:00:00  -  {kind} Usage\n" for kind in kinds)
+
+
+def _bytes(*kinds: str) -> str:
+    return "".join(f"\t0  -  {kind} By Job\n" for kind in kinds)
+
+
+def _line(reason: Any) -> str:
+    # An event's reason is one line of its body: a newline in it would end the body early.
+    return reason.replace("\r", " ").replace("\n", " ").strip() if isinstance(reason, str) else ""
 
 
 def _append(ad: dict[str, Any], text: str) -> None:
