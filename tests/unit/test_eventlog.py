@@ -5,6 +5,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pytest
+
 from rsubd.services import eventlog
 
 
@@ -100,3 +102,22 @@ def test_the_embedded_schedulers_events_merged_are_a_log_htcondors_reader_reads(
     assert [e.get("Reason") for t, _, e in got if t in (9, 13)] == ["by me", "two lines"]
     assert [e.get("HoldReasonCode") for t, _, e in got if t == 12] == [1]
     assert [e["EventTime"] for _, _, e in got] == sorted(e["EventTime"] for _, _, e in got)
+
+
+def test_a_clusters_log_names_are_expanded_once_for_all_its_retrieves(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    # Procs come home a few at a time: expanding the description for each batch made a big cluster's
+    # retrieves quadratic (bench/eventlog.py).
+    from rsubd import submitdesc
+    from rsubd.services import retrieval
+
+    calls = []
+    real = submitdesc.expand
+    monkeypatch.setattr(submitdesc, "expand", lambda *a, **k: calls.append(1) or real(*a, **k))
+    text = (f"executable = /bin/true\ninitialdir = {tmp_path}\nrsub_log = job.log\n"
+            "log = $(rsub_log).rsub-$(ClusterId).$(ProcId)\nqueue 50\n")
+    got = [retrieval.log_targets(text, str(tmp_path), 4242, [p, p + 1]) for p in range(0, 50, 2)]
+    assert len(calls) == 1
+    assert got[3] == {6: (tmp_path / "job.log.rsub-4242.6", tmp_path / "job.log"),
+                      7: (tmp_path / "job.log.rsub-4242.7", tmp_path / "job.log")}
+    assert retrieval.log_targets(text, str(tmp_path), 4242, [50]) == {}  # no such proc
