@@ -201,6 +201,25 @@ def test_each_procs_event_log_comes_home_under_its_own_name(schedd: Schedd, kit:
     assert schedd.edit(job.constraint, "RETRIEVED", "true") == 2
 
 
+def test_an_absolute_event_log_is_written_in_the_spool_and_comes_home_too(
+    schedd: Schedd, kit: JobKit, tmp_path: Path
+) -> None:
+    """What rsub's merge of an absolute `log` rests on: spooling rewrites UserLog to its basename (dag/README:
+    UserLog "probe.dag.dagman.log", SUBMIT_UserLog the client's path), so each proc's copy is written in its
+    spool and the retrieve brings it back, into the initialdir under that basename (or to the path named)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    job = kit.submit_job("true", commands={"log": f"{logs}/job.log.$(ProcId)"}, queue="queue 2")
+    schedd.spool(job.result)
+    kit.wait_status(job, COMPLETED)
+    schedd.retrieve(job.constraint)
+    for proc in (0, 1):
+        copies = [p for p in (job.initialdir / f"job.log.{proc}", logs / f"job.log.{proc}")
+                  if p.exists() and f"005 ({job.id:03d}.{proc:03d}.000) " in p.read_text()]
+        assert copies, listing(job.initialdir) + listing(logs)
+    assert schedd.edit(job.constraint, "RETRIEVED", "true") == 2
+
+
 # -- how jobs end -----------------------------------------------------------------
 
 

@@ -68,10 +68,11 @@ def test_old_style_dates_sort_too(tmp_path: Path) -> None:
     assert [e[:3] for e in eventlog.events((tmp_path / "job.log").read_text())] == ["000", "005"]
 
 
-def test_only_a_relative_log_is_sent_under_a_per_proc_name() -> None:
-    assert eventlog.per_proc_log("job.log") == "$(rsub_log).rsub-$(ClusterId).$(ProcId)"
-    assert eventlog.per_proc_log("logs/$(Cluster).log") is not None
-    for value in ("/abs/job.log", "~/job.log", "/dev/null", ""):
+def test_every_log_but_none_or_a_tilde_one_is_sent_under_a_per_proc_name() -> None:
+    # An absolute log comes home too: a schedd rewrites UserLog to its basename when it spools.
+    for value in ("job.log", "logs/$(Cluster).log", "/abs/job.log"):
+        assert eventlog.per_proc_log(value) == "$(rsub_log).rsub-$(ClusterId).$(ProcId)"
+    for value in ("~/job.log", "/dev/null", ""):
         assert eventlog.per_proc_log(value) is None
 
 
@@ -118,6 +119,28 @@ def test_a_clusters_log_names_are_expanded_once_for_all_its_retrieves(monkeypatc
             "log = $(rsub_log).rsub-$(ClusterId).$(ProcId)\nqueue 50\n")
     got = [retrieval.log_targets(text, str(tmp_path), 4242, [p, p + 1]) for p in range(0, 50, 2)]
     assert len(calls) == 1
-    assert got[3] == {6: (tmp_path / "job.log.rsub-4242.6", tmp_path / "job.log"),
-                      7: (tmp_path / "job.log.rsub-4242.7", tmp_path / "job.log")}
+    assert got[3] == {6: ([tmp_path / "job.log.rsub-4242.6"] * 2, tmp_path / "job.log"),
+                      7: ([tmp_path / "job.log.rsub-4242.7"] * 2, tmp_path / "job.log")}
     assert retrieval.log_targets(text, str(tmp_path), 4242, [50]) == {}  # no such proc
+
+
+@pytest.mark.parametrize("log", ["logs/job.log", "ABS/job.log"])
+def test_a_log_with_a_directory_comes_home_under_its_basename_and_joins_the_log_it_names(log: str,
+                                                                                       tmp_path: Path) -> None:
+    # The schedd writes each proc's copy as the basename of its UserLog (dag/README: UserLog
+    # "probe.dag.dagman.log" for /work/dagprobe/s1a/probe.dag.dagman.log) and the retrieve brings it
+    # into the initialdir; the user's log is the one the description names.
+    from rsubd.services import retrieval
+
+    log = log.replace("ABS", str(tmp_path / "elsewhere"))
+    text = (f"executable = /bin/true\ninitialdir = {tmp_path}\nrsub_log = {log}\n"
+            "log = $(rsub_log).rsub-$(ClusterId).$(ProcId)\nqueue 2\n")
+    got = retrieval.log_targets(text, str(tmp_path), 9, [1])
+    copies, user = got[1]
+    assert copies[0] == tmp_path / "job.log.rsub-9.1" and user == tmp_path / log
+    copies[0].write_text(_event(5, "9.1", "2026-12-01 12:00:00"))
+    user.parent.mkdir(exist_ok=True)
+    assert eventlog.merge(user, copies) == 1 and not copies[0].exists()
+    moved = retrieval.log_targets(text, str(tmp_path), 9, [1], dest=str(tmp_path / "dest"))[1]
+    assert moved[0][0] == tmp_path / "dest" / "job.log.rsub-9.1"
+    assert moved[1] == tmp_path / "dest" / ("logs/job.log" if log.startswith("logs") else "job.log")

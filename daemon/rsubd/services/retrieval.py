@@ -64,24 +64,34 @@ def output_targets(
 
 def log_targets(
     submitted_description: str, submit_dir: str, cluster: int, procs: Iterable[int], dest: str | None = None
-) -> dict[int, tuple[Path, Path]]:
-    """For each proc whose event log comes home under a name of its own: (that file, the user's log).
+) -> dict[int, tuple[list[Path], Path]]:
+    """For each proc whose event log comes home under a name of its own: (where that copy may be, the user's log).
 
-    With `dest`, the retrieve wrote into that directory instead of the job's initialdir.
+    A schedd spooling a job rewrites its UserLog to the basename (reference dag/README: UserLog
+    "probe.dag.dagman.log", SUBMIT_UserLog the client's full path), so the copy comes back into
+    the job's initialdir under its basename, whether the log was `logs/job.log` or absolute; the
+    path it names is looked at too. With `dest`, the retrieve wrote into that directory instead
+    of the job's initialdir, and the user's log is written there too (as `--dest` puts an
+    absolute output there).
     """
     if eventlog.LOG_MACRO not in submitted_description:
         # No `log` sent under a per-proc name (services/submission.py adds the macro when it does): a
         # poll retrieving 5,000 jobs of 1,000 clusters need not expand 1,000 descriptions to learn that.
         return {}
     names = _log_names(submitted_description, submit_dir, cluster)
-    out: dict[int, tuple[Path, Path]] = {}
+    out: dict[int, tuple[list[Path], Path]] = {}
     for proc in procs:
         entry = names[proc] if 0 <= proc < len(names) else None
         if entry is None:
             continue
         per_proc, user_log, initialdir = entry
-        iwd = Path(dest) if dest else Path(submit_dir, os.path.expanduser(initialdir))
-        out[proc] = (iwd / per_proc, iwd / user_log)
+        iwd = Path(submit_dir, os.path.expanduser(initialdir))
+        if dest:
+            here = Path(dest)
+            user = here / (os.path.basename(user_log) if os.path.isabs(user_log) else user_log)
+            out[proc] = ([here / os.path.basename(per_proc), here / per_proc], user)
+        else:
+            out[proc] = ([iwd / os.path.basename(per_proc), iwd / per_proc], iwd / user_log)
     return out
 
 

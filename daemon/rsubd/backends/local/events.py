@@ -1,8 +1,9 @@
 """The job event log (`log = FILE`, the ad's UserLog) as the embedded scheduler writes it.
 
-As with a real schedd and a spooled job, a relative UserLog is written in the job's spool
-directory (its Iwd there) and comes back with the output on retrieve, over whatever the submit
-directory held; an absolute one is written where it names. The events are HTCondor's format:
+As with a real schedd and a spooled job, the UserLog is written in the job's spool directory
+(its Iwd there) under its basename and comes back with the output on retrieve,
+over whatever the submit directory held; a job that is not spooled (a DAG node) writes it where
+it names. The events are HTCondor's format:
 `NNN (cluster.proc.subproc) YYYY-MM-DD HH:MM:SS text`, a body, and a line `...`.
 """
 
@@ -22,6 +23,9 @@ SPOOL_RELEASE_REASON = "Data files spooled"
 
 def path_of(ad: Mapping[str, Any]) -> Path | None:
     """Where this job's event log is written, or None when it has none."""
+    name = retrievable(ad)
+    if name is not None:
+        return Path(str(ad.get("Iwd", "."))) / name
     name = ad.get("UserLog")
     if not isinstance(name, str) or not name.strip() or name.strip() == os.devnull:
         return None
@@ -30,11 +34,19 @@ def path_of(ad: Mapping[str, Any]) -> Path | None:
 
 
 def retrievable(ad: Mapping[str, Any]) -> str | None:
-    """The UserLog a retrieve brings back (relative to the job's Iwd and SUBMIT_Iwd), if any."""
+    """The UserLog a retrieve brings back (a name in the job's spool Iwd and in SUBMIT_Iwd), if any.
+
+    Only a spooled job's (one with SUBMIT_Iwd) comes back. A real schedd rewrites its UserLog (the
+    full path condor_submit makes of it) to the basename when it spools the job, as it does Iwd and
+    Cmd, so the log is written in the spool directory under its basename, whether it named a
+    directory or was absolute, and comes back into SUBMIT_Iwd under that name (reference
+    dag/README: UserLog "probe.dag.dagman.log", SUBMIT_UserLog the client's path, retrieved with
+    the output).
+    """
     name = ad.get("UserLog")
-    if not isinstance(name, str) or not name.strip() or name.strip() == os.devnull:
+    if "SUBMIT_Iwd" not in ad or not isinstance(name, str) or not name.strip() or name.strip() == os.devnull:
         return None
-    return None if os.path.isabs(os.path.expanduser(name.strip())) else name.strip()
+    return os.path.basename(name.strip()) or None
 
 
 def _header(code: int, ad: dict[str, Any], when: float) -> str:
