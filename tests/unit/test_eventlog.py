@@ -144,3 +144,15 @@ def test_a_log_with_a_directory_comes_home_under_its_basename_and_joins_the_log_
     moved = retrieval.log_targets(text, str(tmp_path), 9, [1], dest=str(tmp_path / "dest"))[1]
     assert moved[0][0] == tmp_path / "dest" / "job.log.rsub-9.1"
     assert moved[1] == tmp_path / "dest" / ("logs/job.log" if log.startswith("logs") else "job.log")
+
+
+def test_the_embedded_scheduler_writes_a_spooled_jobs_log_in_its_spool_under_the_basename(tmp_path: Path) -> None:
+    from rsubd.backends.local import events as local_events
+
+    spooled = {"Iwd": str(tmp_path / "spool"), "SUBMIT_Iwd": str(tmp_path / "submit")}
+    for log in ("job.log", "logs/job.log", str(tmp_path / "abs" / "job.log")):
+        assert local_events.path_of({**spooled, "UserLog": log}) == tmp_path / "spool" / "job.log"
+        assert local_events.retrievable({**spooled, "UserLog": log}) == "job.log"
+    node = {"Iwd": str(tmp_path / "dag"), "UserLog": str(tmp_path / "abs" / "node.log")}  # not spooled: as named
+    assert local_events.path_of(node) == tmp_path / "abs" / "node.log" and local_events.retrievable(node) is None
+    assert local_events.path_of({**spooled, "UserLog": "/dev/null"}) is None
