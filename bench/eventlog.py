@@ -41,7 +41,8 @@ def main() -> None:
         targets = [retrieval.log_targets(text, str(where), 7, [p])[p] for p in range(args.procs)]
         targets_s = time.perf_counter() - started
         started = time.perf_counter()
-        for proc, (part, user_log) in enumerate(targets):
+        for proc, (copies, user_log) in enumerate(targets):
+            part = copies[0]  # where the retrieve writes it: the initialdir, under the copy's basename
             part.write_text(_event(0, proc, 0) + _event(1, proc, proc) + _event(5, proc, proc + 5))
             eventlog.merge(user_log, [part])
         merge_s = time.perf_counter() - started

@@ -156,3 +156,15 @@ def test_the_embedded_scheduler_writes_a_spooled_jobs_log_in_its_spool_under_the
     node = {"Iwd": str(tmp_path / "dag"), "UserLog": str(tmp_path / "abs" / "node.log")}  # not spooled: as named
     assert local_events.path_of(node) == tmp_path / "abs" / "node.log" and local_events.retrievable(node) is None
     assert local_events.path_of({**spooled, "UserLog": "/dev/null"}) is None
+
+
+def test_the_same_event_twice_in_a_proc_is_kept_twice_and_a_repeat_adds_nothing(tmp_path: Path) -> None:
+    # Two evictions within one second have the same text: both are the job's, and stay.
+    user, part = tmp_path / "job.log", tmp_path / "job.log.rsub-1.0"
+    evict, execute = _event(4, "1.0", "2026-12-01 12:00:01"), _event(1, "1.0", "2026-12-01 12:00:01")
+    text = _event(0, "1.0", "2026-12-01 12:00:00") + execute + evict + execute + evict
+    part.write_text(text)
+    assert eventlog.merge(user, [part]) == 5
+    part.write_text(text)
+    assert eventlog.merge(user, [part]) == 0
+    assert user.read_text() == text
