@@ -188,6 +188,19 @@ def test_several_queue_statements_make_one_cluster(schedd: Schedd, kit: JobKit) 
     assert schedd.edit(job.constraint, "RETRIEVED", "true") == 4
 
 
+def test_a_command_first_given_after_a_queue_statement_is_unset_for_the_procs_before_it(
+    schedd: Schedd, kit: JobKit
+) -> None:
+    """Made one queue statement, such a command reads an empty value for the earlier procs: the schedd's
+    submit code takes an empty command as not given (submit_param) and an empty My.X as X = undefined."""
+    job = kit.submit_job("true", commands={"arguments": "a"},
+                         queue="queue 1\narguments = b\nMy.Later = 7\npriority = 3\nqueue 1")
+    ads = kit.ads(job, (*PROJECTION, "Later", "JobPrio"))
+    assert {p: (ad["Args"], ad.get("Later"), ad["JobPrio"]) for p, ad in ads.items()} == {
+        0: ("a", None, 0), 1: ("b", 7, 3)}
+    schedd.act(Action.REMOVE, job.constraint)
+
+
 def test_each_procs_event_log_comes_home_under_its_own_name(schedd: Schedd, kit: JobKit) -> None:
     """What rsub's log merge rests on: a relative `log` is written in each proc's spool and retrieved."""
     job = kit.submit_job("true", commands={"log": "job.log.$(ProcId)"}, queue="queue 2")

@@ -54,3 +54,13 @@ def test_a_unit_condor_submit_does_not_know_is_a_bad_expression(value: str) -> N
     # parse_int64_bytes knows K, M, G and T only; the rest goes to the ClassAd parser, which refuses it.
     with pytest.raises(ScheddError, match="Parse error in expression"):
         ad_for("request_memory", value)
+
+
+def test_an_empty_command_is_one_not_given_and_an_empty_attribute_is_undefined() -> None:
+    # submit_utils.cpp: submit_param() returns NULL for a value that expands to nothing, and
+    # SetForcedAttributes() assigns `undefined` for an empty My.X / +X.
+    assert ad_for("request_memory", "")["RequestMemory"] == ad_for("universe", "vanilla")["RequestMemory"]
+    assert ad_for("request_disk", " ")["RequestDisk"] == ad_for("universe", "vanilla")["RequestDisk"]
+    for key in ("My.Later", "+Later"):
+        ad = ad_for(key, "")
+        assert "Later" in ad and ad["Later"] is None

@@ -134,6 +134,10 @@ def proc_ad(
     spool_iwd: str | Path,
 ) -> Ad:
     """The ad of one proc right after a spooled submit."""
+    # condor_submit reads a command whose value expands to nothing as one not given (submit_param), and
+    # an empty My.X or +X as X = undefined (SetForcedAttributes). Several queue statements made one give
+    # such values to the procs of the statements before a command (submitdesc/flatten.py).
+    commands = {k: v for k, v in commands.items() if v.strip() or attr_name(k) is not None}
     universe = commands.get("universe", "vanilla").strip().lower()
     if universe not in UNIVERSES:
         raise ScheddError(
@@ -216,7 +220,7 @@ def proc_ad(
         else:
             name = attr_name(key)
             if name is not None:
-                ad[name] = _literal_or_expr(value, key)
+                ad[name] = _literal_or_expr(value.strip() or "undefined", key)
     for attr in ("TransferInput", "TransferOutput"):
         if attr in ad and not ad[attr]:
             del ad[attr]
