@@ -188,6 +188,15 @@ def test_several_queue_statements_make_one_cluster(schedd: Schedd, kit: JobKit) 
     assert schedd.edit(job.constraint, "RETRIEVED", "true") == 4
 
 
+def test_a_blank_item_line_is_a_job_with_empty_variables(schedd: Schedd, kit: JobKit) -> None:
+    """As condor_submit and the bindings read an item list (Submit.itemdata() of 25.14): a blank line is an item."""
+    job = kit.submit_job("true", commands={"arguments": "[$(x)] [$(y)]"}, queue="queue x, y from (\na, b\n\nc\n)")
+    assert job.result.num_procs == 3
+    ads = kit.ads(job)
+    assert {p: ad["Args"] for p, ad in ads.items()} == {0: "[a] [b]", 1: "[] []", 2: "[c] []"}
+    schedd.act(Action.REMOVE, job.constraint)
+
+
 def test_a_command_first_given_after_a_queue_statement_is_unset_for_the_procs_before_it(
     schedd: Schedd, kit: JobKit
 ) -> None:
