@@ -16,8 +16,8 @@ import tempfile
 import time
 from typing import Any
 
-BENCHES = ("calls", "poll_cost", "client", "submit", "dag", "retrieval", "year", "idle")
-NO_CACHE = ("submit", "idle")  # they build nothing to share
+BENCHES = ("calls", "poll_cost", "client", "submit", "dag", "retrieval", "eventlog", "year", "idle")
+NO_CACHE = ("submit", "eventlog", "idle")  # they build nothing to share
 
 
 def main(argv: list[str]) -> int:

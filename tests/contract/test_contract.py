@@ -188,6 +188,43 @@ def test_several_queue_statements_make_one_cluster(schedd: Schedd, kit: JobKit) 
     assert schedd.edit(job.constraint, "RETRIEVED", "true") == 4
 
 
+def test_an_executable_changed_between_queue_statements_runs_in_its_own_procs(schedd: Schedd, kit: JobKit) -> None:
+    """condor_submit would start a second cluster at the change; rsub sends one, each proc with its executable."""
+    second = kit.base / "second.sh"
+    second.write_text('#!/bin/sh\necho "second $@"\n', encoding="utf-8")
+    second.chmod(0o755)
+    job = kit.submit_job('echo "first $@"', commands={"arguments": "$(Process)", "output": "out_$(Process).txt"},
+                         queue=f"queue 1\nexecutable = {second}\nqueue 2")
+    assert (job.result.first_proc, job.result.num_procs) == (0, 3)
+    schedd.spool(job.result)
+    kit.wait_status(job, COMPLETED)
+    schedd.retrieve(job.constraint)
+    assert [job.read(f"out_{p}.txt") for p in range(3)] == ["first 0\n", "second 1\n", "second 2\n"]
+    assert schedd.edit(job.constraint, "RETRIEVED", "true") == 3
+
+
+def test_a_blank_item_line_is_a_job_with_empty_variables(schedd: Schedd, kit: JobKit) -> None:
+    """As condor_submit and the bindings read an item list (Submit.itemdata() of 25.14): a blank line is an item."""
+    job = kit.submit_job("true", commands={"arguments": "[$(x)] [$(y)]"}, queue="queue x, y from (\na, b\n\nc\n)")
+    assert job.result.num_procs == 3
+    ads = kit.ads(job)
+    assert {p: ad["Args"] for p, ad in ads.items()} == {0: "[a] [b]", 1: "[] []", 2: "[c] []"}
+    schedd.act(Action.REMOVE, job.constraint)
+
+
+def test_a_command_first_given_after_a_queue_statement_is_unset_for_the_procs_before_it(
+    schedd: Schedd, kit: JobKit
+) -> None:
+    """Made one queue statement, such a command reads an empty value for the earlier procs: the schedd's
+    submit code takes an empty command as not given (submit_param) and an empty My.X as X = undefined."""
+    job = kit.submit_job("true", commands={"arguments": "a"},
+                         queue="queue 1\narguments = b\nMy.Later = 7\npriority = 3\nqueue 1")
+    ads = kit.ads(job, (*PROJECTION, "Later", "JobPrio"))
+    assert {p: (ad["Args"], ad.get("Later"), ad["JobPrio"]) for p, ad in ads.items()} == {
+        0: ("a", None, 0), 1: ("b", 7, 3)}
+    schedd.act(Action.REMOVE, job.constraint)
+
+
 def test_each_procs_event_log_comes_home_under_its_own_name(schedd: Schedd, kit: JobKit) -> None:
     """What rsub's log merge rests on: a relative `log` is written in each proc's spool and retrieved."""
     job = kit.submit_job("true", commands={"log": "job.log.$(ProcId)"}, queue="queue 2")
@@ -198,6 +235,25 @@ def test_each_procs_event_log_comes_home_under_its_own_name(schedd: Schedd, kit:
         text = job.read(f"job.log.{proc}")
         assert f"005 ({job.id:03d}.{proc:03d}.000) " in text, text
         assert f".{1 - proc:03d}.000) " not in text  # only its own proc's events
+    assert schedd.edit(job.constraint, "RETRIEVED", "true") == 2
+
+
+def test_an_absolute_event_log_is_written_in_the_spool_and_comes_home_too(
+    schedd: Schedd, kit: JobKit, tmp_path: Path
+) -> None:
+    """What rsub's merge of an absolute `log` rests on: spooling rewrites UserLog to its basename (dag/README:
+    UserLog "probe.dag.dagman.log", SUBMIT_UserLog the client's path), so each proc's copy is written in its
+    spool and the retrieve brings it back, into the initialdir under that basename (or to the path named)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    job = kit.submit_job("true", commands={"log": f"{logs}/job.log.$(ProcId)"}, queue="queue 2")
+    schedd.spool(job.result)
+    kit.wait_status(job, COMPLETED)
+    schedd.retrieve(job.constraint)
+    for proc in (0, 1):
+        copies = [p for p in (job.initialdir / f"job.log.{proc}", logs / f"job.log.{proc}")
+                  if p.exists() and f"005 ({job.id:03d}.{proc:03d}.000) " in p.read_text()]
+        assert copies, listing(job.initialdir) + listing(logs)
     assert schedd.edit(job.constraint, "RETRIEVED", "true") == 2
 
 

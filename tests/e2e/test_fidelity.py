@@ -102,6 +102,31 @@ def test_several_queue_statements_make_one_cluster_with_procs_numbered_on(rsubd:
                        "second.sh q 0\n", "second.sh q 1\n"]
 
 
+def test_a_log_in_a_directory_or_absolute_is_whole_where_it_names(rsubd: Rsubd, workdir: Path, tmp_path: Path) -> None:
+    # The schedd writes each proc's copy under its UserLog's basename and the retrieve brings it into
+    # the initialdir: rsub still makes the log the description names whole, and leaves no copy behind.
+    import htcondor2
+
+    (workdir / "logs").mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    clusters = {}
+    for name, log in (("sub.sub", "logs/job.log"), ("abs.sub", str(elsewhere / "job.log"))):
+        (workdir / name).write_text("executable = /bin/true\ntransfer_executable = false\n"
+                                    f"log = {log}\nqueue 2\n")
+        result = rsubd.rsub("submit", "--json", name, cwd=workdir)
+        assert result.returncode == 0, result.stderr
+        clusters[log] = json.loads(result.stdout)["cluster"]
+    for log, cluster in clusters.items():
+        wait_until(lambda c=cluster: set(rsubd.states(str(c)).values()) == {"retrieved"}, 60, f"{log} retrieved")
+        path = Path(log) if log.startswith("/") else workdir / log
+        read = [(int(e.type), e.cluster, e.proc) for e in htcondor2.JobEventLog(str(path)).events(stop_after=0)]
+        assert sorted(read) == sorted((t, cluster, p) for t in (0, 1, 5) for p in range(2)), (log, read)
+    assert sorted(p.name for p in workdir.iterdir()) == ["abs.sub", "logs", "sub.sub"]  # no copy left behind
+    assert [p.name for p in (workdir / "logs").iterdir()] == ["job.log"]
+    assert [p.name for p in elsewhere.iterdir()] == ["job.log"]
+
+
 def test_the_job_event_log_holds_every_procs_events_in_time_order(rsubd: Rsubd, workdir: Path) -> None:
     (workdir / "job.log").write_text("")  # a log file of the user's, as condor_submit would append to
     (workdir / "job.sub").write_text("executable = /bin/sh\narguments = -c 'sleep 0.$(Process)'\n"
@@ -117,6 +142,10 @@ def test_the_job_event_log_holds_every_procs_events_in_time_order(rsubd: Rsubd, 
         assert mine == ["000", "001", "005"], (proc, text)
     stamps = [h.split(") ", 1)[1][:19] for h in headers]
     assert stamps == sorted(stamps)  # in time order, as a local condor_submit leaves it
+    import htcondor2  # what condor_wait and the bindings read it with: every event, none torn
+
+    read = [(int(e.type), e.proc) for e in htcondor2.JobEventLog(str(workdir / "job.log")).events(stop_after=0)]
+    assert sorted(read) == sorted((t, p) for t in (0, 1, 5) for p in range(3))
     assert sorted(p.name for p in workdir.iterdir()) == ["job.log", "job.sub"]  # no per-proc copy left behind
     fetched = rsubd.rsub("fetchlog", f"{cluster}.0", "--dest", str(workdir / "logs"))
     assert fetched.returncode == 0, fetched.stderr

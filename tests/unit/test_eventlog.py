@@ -5,6 +5,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import pytest
+
 from rsubd.services import eventlog
 
 
@@ -66,8 +68,103 @@ def test_old_style_dates_sort_too(tmp_path: Path) -> None:
     assert [e[:3] for e in eventlog.events((tmp_path / "job.log").read_text())] == ["000", "005"]
 
 
-def test_only_a_relative_log_is_sent_under_a_per_proc_name() -> None:
-    assert eventlog.per_proc_log("job.log") == "$(rsub_log).rsub-$(ClusterId).$(ProcId)"
-    assert eventlog.per_proc_log("logs/$(Cluster).log") is not None
-    for value in ("/abs/job.log", "~/job.log", "/dev/null", ""):
+def test_every_log_but_none_or_a_tilde_one_is_sent_under_a_per_proc_name() -> None:
+    # An absolute log comes home too: a schedd rewrites UserLog to its basename when it spools.
+    for value in ("job.log", "logs/$(Cluster).log", "/abs/job.log"):
+        assert eventlog.per_proc_log(value) == "$(rsub_log).rsub-$(ClusterId).$(ProcId)"
+    for value in ("~/job.log", "/dev/null", ""):
         assert eventlog.per_proc_log(value) is None
+
+
+def test_the_embedded_schedulers_events_merged_are_a_log_htcondors_reader_reads(tmp_path: Path) -> None:
+    # Every event the embedded scheduler writes, for two procs, merged: htcondor2.JobEventLog (what
+    # condor_wait and the bindings use) must read each one with the fields HTCondor's writer gives it.
+    import htcondor2
+
+    from rsubd.backends.local import events as local_events
+    base = 1796119200.0
+    for proc, steps in ((0, [(2, {}), (1, {}), (5, {"HoldReason": "", "HoldReasonCode": 1}),
+                             (1, {"ReleaseReason": "two\nlines"}), (2, {}), (4, {"ExitCode": 3})]),
+                        (1, [(2, {}), (4, {"ExitBySignal": True, "ExitSignal": 9}), (3, {"RemoveReason": "by me"})])):
+        ad = {"ClusterId": 186, "ProcId": proc, "UserLog": f"job.log.rsub-186.{proc}", "Iwd": str(tmp_path),
+              "JobStatus": 1}
+        local_events.submitted(ad, base + proc)
+        for n, (status, attrs) in enumerate(steps):
+            old = ad["JobStatus"]
+            ad.update(attrs, JobStatus=status)
+            local_events.changed(ad, old, base + 2 * n + proc)
+    user = tmp_path / "job.log"
+    assert eventlog.merge(user, [tmp_path / "job.log.rsub-186.0", tmp_path / "job.log.rsub-186.1"]) == 11
+    got = [(int(e.type), e.proc, dict(e.items())) for e in htcondor2.JobEventLog(str(user)).events(stop_after=0)]
+    assert [(t, p) for t, p, _ in got] == [(0, 0), (1, 0), (0, 1), (1, 1), (4, 0), (5, 1), (12, 0), (9, 1),
+                                           (13, 0), (1, 0), (5, 0)]
+    assert [e.get("ReturnValue") for t, _, e in got if t == 5] == [None, 3]
+    assert [e.get("TerminatedBySignal") for t, _, e in got if t == 5] == [9, None]
+    assert [e.get("Reason") for t, _, e in got if t in (9, 13)] == ["by me", "two lines"]
+    assert [e.get("HoldReasonCode") for t, _, e in got if t == 12] == [1]
+    assert [e["EventTime"] for _, _, e in got] == sorted(e["EventTime"] for _, _, e in got)
+
+
+def test_a_clusters_log_names_are_expanded_once_for_all_its_retrieves(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    # Procs come home a few at a time: expanding the description for each batch made a big cluster's
+    # retrieves quadratic (bench/eventlog.py).
+    from rsubd import submitdesc
+    from rsubd.services import retrieval
+
+    calls = []
+    real = submitdesc.expand
+    monkeypatch.setattr(submitdesc, "expand", lambda *a, **k: calls.append(1) or real(*a, **k))
+    text = (f"executable = /bin/true\ninitialdir = {tmp_path}\nrsub_log = job.log\n"
+            "log = $(rsub_log).rsub-$(ClusterId).$(ProcId)\nqueue 50\n")
+    got = [retrieval.log_targets(text, str(tmp_path), 4242, [p, p + 1]) for p in range(0, 50, 2)]
+    assert len(calls) == 1
+    assert got[3] == {6: ([tmp_path / "job.log.rsub-4242.6"] * 2, tmp_path / "job.log"),
+                      7: ([tmp_path / "job.log.rsub-4242.7"] * 2, tmp_path / "job.log")}
+    assert retrieval.log_targets(text, str(tmp_path), 4242, [50]) == {}  # no such proc
+
+
+@pytest.mark.parametrize("log", ["logs/job.log", "ABS/job.log"])
+def test_a_log_with_a_directory_comes_home_under_its_basename_and_joins_the_log_it_names(log: str,
+                                                                                       tmp_path: Path) -> None:
+    # The schedd writes each proc's copy as the basename of its UserLog (dag/README: UserLog
+    # "probe.dag.dagman.log" for /work/dagprobe/s1a/probe.dag.dagman.log) and the retrieve brings it
+    # into the initialdir; the user's log is the one the description names.
+    from rsubd.services import retrieval
+
+    log = log.replace("ABS", str(tmp_path / "elsewhere"))
+    text = (f"executable = /bin/true\ninitialdir = {tmp_path}\nrsub_log = {log}\n"
+            "log = $(rsub_log).rsub-$(ClusterId).$(ProcId)\nqueue 2\n")
+    got = retrieval.log_targets(text, str(tmp_path), 9, [1])
+    copies, user = got[1]
+    assert copies[0] == tmp_path / "job.log.rsub-9.1" and user == tmp_path / log
+    copies[0].write_text(_event(5, "9.1", "2026-12-01 12:00:00"))
+    user.parent.mkdir(exist_ok=True)
+    assert eventlog.merge(user, copies) == 1 and not copies[0].exists()
+    moved = retrieval.log_targets(text, str(tmp_path), 9, [1], dest=str(tmp_path / "dest"))[1]
+    assert moved[0][0] == tmp_path / "dest" / "job.log.rsub-9.1"
+    assert moved[1] == tmp_path / "dest" / ("logs/job.log" if log.startswith("logs") else "job.log")
+
+
+def test_the_embedded_scheduler_writes_a_spooled_jobs_log_in_its_spool_under_the_basename(tmp_path: Path) -> None:
+    from rsubd.backends.local import events as local_events
+
+    spooled = {"Iwd": str(tmp_path / "spool"), "SUBMIT_Iwd": str(tmp_path / "submit")}
+    for log in ("job.log", "logs/job.log", str(tmp_path / "abs" / "job.log")):
+        assert local_events.path_of({**spooled, "UserLog": log}) == tmp_path / "spool" / "job.log"
+        assert local_events.retrievable({**spooled, "UserLog": log}) == "job.log"
+    node = {"Iwd": str(tmp_path / "dag"), "UserLog": str(tmp_path / "abs" / "node.log")}  # not spooled: as named
+    assert local_events.path_of(node) == tmp_path / "abs" / "node.log" and local_events.retrievable(node) is None
+    assert local_events.path_of({**spooled, "UserLog": "/dev/null"}) is None
+
+
+def test_the_same_event_twice_in_a_proc_is_kept_twice_and_a_repeat_adds_nothing(tmp_path: Path) -> None:
+    # Two evictions within one second have the same text: both are the job's, and stay.
+    user, part = tmp_path / "job.log", tmp_path / "job.log.rsub-1.0"
+    evict, execute = _event(4, "1.0", "2026-12-01 12:00:01"), _event(1, "1.0", "2026-12-01 12:00:01")
+    text = _event(0, "1.0", "2026-12-01 12:00:00") + execute + evict + execute + evict
+    part.write_text(text)
+    assert eventlog.merge(user, [part]) == 5
+    part.write_text(text)
+    assert eventlog.merge(user, [part]) == 0
+    assert user.read_text() == text

@@ -230,7 +230,7 @@ def test_executable_from_a_macro_is_relative_to_cwd(
 
 
 def test_queue_from_file_is_inlined(cwd: Path) -> None:
-    (cwd / "names.txt").write_text("alpha\nbeta\n\ngamma\n")
+    (cwd / "names.txt").write_text("alpha\nbeta\ngamma\n")
     for name in ("alpha", "beta", "gamma"):
         (cwd / f"in_{name}.txt").write_text(name)
     text = (

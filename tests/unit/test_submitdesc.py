@@ -147,11 +147,13 @@ def test_queue_count(line: str, count: int) -> None:
 
 
 def test_queue_from_relative_file(tmp_path: Path) -> None:
-    (tmp_path / "items.txt").write_text("alpha\n\n  beta gamma  \n\ndelta\n")
+    # Every line is an item, a blank one too (its job has an empty Item) and a "#" one: the bindings'
+    # Submit("queue from items.txt").itemdata gives "alpha", "", "beta gamma", "", "delta" (25.14).
+    (tmp_path / "items.txt").write_text("alpha\n\n  beta gamma  \n\ndelta\n# not a comment\n")
     desc = _parse("queue from items.txt\n", tmp_path)
     assert desc.queue.vars == ("Item",)
-    assert desc.queue.items == (("alpha",), ("beta gamma",), ("delta",))
-    assert desc.num_procs() == 3
+    assert desc.queue.items == (("alpha",), ("",), ("beta gamma",), ("",), ("delta",), ("# not a comment",))
+    assert desc.num_procs() == 6
 
 
 def test_queue_from_absolute_file_ignores_cwd(tmp_path: Path) -> None:
@@ -166,8 +168,9 @@ def test_queue_from_inline_block_with_several_vars() -> None:
     text = "queue a, b c from (\n  x1, y1\n\n x2 y2 with spaces, and commas \n x3\n)\n# done\n"
     desc = _parse(text)
     assert desc.queue.vars == ("a", "b", "c")
-    assert desc.queue.items == (
+    assert desc.queue.items == (  # the blank line is an item too (the bindings' itemdata, 25.14)
         ("x1", "y1", ""),
+        ("", "", ""),
         ("x2", "y2", "with spaces, and commas"),
         ("x3", "", ""),
     )
@@ -332,8 +335,10 @@ def test_error_missing_item_file(tmp_path: Path) -> None:
 
 
 def test_error_empty_item_file_and_no_matches(tmp_path: Path) -> None:
-    (tmp_path / "empty").write_text("\n\n")
+    (tmp_path / "empty").write_text("")
     assert "no items" in _error("queue from empty\n", tmp_path)
+    (tmp_path / "blank").write_text("\n\n")  # two blank lines: two items, each job's Item empty
+    assert _parse("queue from blank\n", tmp_path).queue.items == (("",), ("",))
     assert "no items" in _error("queue matching *.none\n", tmp_path)
 
 
@@ -534,7 +539,6 @@ def test_render_writes_fields_with_blanks_and_commas_unit_separated() -> None:
         SubmitDescription((), QueueSpec(0)),
         SubmitDescription((), QueueSpec(1, ("x",), ())),
         SubmitDescription((), QueueSpec(1, ("x",), ((")",),))),
-        SubmitDescription((), QueueSpec(1, ("x",), (("",),))),
         SubmitDescription((), QueueSpec(1, ("x",), (("#a",),))),
         SubmitDescription((), QueueSpec(1, ("x",), (("C:\\a\\",),))),
     ],
@@ -542,3 +546,9 @@ def test_render_writes_fields_with_blanks_and_commas_unit_separated() -> None:
 def test_render_refuses_unrepresentable(desc: SubmitDescription) -> None:
     with pytest.raises(SubmitError):
         render(desc)
+
+
+def test_render_writes_an_empty_item_as_a_blank_line_that_parses_back() -> None:
+    desc = SubmitDescription((("arguments", "$(x)"),), QueueSpec(1, ("x", "y"), (("a", "b"), ("", ""), ("c", ""))))
+    text = render(desc)
+    assert parse(text, cwd="/") == desc

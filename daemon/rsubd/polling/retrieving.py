@@ -176,8 +176,8 @@ class Retriever:
         parts: dict[Path, list[Path]] = {}
         targets = self._per_cluster(keys, lambda text, where, c, procs: retrieval.log_targets(text, where, c, procs,
                                                                                              dest))
-        for per_proc, user_log in targets.values():
-            parts.setdefault(user_log, []).append(per_proc)
+        for copies, user_log in targets.values():
+            parts.setdefault(user_log, []).extend(dict.fromkeys(copies))
         for user_log, files in parts.items():
             try:
                 added = eventlog.merge(user_log, files)

@@ -3,11 +3,12 @@
 With spooling, each proc has its own spool directory and its own copy of the user log, and
 each retrieve writes that copy over the file in the submit directory: after a 3-proc cluster
 `job.log` would hold only the last proc's events (HTCondor 25.13). So rsub sends each proc's
-log under a name of its own (`job.log.rsub-<cluster>.<proc>`, beside the user's) and, once a
-proc's output is home, merges its events into the user's file in time order, as a local
-condor_submit would have left it, and removes the proc's copy. Merging is idempotent: an event
-already in the file is not added again, so a repeated retrieve or a crash between the write and
-the removal changes nothing.
+log under a name of its own (`job.log.rsub-<cluster>.<proc>`) and, once a proc's output is home
+(beside the user's log, or in the initialdir under that basename: where a schedd's retrieve
+writes a log named with a directory, or absolute), merges its events into the user's file in
+time order, as a local condor_submit would have left it, and removes the proc's copy. Merging
+is idempotent: an event already in the file (as often as the copy holds it) is not added
+again, so a repeated retrieve or a crash between the write and the removal changes nothing.
 
 An event is HTCondor's block: a header line `NNN (cluster.proc.subproc) DATE TIME text`, its
 body, and a line `...`.
@@ -20,6 +21,7 @@ import os
 import re
 import tempfile
 import threading
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,11 +41,13 @@ _merging = threading.Lock()  # two schedds' retrieves may name the same user log
 def per_proc_log(user_log: str) -> str | None:
     """The `log` value rsub sends for a user's `log` value, or None to send it unchanged.
 
-    Only a relative log comes back with the output: an absolute one is written where it names,
-    on the schedd's machine.
+    An absolute log comes back with the output too: the schedd writes every spooled job's log
+    in its spool directory under the basename (it rewrites UserLog so when it spools), and the
+    retrieve brings it into the initialdir (services/retrieval.py log_targets). A "~" path is
+    sent as written: condor_submit does not expand it.
     """
     value = user_log.strip()
-    if not value or value == os.devnull or os.path.isabs(os.path.expanduser(value)) or value.startswith("~"):
+    if not value or value == os.devnull or value.startswith("~"):
         return None
     return f"$({LOG_MACRO}){PER_PROC_SUFFIX}"
 
@@ -79,7 +83,10 @@ def merge(user_log: Path, parts: Iterable[Path]) -> int:
             have = events(user_log.read_text(encoding="utf-8", errors="surrogateescape"))
         except FileNotFoundError:
             have = []
-        seen = set(have)
+        # Counted, not just seen: a proc may log the same text twice (evicted twice within a second),
+        # and a repeated merge must still add nothing.
+        had = Counter(have)
+        wanted: Counter[str] = Counter()
         added: list[str] = []
         read: list[Path] = []
         for part in parts:
@@ -91,10 +98,13 @@ def merge(user_log: Path, parts: Iterable[Path]) -> int:
                 log.warning("eventlog.unreadable", path=str(part), error=e.strerror)
                 continue
             read.append(part)
+            counts: Counter[str] = Counter()
             for event in events(text):
-                if event not in seen:
-                    seen.add(event)
-                    added.append(event)
+                counts[event] += 1
+                if counts[event] > wanted[event]:
+                    wanted[event] = counts[event]
+                    if counts[event] > had[event]:
+                        added.append(event)
         if added:
             # A stable sort: events of the same second keep the order their proc logged them in.
             merged = sorted(have + added, key=_when)

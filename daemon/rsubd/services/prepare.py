@@ -118,7 +118,7 @@ def prepare(
     try:
         procs = submitdesc.expand(desc.with_commands(extra), cluster=0)
         if per_proc_log is not None and any(eventlog.per_proc_log(p[eventlog.LOG_MACRO]) is None for p in procs):
-            # A macro made some proc's log absolute (or none): those never come home, so send it as written.
+            # A macro made some proc's log empty, /dev/null or a "~" path: send it as written.
             extra = [(k, v) for k, v in extra if k not in (eventlog.LOG_MACRO, "log")]
             procs = submitdesc.expand(desc.with_commands(extra), cluster=0)
     except submitdesc.SubmitError as e:

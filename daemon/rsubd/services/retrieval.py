@@ -23,6 +23,7 @@ import filecmp
 import glob
 import os
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -63,29 +64,62 @@ def output_targets(
 
 def log_targets(
     submitted_description: str, submit_dir: str, cluster: int, procs: Iterable[int], dest: str | None = None
-) -> dict[int, tuple[Path, Path]]:
-    """For each proc whose event log comes home under a name of its own: (that file, the user's log).
+) -> dict[int, tuple[list[Path], Path]]:
+    """For each proc whose event log comes home under a name of its own: (where that copy may be, the user's log).
 
-    With `dest`, the retrieve wrote into that directory instead of the job's initialdir.
+    A schedd spooling a job rewrites its UserLog to the basename (reference dag/README: UserLog
+    "probe.dag.dagman.log", SUBMIT_UserLog the client's full path), so the copy comes back into
+    the job's initialdir under its basename, whether the log was `logs/job.log` or absolute; the
+    path it names is looked at too. With `dest`, the retrieve wrote into that directory instead
+    of the job's initialdir, and the user's log is written there too (as `--dest` puts an
+    absolute output there).
     """
     if eventlog.LOG_MACRO not in submitted_description:
         # No `log` sent under a per-proc name (services/submission.py adds the macro when it does): a
         # poll retrieving 5,000 jobs of 1,000 clusters need not expand 1,000 descriptions to learn that.
         return {}
-    procs = list(procs)
-    desc = submitdesc.parse(submitted_description, cwd=submit_dir)
-    expanded = submitdesc.expand(desc, cluster=cluster, limit=max(procs, default=-1) + 1)
-    out: dict[int, tuple[Path, Path]] = {}
+    names = _log_names(submitted_description, submit_dir, cluster)
+    out: dict[int, tuple[list[Path], Path]] = {}
     for proc in procs:
-        if proc >= len(expanded):
+        entry = names[proc] if 0 <= proc < len(names) else None
+        if entry is None:
             continue
-        c = expanded[proc]
-        user_log, per_proc = c.get(eventlog.LOG_MACRO, "").strip(), c.get("log", "").strip()
-        if not user_log or not per_proc or per_proc == user_log:
-            continue
-        iwd = Path(dest) if dest else Path(submit_dir, os.path.expanduser(c.get("initialdir", ".").strip()))
-        out[proc] = (iwd / per_proc, iwd / user_log)
+        per_proc, user_log, initialdir = entry
+        iwd = Path(submit_dir, os.path.expanduser(initialdir))
+        if dest:
+            here = Path(dest)
+            user = here / (os.path.basename(user_log) if os.path.isabs(user_log) else user_log)
+            out[proc] = ([here / os.path.basename(per_proc), here / per_proc], user)
+        else:
+            out[proc] = ([iwd / os.path.basename(per_proc), iwd / per_proc], iwd / user_log)
     return out
+
+
+# Each proc's (per-proc log, user's log, initialdir), by cluster: a cluster's procs are retrieved a
+# few at a time, and expanding all of its procs for each batch made a 1,000-proc cluster's retrieves
+# quadratic (bench/retrieval.py). A description never changes once submitted.
+_LogNames = list[tuple[str, str, str] | None]
+_log_cache: dict[tuple[str, str, int], _LogNames] = {}
+_log_cache_lock = threading.Lock()
+_LOG_CACHE_CLUSTERS = 16
+
+
+def _log_names(text: str, submit_dir: str, cluster: int) -> _LogNames:
+    key = (text, submit_dir, cluster)
+    with _log_cache_lock:
+        hit = _log_cache.get(key)
+    if hit is not None:
+        return hit
+    names: _LogNames = []
+    for c in submitdesc.expand(submitdesc.parse(text, cwd=submit_dir), cluster=cluster):
+        user_log, per_proc = c.get(eventlog.LOG_MACRO, "").strip(), c.get("log", "").strip()
+        ok = user_log and per_proc and per_proc != user_log
+        names.append((per_proc, user_log, c.get("initialdir", ".").strip()) if ok else None)
+    with _log_cache_lock:
+        while len(_log_cache) >= _LOG_CACHE_CLUSTERS:
+            del _log_cache[next(iter(_log_cache))]
+        _log_cache[key] = names
+    return names
 
 
 def set_aside(paths: Iterable[Path], since: float) -> list[tuple[Path, Path]]:

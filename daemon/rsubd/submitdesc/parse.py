@@ -148,13 +148,15 @@ def _items_from(
         if rest != "(":
             raise SubmitError(f"line {lineno}: items of 'from (' start on the next line")
         raw: list[str] = []
-        # condor_submit reads inline items like other lines: continued, and comments skipped.
+        # condor_submit reads inline items like other lines: continued, and comments skipped. A blank
+        # line is an item, every variable empty (SubmitHash's item loading keeps it; the bindings'
+        # itemdata() shows it, HTCondor 25.14): it makes a job.
         while i < len(lines):
             logical, i = _logical_line(lines, i)
             line = logical.strip()
             if line == ")":
                 return raw, i
-            if line and not line.startswith("#"):
+            if not line.startswith("#"):
                 raw.append(line)
         raise SubmitError(f"line {lineno}: item list opened with 'from (' is never closed by ')'")
     if not rest:
@@ -166,7 +168,8 @@ def _items_from(
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise SubmitError(f"line {lineno}: cannot read item file {path}: {reason}") from e
-    return [s for s in (ln.strip() for ln in re.split(r"\r?\n", content)) if s], i
+    # Every line of an item file is an item, a blank one or a "#" one too (as condor_submit reads it).
+    return [ln.strip() for ln in content.splitlines()], i
 
 
 def _items_in(rest: str, lineno: int, lines: list[str], i: int) -> tuple[list[str], int]:

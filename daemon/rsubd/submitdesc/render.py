@@ -30,8 +30,9 @@ def render(desc: SubmitDescription) -> str:
         sep = UNIT_SEPARATOR
     for item in q.items:
         line = sep.join(item)
-        # Inline items are read like submit lines, so these could not come back unchanged.
-        unreadable = line.strip() in ("", ")") or line.startswith("#") or line.endswith("\\")
+        # Inline items are read like submit lines, so these could not come back unchanged (a blank
+        # line can: it is an item with every variable empty).
+        unreadable = line.strip() == ")" or line.startswith("#") or line.endswith("\\")
         if unreadable or "\n" in line or split_item(line, len(q.vars)) != item:
             raise SubmitError(f"cannot render queue item {item!r}")
         out.append(line)

@@ -9,7 +9,6 @@ the submitter's paths, `TransferOutputRemaps` undefined with the remaps kept in
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import socket
@@ -135,6 +134,10 @@ def proc_ad(
     spool_iwd: str | Path,
 ) -> Ad:
     """The ad of one proc right after a spooled submit."""
+    # condor_submit reads a command whose value expands to nothing as one not given (submit_param), and
+    # an empty My.X or +X as X = undefined (SetForcedAttributes). Several queue statements made one give
+    # such values to the procs of the statements before a command (submitdesc/flatten.py).
+    commands = {k: v for k, v in commands.items() if v.strip() or attr_name(k) is not None}
     universe = commands.get("universe", "vanilla").strip().lower()
     if universe not in UNIVERSES:
         raise ScheddError(
@@ -217,7 +220,7 @@ def proc_ad(
         else:
             name = attr_name(key)
             if name is not None:
-                ad[name] = _literal_or_expr(value, key)
+                ad[name] = _literal_or_expr(value.strip() or "undefined", key)
     for attr in ("TransferInput", "TransferOutput"):
         if attr in ad and not ad[attr]:
             del ad[attr]
@@ -227,22 +230,26 @@ def proc_ad(
     return ad
 
 
-# condor_submit reads a size with a unit (K, M, G, T, with or without B, any case, spaces allowed)
-# and stores it in the attribute's own unit: MB for RequestMemory, KB for RequestDisk; a bare
-# number is already in that unit. `request_memory = 1GB` is RequestMemory = 1024.
-REQUEST_UNITS = {"request_memory": "M", "request_disk": "K"}
-_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)B?\s*", re.IGNORECASE)
+# condor_submit reads a size with a unit (K, M, G, T, maybe followed by b or B, any case, spaces
+# before the unit) and stores it in the attribute's own unit, rounded up: MB for RequestMemory, KB
+# for RequestDisk; a bare number is already in that unit. `request_memory = 1GB` is RequestMemory =
+# 1024. As its parse_int64_bytes (condor_utils), a fraction counts to three digits, and anything
+# else (an expression, "1B") is left to the ClassAd parser.
+REQUEST_UNITS = {"request_memory": 1 << 20, "request_disk": 1 << 10}
+_SIZE = re.compile(r"\s*([-+]?\d*)(?:\.(\d*))?\s*(?:([KMGT])[bB]?)?\s*", re.IGNORECASE)
 _UNIT_BYTES = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def request_size(value: str, key: str) -> Any:
     """A request_memory or request_disk value as the schedd stores it; an expression stays one."""
     m = _SIZE.fullmatch(value)
-    if m is None:
+    if m is None or not (m[1].lstrip("+-") or (m[1] == "" and m[2] is not None)):
         return _literal_or_expr(value, key)
-    unit = REQUEST_UNITS[key]
-    size = float(m[1]) * _UNIT_BYTES[(m[2] or unit).upper()] / _UNIT_BYTES[unit]
-    return math.ceil(size)
+    base = REQUEST_UNITS[key]
+    whole, fraction = int(m[1] or "0"), int((m[2] or "")[:3].ljust(3, "0")) / 1000
+    mult = _UNIT_BYTES[m[3].upper()] if m[3] else base
+    scaled = int((whole + fraction) * mult + base - 1)
+    return scaled // base if scaled >= 0 else -(-scaled // base)  # C's division, toward zero
 
 
 def _literal_or_expr(value: str, key: str) -> Any:

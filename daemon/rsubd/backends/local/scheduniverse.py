@@ -268,7 +268,8 @@ class SchedulerUniverse(QueueActions):
         # transfer_output_files narrows it to the files named (with output, error and the log), as in ref. 08.
         named = set(transfer.split_list(ad.get("TransferOutput")))
         if named:
-            named |= {str(ad.get(a)) for a in ("Out", "Err", "UserLog") if isinstance(ad.get(a), str)}
+            named |= {str(ad.get(a)) for a in ("Out", "Err") if isinstance(ad.get(a), str)}
+            named |= {log for log in (events.retrievable(ad),) if log}
         for path in sorted(spool_iwd.rglob("*")) if spool_iwd.is_dir() else []:
             rel = str(path.relative_to(spool_iwd))
             if not path.is_file() or path.name.endswith(".rsub-partial") or (named and rel not in named):
