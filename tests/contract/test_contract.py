@@ -660,6 +660,23 @@ def test_act_counts_what_matched_not_the_whole_queue(schedd: Schedd, kit: JobKit
         schedd.act(Action.REMOVE, job.constraint)
 
 
+def test_a_reason_with_backslashes_and_other_marks_arrives_as_given(schedd: Schedd, kit: JobKit) -> None:
+    """What storable_reason leaves alone must reach the ad unchanged: a Windows path, a regex, tabs, non-ASCII.
+
+    rsub also checks each hold's reason on the ads (reason_missing); this says whether a schedd keeps them.
+    """
+    job = kit.submit_job("sleep 30")
+    schedd.spool(job.result)
+    kit.wait_status(job, IDLE, RUNNING)
+    given = storable_reason("C:\\data\\new\\t1 \\d+ it's 50% done ü, (ok) [x] {y} $(z)")
+    assert given is not None and "\\n" in given  # a backslash before n stays two characters
+    assert schedd.act(Action.HOLD, job.constraint, given).success == 1
+    ad = wait_until(lambda: (a := kit.ads(job).get(0)) is not None and a.get("JobStatus") == HELD and a,
+                    STATE_TIMEOUT, "held")
+    assert str(ad.get("HoldReason")).startswith(given)  # a schedd may add " (by user NAME)"
+    schedd.act(Action.REMOVE, job.constraint)
+
+
 def test_a_reason_with_a_double_quote_is_lost_by_the_schedd_and_arrives_once_made_storable(
     schedd: Schedd, kit: JobKit
 ) -> None:
