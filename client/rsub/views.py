@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -15,6 +14,8 @@ if TYPE_CHECKING:  # typing only for the checker: the client's start-up time is 
 
 
 def emit_json(data: Any) -> None:
+    import json  # here: a table view needs none of it
+
     print(json.dumps(data, indent=2))
 
 
