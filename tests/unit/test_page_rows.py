@@ -58,6 +58,12 @@ def test_a_kept_page_is_given_back_only_at_its_generation() -> None:
         cache.put((2, 0), key, rows, 1)
     assert cache.get((2, 0), "a") is None and cache.get((2, 0), "c") == (rows, 1)  # at most `size`, oldest out
     assert (cache.hits, cache.misses) == (2, 6)
+    three = [{"proc": p} for p in range(3)]
+    cache.put((2, 0), "d", three, 3)  # 3 rows: with "c"'s 1, over max_rows; "c" goes
+    assert cache.get((2, 0), "c") is None and cache.get((2, 0), "d") == (three, 3)
+    cache.put((2, 0), "d", rows, 1)  # the same key again: replaced, its rows counted once
+    cache.put((2, 0), "e", [{"proc": 0}, {"proc": 1}], 2)
+    assert cache.get((2, 0), "d") == (rows, 1) and cache.get((2, 0), "e") is not None
 
 
 def test_a_table_row_holds_the_brief_view_values(tmp_path: Path) -> None:

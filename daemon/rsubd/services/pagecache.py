@@ -23,19 +23,25 @@ Entry = tuple[list[dict[str, Any]], int]  # the page's rows and how many jobs it
 
 
 class PageCache:
-    """At most `size` pages of at most `max_rows` rows each, all from one generation of the ledger."""
+    """At most `size` pages, of at most `max_rows` rows in all, all from one generation of the ledger.
 
-    def __init__(self, *, size: int = 8, max_rows: int = 5000) -> None:
+    The bound is on rows, not pages: 10,000 full rows (`rsub status`, fifty columns each) are about 25 MB,
+    brief ones a fraction of that; a page of more (limit 0: up to 100,000) is not kept at all.
+    """
+
+    def __init__(self, *, size: int = 8, max_rows: int = 10_000) -> None:
         self.size = size
-        self.max_rows = max_rows  # a page of 100,000 rows (limit 0) is not worth its memory between polls
+        self.max_rows = max_rows
         self._generation: Hashable = None
         self._pages: dict[Hashable, Entry] = {}
+        self._rows = 0  # of the kept pages, in all
         self.hits = self.misses = 0
 
     def get(self, generation: Hashable, key: Hashable) -> Entry | None:
         """The page kept for `key` if the ledger is still at `generation`; else None (and the old pages go)."""
         if generation != self._generation:
             self._pages.clear()
+            self._rows = 0
             self._generation = generation
         entry = self._pages.get(key)
         if entry is None:
@@ -48,6 +54,9 @@ class PageCache:
         """Keep a page read at `generation` (the ledger's, taken before the reads), unless the ledger moved since."""
         if generation != self._generation or len(rows) > self.max_rows:
             return
-        if len(self._pages) >= self.size:
-            self._pages.pop(next(iter(self._pages)))  # the oldest kept
+        old = self._pages.pop(key, None)
+        self._rows -= len(old[0]) if old else 0
+        while self._pages and (len(self._pages) >= self.size or self._rows + len(rows) > self.max_rows):
+            self._rows -= len(self._pages.pop(next(iter(self._pages)))[0])  # the oldest kept
         self._pages[key] = (rows, total)
+        self._rows += len(rows)
