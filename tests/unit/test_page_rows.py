@@ -153,3 +153,23 @@ def test_an_rsubd_from_before_rows_is_asked_again_with_brief(monkeypatch: pytest
         [views.jobsub_row(j) for j in JOBS], views.JOBSUB_HEADER, tty=False)
     monkeypatch.setattr(status, "call", lambda *a, **k: (_ for _ in ()).throw(Failure(2, "unknown field 'x'")))
     assert cli.main(["history"]) == 2  # any other refusal stands
+
+
+def test_the_submits_without_jobs_are_read_through_their_index(tmp_path: Path) -> None:
+    """Every view lists them after its jobs: an index of the few, not a scan of a year's clusters (migration 10)."""
+    ledger = _ledger(tmp_path)
+    try:
+        failed = ledger.add_submit_intent(request_id="f", schedd="a", tag="t", description="e", submitted_description="",
+                                          submit_dir="/w", submit_file="f.sub")
+        with ledger.transaction() as conn:
+            conn.execute("UPDATE clusters SET state = 'failed', error = 'refused' WHERE id = ?", (failed,))
+        statements: list[str] = []
+        ledger._conn.set_trace_callback(statements.append)
+        found = ledger.submits_without_jobs(since=0)
+        ledger._conn.set_trace_callback(None)
+        assert [r["id"] for r in found] == [failed]  # the one that made no cluster, not the one that did
+        (sql,) = [s for s in statements if "FROM clusters" in s]
+        plan = " ".join(str(r[-1]) for r in ledger._conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+        assert plan.startswith("SCAN clusters USING INDEX clusters_unmade")  # the index's few rows, not the table
+    finally:
+        ledger.close()
