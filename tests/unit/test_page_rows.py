@@ -159,8 +159,8 @@ def test_the_submits_without_jobs_are_read_through_their_index(tmp_path: Path) -
     """Every view lists them after its jobs: an index of the few, not a scan of a year's clusters (migration 10)."""
     ledger = _ledger(tmp_path)
     try:
-        failed = ledger.add_submit_intent(request_id="f", schedd="a", tag="t", description="e", submitted_description="",
-                                          submit_dir="/w", submit_file="f.sub")
+        failed = ledger.add_submit_intent(request_id="f", schedd="a", tag="t", description="e",
+                                          submitted_description="", submit_dir="/w", submit_file="f.sub")
         with ledger.transaction() as conn:
             conn.execute("UPDATE clusters SET state = 'failed', error = 'refused' WHERE id = ?", (failed,))
         statements: list[str] = []
