@@ -84,10 +84,34 @@ def reply_ms(socket: str, kind: str, count: int = 11, **fields: Any) -> float:
             reply = conn.call(kind, **fields)
             times.append(time.perf_counter() - started)
         if not reply.get("ok"):
-            if fields.pop("brief", None):  # an rsubd from before `brief`: ask as its own client did
+            # An rsubd from before `rows` (or `brief`): ask as its own client did.
+            if fields.pop("rows", None) or fields.pop("brief", None):
                 return reply_ms(socket, kind, count, **fields)
             raise RuntimeError(f"rsubd refused {kind}: {reply.get('error')}")
     return round(statistics.median(times) * 1000, 1)
+
+
+def touch(ledger: Path) -> None:
+    """A write to rsubd's ledger from another connection (a meta row of the bench's own, set to the time): as after
+    a poll that changed something, rsubd has no page kept. (Pessimistic: another connection's commit also empties
+    SQLite's page cache in rsubd, which its own writes do not.) An rsubd that keeps no page is not affected.
+    The value must change: SQLite writes nothing for a row set to what it holds, and no other connection sees it."""
+    import sqlite3
+
+    conn = sqlite3.connect(ledger, isolation_level=None, timeout=30)
+    try:
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('bench_touch', ?)", (repr(time.time()),))
+    finally:
+        conn.close()
+
+
+def cold_reply_ms(socket: str, ledger: Path, count: int = 11, **fields: Any) -> float:
+    """reply_ms of a page rsubd has not kept: the ledger touched before each request."""
+    times = []
+    for _ in range(count):
+        touch(ledger)
+        times.append(reply_ms(socket, "status", 1, **fields))
+    return round(statistics.median(times), 1)
 
 
 def rounds(daemon: Rsubd, count: int, cluster: int = 500) -> dict[str, Any]:
@@ -97,6 +121,7 @@ def rounds(daemon: Rsubd, count: int, cluster: int = 500) -> dict[str, Any]:
         "venv python -c pass": [sys.executable, "-c", "pass"],
         "rsub --version": [rsub, "--version"],
         "rsub q": [rsub, "q"],
+        "rsub q, page not kept": [rsub, "q"],  # the ledger touched before each run: rsubd reads the page again
         "rsub status C.P": [rsub, "status", f"{cluster}.50"],
         "rsub status C": [rsub, "status", str(cluster)],
         "rsub history --limit 1000": [rsub, "history", "--limit", "1000"],
@@ -104,27 +129,32 @@ def rounds(daemon: Rsubd, count: int, cluster: int = 500) -> dict[str, Any]:
     # As installed for real: Python reads compiled modules. (A session or CI that sets
     # PYTHONDONTWRITEBYTECODE would otherwise recompile rsub's modules at every start.)
     env = {k: v for k, v in daemon.env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    ledger = daemon.state / "ledger.db"
     for argv in commands.values():
         wall(argv, env=env)  # warm the page cache and the daemon, and write rsub's .pyc files
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(count):
         for name, argv in commands.items():
+            if name.endswith("not kept"):
+                touch(ledger)
             times[name].append(wall(argv, env=env))
     medians = {name: summary(t) for name, t in times.items()}
     base = medians["python3 -c pass"]["median_ms"]
     venv = medians["venv python -c pass"]["median_ms"]
     ratios = {}
-    for name in ("rsub q", "rsub status C.P", "rsub status C", "rsub history --limit 1000"):
+    for name in ("rsub q", "rsub q, page not kept", "rsub status C.P", "rsub status C", "rsub history --limit 1000"):
         ratios[f"{name} vs_python3"] = round(medians[name]["median_ms"] / base, 2)
         ratios[f"{name} vs_venv_python"] = round(medians[name]["median_ms"] / venv, 2)
     sock = env["RSUB_SOCKET"]
     replies = {
-        "rsub q": reply_ms(sock, "status", active=True, limit=1000, brief=True),  # what rsub q asks
+        "rsub q": reply_ms(sock, "status", active=True, limit=1000, brief=True, rows=True),  # what rsub q asks
+        "rsub q, page not kept": cold_reply_ms(sock, ledger, active=True, limit=1000, brief=True, rows=True),
         "rsub status C.P": reply_ms(sock, "status", ids=[f"{cluster}.50"]),
         "rsub status C": reply_ms(sock, "status", ids=[str(cluster)]),
-        "rsub history --limit 1000": reply_ms(sock, "history", limit=1000, brief=True),
+        "rsub history --limit 1000": reply_ms(sock, "history", limit=1000, brief=True, rows=True),
     }
-    imports = {name: import_ms([rsub, *argv[1:]], env) for name, argv in commands.items() if name.startswith("rsub")}
+    imports = {name: import_ms([rsub, *argv[1:]], env) for name, argv in commands.items()
+               if name.startswith("rsub") and not name.endswith("not kept")}
     return {"python3": system_python(), "cluster": cluster, "wall": medians, "ratios": ratios,
             "daemon_reply_ms": replies, "client_imports": imports}
 

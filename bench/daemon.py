@@ -24,6 +24,7 @@ class Rsubd(support.Rsubd):
     def __init__(self, root: Path, state: Path, *, execute: str = "fake", poll_interval: float = 3600,
                  schedds: Sequence[str] = ("local",), extra: str = "") -> None:
         self.socket = root / "run" / "rsubd.sock"
+        self.state = state  # its ledger is state / "ledger.db"
         tables = "".join(f"""
             [[schedd]]
             name = "{name}"

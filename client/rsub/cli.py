@@ -18,6 +18,11 @@ from rsub import __version__
 from rsub.connection import Failure
 from rsub.wire.vocabulary import EXIT_USAGE
 
+# argparse looks each of its own words up in gettext's catalogs (importing locale, and a dozen stats for .mo
+# files that Python does not ship): 1.5 ms of every start. rsub speaks English; so does argparse, untranslated.
+argparse._ = lambda message: message  # type: ignore[attr-defined]
+argparse.ngettext = lambda singular, plural, n: singular if n == 1 else plural  # type: ignore[attr-defined]
+
 # `rsub q` must start in little more than Python's own time: modules only some commands need
 # (subprocess, shutil, jobsub) are imported where they are used, and typing only for the checker.
 TYPE_CHECKING = False

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
+from rsub.wire.protocol import TABLE_COLUMNS
 from rsub.wire.vocabulary import STATES
 
 TYPE_CHECKING = False
@@ -14,6 +14,8 @@ if TYPE_CHECKING:  # typing only for the checker: the client's start-up time is 
 
 
 def emit_json(data: Any) -> None:
+    import json  # here: a table view needs none of it
+
     print(json.dumps(data, indent=2))
 
 
@@ -177,14 +179,54 @@ def summary_lines(jobs: list[dict[str, Any]], *, big: int = BIG_CLUSTER) -> list
     return lines
 
 
+def table_rows(jobs: list[dict[str, Any]]) -> list[list[Any]]:
+    """Jobs as an rsubd from before `rows` sends them (brief dicts, "jobsub" inside), as protocol.TABLE_COLUMNS."""
+    rows = []
+    for j in jobs:
+        js = j.get("jobsub") or {}
+        more = {k: j[k] for k in ("replaces", "replaced_by", "dag") if j.get(k)} or None
+        rows.append([j["id"], j["cluster"], j["schedd"], j["state"], j.get("submitted_at"), j.get("exit_code"),
+                     j.get("exit_signal"), js.get("owner"), js.get("status"), js.get("run_time"), js.get("command"),
+                     js.get("priority", 0), js.get("size"), more])
+    return rows
+
+
+def table_jobs(columns: list[str] | tuple[str, ...], rows: list[list[Any]]) -> list[dict[str, Any]]:
+    """The rows as flat dicts ("more" merged in), for what reads a few jobs' fields: the summary, the DAG lines."""
+    jobs = []
+    for r in rows:
+        job = dict(zip(columns, r, strict=False))
+        job.update(job.pop("more", None) or {})
+        jobs.append(job)
+    return jobs
+
+
 def show_jobsub(jobs: list[dict[str, Any]]) -> None:
     """jobsub_q's columns, and on a terminal a summary per big cluster and the count of jobs by state."""
+    show_table(TABLE_COLUMNS, table_rows(jobs))
+
+
+def show_table(columns: list[str] | tuple[str, ...], rows: list[list[Any]]) -> None:
+    """show_jobsub of a `rows` reply: jobsub_row's cells read straight from the lists, no dict built per job."""
     tty = on_terminal()
-    if not jobs and tty:
+    if not rows and tty:
         print("no jobs")
         return
-    table([jobsub_row(j) for j in jobs], JOBSUB_HEADER, [shown_state(j) for j in jobs], colour_column=4)
+    at = {name: i for i, name in enumerate(columns)}
+    jid, owner, when, run, letter, pri, size, cmd = (at[c] for c in ("id", "owner", "submitted_at", "run_time",
+                                                                      "status", "priority", "size", "command"))
+    state, code, signal = at["state"], at["exit_code"], at["exit_signal"]
+    cells, states = [], []
+    for r in rows:
+        exit_cell = "-" if r[code] is None and r[signal] is None else \
+            f"sig {r[signal]}" if r[signal] is not None else str(r[code])
+        cells.append([r[jid], r[owner] or "-", submitted_text(r[when]), run_time_text(r[run]), r[letter] or "?",
+                      str(r[pri]), str(r[size] or "-"), r[cmd] or "-", exit_cell])
+        bad = r[state] == "retrieved" and (r[signal] is not None or r[code] not in (None, 0))
+        states.append(EXIT_NONZERO if bad else r[state])
+    table(cells, JOBSUB_HEADER, states, colour_column=4)
     if tty:
+        jobs = table_jobs(columns, rows)
         print("\n".join(summary_lines(jobs)))
         runs = [text for j in jobs if (text := lineage_text(j))]
         if runs:

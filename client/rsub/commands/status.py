@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rsub.connection import call
-from rsub.views import emit_json, show_jobs, show_jobsub
-from rsub.wire.vocabulary import JSON_VERSION, STATES
+from rsub.connection import Failure, call
+from rsub.views import emit_json, show_jobs, show_jobsub, show_table, table_jobs
+from rsub.wire.vocabulary import EXIT_USAGE, JSON_VERSION, STATES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing only for the checker: the client's start-up time is a feature
@@ -50,7 +50,7 @@ def truncation_note(result: dict[str, Any], limit: int) -> str | None:
     """What a page cut short says on stderr; None when it holds every job that matched."""
     if not result.get("truncated"):
         return None
-    shown, total = len(result["jobs"]), result["total"]
+    shown, total = len(result["rows"] if "rows" in result else result["jobs"]), result["total"]
     how = "--limit 0 for all" if limit else "the most rsubd sends at once; narrow with --state, --cluster or --since"
     return f"rsub: showing {shown:,} of {total:,} ({how})"
 
@@ -99,11 +99,9 @@ def cmd_status(args: argparse.Namespace, *, view: str = "status") -> int:
     if getattr(args, "summary", False):
         return cmd_summary(args, fields["ids"])
     if view != "status" and not args.json:
-        fields["brief"] = True  # the table needs a third of each job's fields: a third of the bytes to send and read
-    if view == "history":
-        result = call(args, "history", **fields)
-    else:
-        result = call(args, "status", active=view == "q", **fields)
+        # The table needs a third of each job's fields, and as lists under one header: a tenth of the bytes.
+        fields["rows"] = fields["brief"] = True
+    result = ask(args, view, fields)
     cut = truncation_note(result, args.limit)
     if args.json:
         emit_json({"version": JSON_VERSION, **result})
@@ -116,9 +114,16 @@ def cmd_status(args: argparse.Namespace, *, view: str = "status") -> int:
         show_long(result["jobs"])  # one job (rsub status 12.0), or --long: every field and what it used
     elif view == "status":
         show_jobs(result["jobs"])
+    elif "rows" in result:
+        show_table(result["columns"], result["rows"])
     else:
         show_jobsub(result["jobs"])
-    dagview.show(result["jobs"], nodes=nodes, only=only or None, summary=view != "status")
+    if "rows" in result:  # the DAGs' lines below the table: only their rows are made dicts
+        more = result["columns"].index("more")
+        dags = table_jobs(result["columns"], [r for r in result["rows"] if r[more] and "dag" in r[more]])
+    else:
+        dags = result["jobs"]
+    dagview.show(dags, nodes=nodes, only=only or None, summary=view != "status")
     if cut:
         print(cut, file=sys.stderr)
     for line in submit_lines(result.get("submits") or []):
@@ -130,11 +135,19 @@ def cmd_status(args: argparse.Namespace, *, view: str = "status") -> int:
     return 0
 
 
+def ask(args: argparse.Namespace, view: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The status or history request of a view; to an rsubd from before `rows`, the same without it (brief dicts)."""
+    kind, extra = ("history", {}) if view == "history" else ("status", {"active": view == "q"})
+    try:
+        return call(args, kind, **extra, **fields)
+    except Failure as e:
+        if not (fields.get("rows") and e.exit_code == EXIT_USAGE and "unknown field 'rows'" in e.message):
+            raise
+    return call(args, kind, **extra, **{k: v for k, v in fields.items() if k != "rows"})
+
+
 def cmd_summary(args: argparse.Namespace, ids: list[str]) -> int:
     """`rsub status 12 --summary`: each cluster's jobs by state and exit code, and their usage against the requests."""
-    from rsub.connection import Failure
-    from rsub.wire.vocabulary import EXIT_USAGE
-
     if not ids:
         raise Failure(EXIT_USAGE, "--summary needs the clusters to summarise: rsub status 12 --summary")
     result = call(args, "summary", ids=ids)

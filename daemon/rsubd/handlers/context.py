@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rsub.wire.vocabulary import ErrorCode, RequestError
@@ -14,6 +14,7 @@ from rsubd.config import Config
 from rsubd.ledger.store import JobSelector, Ledger
 from rsubd.polling.poller import Poller
 from rsubd.polling.schedule import EarlyDecision
+from rsubd.services.pagecache import PageCache
 from rsubd.services.submission import Submissions
 from rsubd.services.views import ClusterFacts
 from rsubd.tokens.manager import TokenManager
@@ -56,6 +57,7 @@ class Services:
     facts: ClusterFacts
     polls: Polls
     control: Control
+    pages: PageCache = field(default_factory=PageCache)  # the last pages read, until the ledger changes
 
 
 def no_schedd(name: str, schedds: Mapping[str, object]) -> RequestError:

@@ -10,10 +10,12 @@ from typing import Any
 
 import structlog
 
+from rsub.wire.protocol import TABLE_COLUMNS
 from rsub.wire.vocabulary import ACTIVE_STATES, FINAL_STATES, STATES, ErrorCode, RequestError
 from rsubd.backends.schedd import MAX_ID, ScheddError, job_id
 from rsubd.handlers.context import Services, check_schedd, parse_selector, rows, seconds_field, selectors, shows
-from rsubd.services import dagviews, retrieval
+from rsubd.ledger.store import JobSelector, Ledger
+from rsubd.services import dagviews, retrieval, views
 from rsubd.services.views import BRIEF_COLUMNS, brief_view, fetchlog_files, job_view, jobsub_view, owner, submit_view
 
 SUBMITS_HISTORY_DAYS = 30  # how far back `rsub history` shows submits that made no job
@@ -59,36 +61,75 @@ def status(services: Services, f: dict[str, Any], *, active: bool = False, histo
     if scope is not None:
         filters["states"] = [s for s in filters["states"] or scope if s in scope]
         if not filters["states"]:  # asked only for states this view never shows
-            return {"jobs": [], "total": 0, "truncated": False, "schedds": services.polls.freshness()}
+            return _nothing(services, f)
     group, user = f.get("group"), f.get("user")
     if user is not None and user != owner():  # every job rsubd submits is its own user's
-        return {"jobs": [], "total": 0, "truncated": False, "schedds": services.polls.freshness()}
-    brief = bool(f.get("brief"))  # what the table shows (rsub q, rsub history): a few of each row's columns
+        return _nothing(services, f)
+    table = bool(f.get("rows"))  # rsub q and rsub history: the table's values, as lists under one header
+    brief = table or bool(f.get("brief"))  # what the table shows: a few of each row's columns
     columns = BRIEF_COLUMNS if brief else ()
+    found, total = _page(services, sels, filters, group=group, history=history, limit=limit, offset=offset,
+                         columns=columns)
+    for sel, text in zip(sels, ids, strict=True):
+        # Filters or the page may leave a job out; only a job the ledger lacks is an error.
+        if not shows(found, sel) and not ledger.jobs([sel], limit=1):
+            raise RequestError(ErrorCode.NOT_FOUND, f"no job {text} in rsub's ledger")
+    facts = services.facts.get(r["cluster_row"] for r in found)
+    now, me = time.time(), owner()
+    page: dict[str, Any]
+    if table:
+        page = {"columns": TABLE_COLUMNS, "rows": _table(ledger, found, facts, me, now, nodes=bool(f.get("nodes")))}
+    else:
+        view = brief_view if brief else job_view
+        jobs = [{**view(r), "jobsub": jobsub_view(r, facts.get(r["cluster_row"], {}), me, now)} for r in found]
+        page = {"jobs": dagviews.annotate(ledger, jobs, nodes=bool(f.get("nodes")))}
+    reply = {**page, "total": total, "truncated": offset + len(found) < total, "schedds": services.polls.freshness()}
+    if not ids and not offset and not f.get("clusters") and (submits := _submits(services, f, history, now)):
+        reply["submits"] = submits
+    return reply
+
+
+def _nothing(services: Services, f: dict[str, Any]) -> dict[str, Any]:
+    """The reply of a request no job can match."""
+    page: dict[str, Any] = {"columns": TABLE_COLUMNS, "rows": []} if f.get("rows") else {"jobs": []}
+    return {**page, "total": 0, "truncated": False, "schedds": services.polls.freshness()}
+
+
+def _page(services: Services, sels: list[JobSelector], filters: dict[str, Any], *, group: str | None, history: bool,
+          limit: int, offset: int, columns: tuple[str, ...]) -> tuple[list[dict[str, Any]], int]:
+    """The page's rows (with their lineage) and how many jobs the filters match: kept until the ledger changes."""
+    ledger, cache = services.ledger, services.pages
+    timeless = filters["submitted_after"] is None and filters["submitted_before"] is None  # else it moves with now
+    key = (tuple(sels), repr(filters), group, history, limit, offset, columns)
+    generation = ledger.generation()
+    if timeless and (kept := cache.get(generation, key)) is not None:
+        return kept
     if group is None:
         found = ledger.job_page(sels, **filters, newest_first=history, limit=limit, offset=offset, columns=columns)
         # A page that is not full holds every job left: count only when it may not.
         total = len(found) if len(found) < limit and not offset else ledger.job_count(sels, **filters)
     else:  # the group is in the submitted description, not a column: filter the widest page, then cut it
-        wide = ledger.job_page(sels, **filters, newest_first=history, limit=cfg.page_max, offset=0, columns=columns)
+        wide = ledger.job_page(sels, **filters, newest_first=history, limit=services.config.page_max, offset=0,
+                               columns=columns)
         groups = services.facts.get(r["cluster_row"] for r in wide)
         matched = [r for r in wide if groups.get(r["cluster_row"], {}).get("group") == group]
         total, found = len(matched), matched[offset:offset + limit]
-    for sel, text in zip(sels, ids, strict=True):
-        # Filters or the page may leave a job out; only a job the ledger lacks is an error.
-        if not shows(found, sel) and not ledger.jobs([sel], limit=1):
-            raise RequestError(ErrorCode.NOT_FOUND, f"no job {text} in rsub's ledger")
     ledger.lineage_of(found)
-    facts = services.facts.get(r["cluster_row"] for r in found)
-    now, me = time.time(), owner()
-    view = brief_view if brief else job_view
-    jobs = [{**view(r), "jobsub": jobsub_view(r, facts.get(r["cluster_row"], {}), me, now)} for r in found]
-    dagviews.annotate(ledger, jobs, nodes=bool(f.get("nodes")))
-    reply = {"jobs": jobs, "total": total, "truncated": offset + len(jobs) < total,
-             "schedds": services.polls.freshness()}
-    if not ids and not offset and not f.get("clusters") and (submits := _submits(services, f, history, now)):
-        reply["submits"] = submits
-    return reply
+    if timeless:
+        cache.put(generation, key, found, total)
+    return found, total
+
+
+def _table(ledger: Ledger, found: list[dict[str, Any]], facts: dict[int, dict[str, Any]], me: str, now: float, *,
+           nodes: bool) -> list[list[Any]]:
+    """The rows of a `rows` reply (protocol.TABLE_COLUMNS); a DAG's progress goes in its row's "more"."""
+    table = [views.table_row(r, facts.get(r["cluster_row"], {}), me, now) for r in found]
+    firsts = {i: {"schedd": r["schedd"], "cluster": r["cluster"], "proc": 0} for i, r in enumerate(found)
+              if r["proc"] == 0}
+    for i, view in zip(firsts, dagviews.annotate(ledger, list(firsts.values()), nodes=nodes), strict=True):
+        if "dag" in view:
+            table[i][-1] = {**(table[i][-1] or {}), "dag": view["dag"]}
+    return table
 
 
 def _submits(services: Services, f: dict[str, Any], history: bool, now: float) -> list[dict[str, Any]]:

@@ -66,13 +66,19 @@ class LineageStore:
     def replacements(self, schedd: str, keys: Sequence[Key]) -> dict[Key, str]:
         """Of these jobs, those a standing resubmit replaces: key -> the new job ("30.0", or "pending")."""
         out: dict[Key, str] = {}
-        for terms, args in key_terms(keys, cluster="l.old_cluster", proc="l.old_proc"):
+        wanted = set(keys)
+        # By cluster, then the procs picked here: a page of 1,000 jobs is a handful of clusters, one short
+        # statement (not three of 400 OR terms each); a cluster has few procs run again.
+        clusters = sorted({cluster for cluster, _ in wanted})
+        for start in range(0, len(clusters), 400):
+            chunk = clusters[start:start + 400]
             for r in self._query(
                     "SELECT l.old_cluster, l.old_proc, c.cluster, l.new_proc FROM lineage l JOIN clusters c"
-                    f" ON c.id = l.new_row WHERE l.schedd = ? AND ({terms}) AND {_STANDING} ORDER BY l.new_row",
-                    [schedd, *args]):
-                out[(r["old_cluster"], r["old_proc"])] = (
-                    "pending" if r["cluster"] is None else f"{r['cluster']}.{r['new_proc']}")
+                    f" ON c.id = l.new_row WHERE l.schedd = ? AND l.old_cluster IN ({', '.join('?' * len(chunk))})"
+                    f" AND {_STANDING} ORDER BY l.new_row", [schedd, *chunk]):
+                key = (r["old_cluster"], r["old_proc"])
+                if key in wanted:
+                    out[key] = "pending" if r["cluster"] is None else f"{r['cluster']}.{r['new_proc']}"
         return out
 
     def lineage_of(self, page: Sequence[Row]) -> None:

@@ -97,6 +97,11 @@ class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
             conn.execute("INSERT INTO meta (key, value) VALUES ('instance_id', ?)", (value,))
             return value
 
+    def generation(self) -> tuple[int, int]:
+        """Moves with every change: rows changed on this connection, and commits by any other (PRAGMA data_version)."""
+        with self._lock:
+            return self._conn.total_changes, int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         with self._lock:
             cur = self._conn.execute(sql, args)

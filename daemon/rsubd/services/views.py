@@ -83,6 +83,17 @@ def brief_view(row: dict[str, Any]) -> dict[str, Any]:
     return brief
 
 
+def table_row(row: dict[str, Any], facts: dict[str, Any], owner: str, now: float) -> list[Any]:
+    """A job as a `rows` status or history reply carries it: protocol.TABLE_COLUMNS, the brief view's values."""
+    more = None
+    if row.get("replaces") or row.get("replaced_by"):
+        more = {key: row[key] for key in ("replaces", "replaced_by") if row.get(key)}
+    return [f"{row['cluster']}.{row['proc']}@{row['schedd']}", row["cluster"], row["schedd"], row["state"],
+            _iso(row["submitted_at"]), row["exit_code"], row["exit_signal"], owner,
+            STATUS_LETTERS.get(row["state"], "?"), run_seconds(row, now), facts.get("command"),
+            facts.get("priority", 0), facts.get("size"), more]
+
+
 def job_view(row: dict[str, Any]) -> dict[str, Any]:
     """A job as `rsub status --json` shows it (shape version 1)."""
     return {
