@@ -35,7 +35,7 @@ from typing import Any
 
 from bench.common import change_some, copy, dataset, emit, open_schedd
 
-CPU_TARGET = 1.0  # seconds
+CPU_TARGET = 0.5  # seconds (issue 17: a year's poll of 100,000 tracked)
 RSS_TARGET = 250.0  # MB
 
 
@@ -79,8 +79,14 @@ def measure(state: Path, fraction: float) -> dict[str, Any]:
     ledger = _daemon_setup(state)
     remote = RemoteSchedd(state)
     try:
-        made = remote.change_some(fraction)
         poller = Poller(ledger, remote)  # type: ignore[arg-type]
+        # rsubd polls for months: the poll measured is one after another (a quiet one, nothing changed),
+        # as every poll but a start's first is. The first's CPU is reported beside it.
+        gc.collect()
+        first = time.process_time()
+        poller.poll_once()
+        first = time.process_time() - first
+        made = remote.change_some(fraction)
         remote.reset()
         gc.collect()
         peak_before = _peak_mb()
@@ -93,6 +99,7 @@ def measure(state: Path, fraction: float) -> dict[str, Any]:
         return {
             "made": made, "report": report.__dict__, "calls": remote.calls,
             "daemon_cpu_seconds": round(cpu, 3), "poll_wall_seconds": round(wall, 3),
+            "first_quiet_poll_cpu_seconds": round(first, 3),
             "waiting_for_schedd_seconds": round(remote.wait, 3),
             "schedd_cpu_seconds": round(remote.schedd_cpu, 3),
             "daemon_rss_before_poll_mb": round(rss_before, 1), "daemon_peak_rss_mb": round(peak, 1),
@@ -129,9 +136,11 @@ def measure_inprocess(state: Path, fraction: float) -> dict[str, Any]:
     ledger = _daemon_setup(state)
     local = open_schedd(state)
     try:
-        made = change_some(local, sorted(local._procs), fraction)
         schedd = _ThreadCPU(local)
         poller = Poller(ledger, schedd)  # type: ignore[arg-type]
+        poller.poll_once()  # as in `measure`: the poll after another
+        made = change_some(local, sorted(local._procs), fraction)
+        schedd.cpu = 0.0
         gc.collect()
         _reset_peak()
         cpu, wall = time.thread_time(), time.perf_counter()
@@ -186,7 +195,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "targets": {"daemon_cpu_seconds": CPU_TARGET, "daemon_peak_rss_mb": RSS_TARGET},
         "daemon_cpu_seconds": cpu, "daemon_peak_rss_mb": rss,
         "meets_target": cpu <= CPU_TARGET and rss <= RSS_TARGET,
+        "first_quiet_poll_cpu_seconds": statistics.median(r["first_quiet_poll_cpu_seconds"] for r in separate),
         "runs": {"daemon_cpu_seconds": [r["daemon_cpu_seconds"] for r in separate],
+                 "first_quiet_poll_cpu_seconds": [r["first_quiet_poll_cpu_seconds"] for r in separate],
                  "daemon_peak_rss_mb": [r["daemon_peak_rss_mb"] for r in separate],
                  "inprocess_daemon_cpu_seconds": [r["daemon_cpu_seconds"] for r in inprocess]},
         "separate_process": typical,

@@ -24,6 +24,7 @@ from rsubd.ledger.lineage import LineageStore
 from rsubd.ledger.pendingholds import PendingHolds
 from rsubd.ledger.reads import LedgerReads
 from rsubd.ledger.schema import JobSelector, Row, TrackedJob
+from rsubd.ledger.trackedcache import Token, TrackedCache
 from rsubd.ledger.watchreads import WatchReads
 
 __all__ = ["JobSelector", "Ledger", "LedgerError", "Row", "TrackedJob"]
@@ -43,6 +44,7 @@ class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # private from the start; SQLite's sidecars follow
         self.path = path
         self._lock = threading.RLock()
+        self._tracked = TrackedCache()  # what `tracked_by_key` last read, kept while nothing else writes
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=busy_timeout)
@@ -255,6 +257,20 @@ class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
             # for 100,000 rows, and no second list of plain tuples beside the NamedTuples.
             return list(map(tuple.__new__, itertools.repeat(TrackedJob), cur))
 
+    def _token(self) -> Token:
+        """Changes with every write to the ledger: this connection's (any code's) and any other's commits."""
+        return self._conn.total_changes, int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def tracked_by_key(self, schedd: str) -> dict[Key, TrackedJob]:
+        """`tracked` by (cluster, proc), a copy the caller may keep: from memory while nothing else wrote the ledger."""
+        with self._lock:
+            token = self._token()
+            jobs = self._tracked.get(schedd, token)
+            if jobs is None:
+                jobs = {(r[0], r[1]): r for r in self.tracked(schedd)}
+                self._tracked.put(schedd, token, jobs)
+            return dict(jobs)
+
     def retrieve_failures(self, schedd: str, keys: Sequence[Key]) -> dict[Key, tuple[int, float | None]]:
         """(failed retrieves in a row, failing since) of these jobs: read only when a retrieve fails."""
         out: dict[Key, tuple[int, float | None]] = {}
@@ -277,6 +293,13 @@ class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
             if not fields.keys() <= mutable:
                 raise ValueError(f"not a mutable job field: {sorted(set(fields) - mutable)}")
         now = time.time()
+        with self._lock:
+            before = self._token()
+            self._apply_all(schedd, changes, now)
+            self._tracked.applied(schedd, before, self._token(), changes)  # the poll's news, kept in memory too
+        return len(changes)
+
+    def _apply_all(self, schedd: str, changes: Sequence[tuple[int, int, dict[str, Any]]], now: float) -> None:
         with self.transaction() as conn:
             batch: list[tuple[int, int, dict[str, Any]]] = []
             keys: set[tuple[int, int]] = set()
@@ -287,7 +310,6 @@ class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
                 batch.append(change)
                 keys.add((change[0], change[1]))
             self._apply_batch(conn, schedd, batch, now)
-        return len(changes)
 
     @staticmethod
     def _apply_batch(

@@ -43,7 +43,7 @@ from rsubd.ledger.compaction import Compactor
 from rsubd.ledger.store import Ledger, TrackedJob
 from rsubd.platform.crash import crashpoint
 from rsubd.polling.dagpoll import DagWatch
-from rsubd.polling.observing import OBSERVED, OBSERVED_END, USAGE, diff, fate, fields_from_ad, observe, usage_of
+from rsubd.polling.observing import OBSERVED, OBSERVED_END, USAGE, diff, fate, fields_from_ad, observe, quiet, usage_of
 from rsubd.polling.retrieving import RETRIEVE_HEALED, RETRY_BASE, Change, Key, Retriever
 from rsubd.services import notify
 from rsubd.services.spoolholds import SpoolHolds
@@ -139,7 +139,7 @@ class Poller:
 
     def _poll_once(self) -> PollReport:
         started = self._clock()
-        tracked = {(r.cluster, r.proc): r for r in self.ledger.tracked(self.schedd.name)}
+        tracked = self.ledger.tracked_by_key(self.schedd.name)
         if not self.dags.pending() and not tracked:  # a removed DAG is final, but its files are not home yet
             return PollReport(outcome="idle")
         self.stats.count("polls", started)
@@ -197,6 +197,8 @@ class Poller:
                 continue  # not rsub's to track (finished, or submitted after this poll began)
             key: Key = row[:2]
             unseen.discard(key)
+            if quiet(ad, row):
+                continue  # nothing the ledger keeps changed: most ads of most polls
             if row.state == "retrieved":
                 if row.marked_at is not None:
                     continue
@@ -305,7 +307,7 @@ class Poller:
         them RETRIEVED once the schedd shows it sent the output, as after any retrieve.
         """
         with self._busy:
-            rows = {(r.cluster, r.proc): r for r in self.ledger.tracked(self.schedd.name)}
+            rows = self.ledger.tracked_by_key(self.schedd.name)
             ready = [k for k in keys if k in rows and rows[k].state == "completed"]
             if not ready:
                 return {"retrieved": [], "failed": []}
