@@ -139,3 +139,27 @@ def test_a_paused_retrieve_reads_back_inf(ledger: Ledger) -> None:
     ledger.apply_changes("local", [(1, 0, {"state": "completed", "job_status": 4, "retrieve_paused": 1})])
     assert math.isinf(ledger.tracked_by_key("local")[(1, 0)].retrieve_not_before or 0)
     assert ledger.tracked_by_key("local") == fresh(ledger)
+
+
+def test_events_from_memory_are_those_the_ledger_would_write(tmp_path: Path) -> None:
+    """The same changes to a ledger whose tracked jobs are in memory and to one that reads each job's state."""
+    warm, cold = Ledger(tmp_path / "warm.db"), Ledger(tmp_path / "cold.db")
+    try:
+        rng = random.Random(3)
+        for led in (warm, cold):
+            submit(led, 1, 30)
+        for _ in range(30):
+            jobs = sorted(fresh(cold))
+            picked = rng.sample(jobs, min(len(jobs), 6))
+            changes = [(c, p, dict(rng.choice(CHANGES + LOSING))) for c, p in picked]
+            if picked and rng.random() < 0.2:
+                changes.append((*picked[0], {"state": "held", "job_status": 5}))  # one job twice in a poll
+            warm.tracked_by_key("local")  # as each poll begins
+            warm.apply_changes("local", changes)
+            cold.apply_changes("local", changes)
+        events = "SELECT schedd, cluster, proc, from_state, to_state, detail FROM events ORDER BY cluster, proc, id"
+        assert warm._query(events) == cold._query(events)
+        assert len(cold._query(events)) > 60
+    finally:
+        warm.close()
+        cold.close()

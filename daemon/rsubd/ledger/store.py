@@ -294,46 +294,54 @@ class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
                 raise ValueError(f"not a mutable job field: {sorted(set(fields) - mutable)}")
         now = time.time()
         with self._lock:
-            before = self._token()
-            self._apply_all(schedd, changes, now)
-            self._tracked.applied(schedd, before, self._token(), changes)  # the poll's news, kept in memory too
+            with self.transaction() as conn:
+                before = self._token()  # inside the transaction: no other connection commits until ours
+                # The jobs' states as the ledger has them now, from memory when it holds them all: each
+                # event's from_state is then known, and its INSERT need not read the job's row.
+                known = self._tracked.get(schedd, before)
+                batch: list[tuple[int, int, dict[str, Any]]] = []
+                keys: set[tuple[int, int]] = set()
+                for change in changes:
+                    if (change[0], change[1]) in keys:  # a job changed twice: the first change lands first
+                        self._apply_batch(conn, schedd, batch, now, known)
+                        batch, keys, known = [], set(), None  # (the states are no longer those in memory)
+                    batch.append(change)
+                    keys.add((change[0], change[1]))
+                self._apply_batch(conn, schedd, batch, now, known)
+                after = (conn.total_changes, before[1])
+            self._tracked.applied(schedd, before, after, changes)  # the poll's news, kept in memory too
         return len(changes)
 
-    def _apply_all(self, schedd: str, changes: Sequence[tuple[int, int, dict[str, Any]]], now: float) -> None:
-        with self.transaction() as conn:
-            batch: list[tuple[int, int, dict[str, Any]]] = []
-            keys: set[tuple[int, int]] = set()
-            for change in changes:
-                if (change[0], change[1]) in keys:  # a job changed twice: the first change lands first
-                    self._apply_batch(conn, schedd, batch, now)
-                    batch, keys = [], set()
-                batch.append(change)
-                keys.add((change[0], change[1]))
-            self._apply_batch(conn, schedd, batch, now)
-
     @staticmethod
-    def _apply_batch(
-        conn: sqlite3.Connection, schedd: str, changes: Sequence[tuple[int, int, dict[str, Any]]], now: float
-    ) -> None:
+    def _apply_batch(conn: sqlite3.Connection, schedd: str, changes: Sequence[tuple[int, int, dict[str, Any]]],
+                     now: float, known: dict[Key, TrackedJob] | None) -> None:
         """Changes to distinct jobs, inside the caller's transaction.
 
-        The event of a state change is written first, by a statement that reads the
-        job's state as it is in this transaction (so from_state is exact, and a job
-        the ledger does not have gets none); then one UPDATE per shape of change.
+        The event of a state change is written first, with the job's state as it is in this
+        transaction as from_state: `known` (the ledger's tracked rows as they are) where it
+        holds the job, else read by the INSERT itself (so a job the ledger does not have gets
+        none); then one UPDATE per shape of change.
         """
         shapes: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         events: list[tuple[Any, ...]] = []
+        told: list[tuple[Any, ...]] = []
         for cluster, proc, fields in changes:
             shapes.setdefault(tuple(fields), []).append((*fields.values(), now, schedd, cluster, proc))
             if "state" in fields:
                 detail = fields.get("hold_reason") or fields.get("remove_reason") or fields.get("error")
-                events.append((now, fields["state"], detail, schedd, cluster, proc, fields["state"]))
+                job = known.get((cluster, proc)) if known is not None else None
+                if job is None:
+                    events.append((now, fields["state"], detail, schedd, cluster, proc, fields["state"]))
+                elif job.state != fields["state"]:
+                    told.append((now, schedd, cluster, proc, job.state, fields["state"], detail))
         conn.executemany(
             "INSERT INTO events (at, schedd, cluster, proc, from_state, to_state, detail)"
             " SELECT ?1, schedd, cluster, proc, state, ?2, ?3 FROM jobs"
             " WHERE schedd = ?4 AND cluster = ?5 AND proc = ?6 AND state IS NOT ?7",
             events,
         )
+        conn.executemany("INSERT INTO events (at, schedd, cluster, proc, from_state, to_state, detail)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?)", told)
         for names, rows in shapes.items():
             sets = "".join(f"{k} = ?, " for k in names)
             conn.executemany(f"UPDATE jobs SET {sets}updated_at = ? WHERE schedd = ? AND cluster = ? AND proc = ?",

@@ -31,6 +31,8 @@ USAGE = {"RemoteWallClockTime": "wall_time", "RemoteUserCpu": "user_cpu", "Remot
 _INTEGRAL = {"memory_mb", "rss_kb", "disk_kb", "job_starts", "shadow_starts", "request_memory", "request_disk",
              "request_cpus"}
 
+_USAGE_PLAN = tuple((attr, column, column in _INTEGRAL) for attr, column in USAGE.items())
+
 
 def usage_of(ad: Mapping[str, AdValue]) -> dict[str, Any]:
     """The usage columns an ad gives a value for (a number; an expression's text or undefined is left out).
@@ -38,10 +40,11 @@ def usage_of(ad: Mapping[str, AdValue]) -> dict[str, Any]:
     Read only for a job whose state changes, so a poll of 100,000 unchanged jobs pays nothing for it.
     """
     out: dict[str, Any] = {}
-    for attr, column in USAGE.items():
-        value = ad.get(attr)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[column] = int(value) if column in _INTEGRAL else float(value)
+    get = ad.get
+    for attr, column, integral in _USAGE_PLAN:
+        value = get(attr)
+        if isinstance(value, (int, float)) and value.__class__ is not bool:
+            out[column] = int(value) if integral else float(value)
     return out
 
 
