@@ -41,6 +41,7 @@ from rsubd.backends.schedd import (
 )
 from rsubd.ledger.compaction import Compactor
 from rsubd.ledger.store import Ledger, TrackedJob
+from rsubd.platform import gcpause
 from rsubd.platform.crash import crashpoint
 from rsubd.polling.dagpoll import DagWatch
 from rsubd.polling.observing import OBSERVED, OBSERVED_END, USAGE, diff, fate, fields_from_ad, observe, quiet, usage_of
@@ -129,7 +130,8 @@ class Poller:
 
     def poll_once(self) -> PollReport:
         with self._busy:
-            report = self._poll_once()
+            with gcpause.paused():  # 100,000 ads and no cycle: the collector would walk them all for nothing
+                report = self._poll_once()
             try:  # after the poll's own work, and even when nothing is tracked: a schedd's old jobs are all final
                 if compacted := self.compactor.maybe(self.schedd.name):
                     log.info("compacted", schedd=self.schedd.name, jobs=compacted)
