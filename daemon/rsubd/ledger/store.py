@@ -29,6 +29,11 @@ from rsubd.ledger.watchreads import WatchReads
 
 __all__ = ["JobSelector", "Ledger", "LedgerError", "Row", "TrackedJob"]
 Key = tuple[int, int]
+# SQLite's page cache for rsubd's connection, in KiB (its default is 2 MiB): a poll's 15,000 changes of
+# 100,000 tracked jobs touch about 30 MB of the jobs table and its indexes, and finding those pages
+# already in memory, not read again from the file, saves that poll about 0.15 s of CPU. Filled only
+# as pages are read, so a small ledger costs what it is.
+PAGE_CACHE_KIB = 64 * 1024
 
 
 class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
@@ -52,6 +57,7 @@ class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
             version = check_ours(conn, path)  # reads only: everything after it may write
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
             conn.execute("PRAGMA foreign_keys=ON")
             self._migrate(version)
             self.instance_id = self._instance_id()
