@@ -30,10 +30,10 @@ from rsubd.ledger.watchreads import WatchReads
 __all__ = ["JobSelector", "Ledger", "LedgerError", "Row", "TrackedJob"]
 Key = tuple[int, int]
 # SQLite's page cache for rsubd's connection, in KiB (its default is 2 MiB): a poll's 15,000 changes of
-# 100,000 tracked jobs touch about 30 MB of the jobs table and its indexes, and finding those pages
-# already in memory, not read again from the file, saves that poll about 0.15 s of CPU. Filled only
-# as pages are read, so a small ledger costs what it is.
-PAGE_CACHE_KIB = 64 * 1024
+# 100,000 tracked jobs find most of the pages they touch already in memory instead of reading them from
+# the file again, about 0.1 s of that poll's CPU. 64 MiB saved a little more on the year's ledger and
+# took the poll's peak to 236 MB of the 250 MB target (bench/README.md). Filled only as pages are read.
+PAGE_CACHE_KIB = 32 * 1024
 
 
 class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
