@@ -41,9 +41,10 @@ from rsubd.backends.schedd import (
 )
 from rsubd.ledger.compaction import Compactor
 from rsubd.ledger.store import Ledger, TrackedJob
+from rsubd.platform import gcpause
 from rsubd.platform.crash import crashpoint
 from rsubd.polling.dagpoll import DagWatch
-from rsubd.polling.observing import OBSERVED, OBSERVED_END, USAGE, diff, fate, fields_from_ad, observe, usage_of
+from rsubd.polling.observing import OBSERVED, OBSERVED_END, USAGE, diff, fate, fields_from_ad, observe, quiet, usage_of
 from rsubd.polling.retrieving import RETRIEVE_HEALED, RETRY_BASE, Change, Key, Retriever
 from rsubd.services import notify
 from rsubd.services.spoolholds import SpoolHolds
@@ -129,7 +130,8 @@ class Poller:
 
     def poll_once(self) -> PollReport:
         with self._busy:
-            report = self._poll_once()
+            with gcpause.paused():  # 100,000 ads and no cycle: the collector would walk them all for nothing
+                report = self._poll_once()
             try:  # after the poll's own work, and even when nothing is tracked: a schedd's old jobs are all final
                 if compacted := self.compactor.maybe(self.schedd.name):
                     log.info("compacted", schedd=self.schedd.name, jobs=compacted)
@@ -139,7 +141,7 @@ class Poller:
 
     def _poll_once(self) -> PollReport:
         started = self._clock()
-        tracked = {(r.cluster, r.proc): r for r in self.ledger.tracked(self.schedd.name)}
+        tracked = self.ledger.tracked_by_key(self.schedd.name)
         if not self.dags.pending() and not tracked:  # a removed DAG is final, but its files are not home yet
             return PollReport(outcome="idle")
         self.stats.count("polls", started)
@@ -197,6 +199,8 @@ class Poller:
                 continue  # not rsub's to track (finished, or submitted after this poll began)
             key: Key = row[:2]
             unseen.discard(key)
+            if quiet(ad, row):
+                continue  # nothing the ledger keeps changed: most ads of most polls
             if row.state == "retrieved":
                 if row.marked_at is not None:
                     continue
@@ -305,7 +309,7 @@ class Poller:
         them RETRIEVED once the schedd shows it sent the output, as after any retrieve.
         """
         with self._busy:
-            rows = {(r.cluster, r.proc): r for r in self.ledger.tracked(self.schedd.name)}
+            rows = self.ledger.tracked_by_key(self.schedd.name)
             ready = [k for k in keys if k in rows and rows[k].state == "completed"]
             if not ready:
                 return {"retrieved": [], "failed": []}
