@@ -105,8 +105,9 @@ class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
             conn.execute("INSERT INTO meta (key, value) VALUES ('instance_id', ?)", (value,))
             return value
 
-    def generation(self) -> tuple[int, int]:
-        """Moves with every change: rows changed on this connection, and commits by any other (PRAGMA data_version)."""
+    def generation(self) -> Token:
+        """Moves with every write to the ledger: rows changed on this connection (by any code, triggers included)
+        and commits by any other (PRAGMA data_version). What the kept tracked jobs and pages are stamped with."""
         with self._lock:
             return self._conn.total_changes, int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
@@ -268,14 +269,10 @@ class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
             # for 100,000 rows, and no second list of plain tuples beside the NamedTuples.
             return list(map(tuple.__new__, itertools.repeat(TrackedJob), cur))
 
-    def _token(self) -> Token:
-        """Changes with every write to the ledger: this connection's (any code's) and any other's commits."""
-        return self._conn.total_changes, int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-
     def tracked_by_key(self, schedd: str) -> dict[Key, TrackedJob]:
         """`tracked` by (cluster, proc), a copy the caller may keep: from memory while nothing else wrote the ledger."""
         with self._lock:
-            token = self._token()
+            token = self.generation()
             jobs = self._tracked.get(schedd, token)
             if jobs is None:
                 jobs = {(r[0], r[1]): r for r in self.tracked(schedd)}
@@ -306,7 +303,7 @@ class Ledger(LedgerReads, WatchReads, PendingHolds, DagStore, LineageStore):
         now = time.time()
         with self._lock:
             with self.transaction() as conn:
-                before = self._token()  # inside the transaction: no other connection commits until ours
+                before = self.generation()  # inside the transaction: no other connection commits until ours
                 # The jobs' states as the ledger has them now, from memory when it holds them all: each
                 # event's from_state is then known, and its INSERT need not read the job's row.
                 known = self._tracked.get(schedd, before)

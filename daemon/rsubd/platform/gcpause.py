@@ -11,19 +11,30 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _lock = threading.Lock()
 _holders = 0  # polls of several schedds may overlap: the last to end lets the collector run again
+_since = 0.0  # when the collector last ran, or was last held off with no pause before
+# Polls of several schedds could overlap for ever (one hung on a slow schedd while the others come
+# and go): past this, the next pause to begin lets the collector run once, so cycles never pile up.
+MAX_HELD = 30.0
 
 
 @contextmanager
-def paused() -> Iterator[None]:
-    global _holders
+def paused(clock: Callable[[], float] = time.monotonic) -> Iterator[None]:
+    global _holders, _since
     with _lock:
         ours = _holders > 0 or gc.isenabled()  # if someone else turned it off, theirs to turn on
         if ours:
+            now = clock()
+            if _holders == 0:
+                _since = now
+            elif now - _since > MAX_HELD:
+                gc.collect()
+                _since = now
             _holders += 1
             gc.disable()
     try:
