@@ -1,6 +1,6 @@
 """Run every rsub benchmark and print one JSON document with all their figures.
 
-    .venv/bin/python -m bench            # everything, about twenty minutes (idle alone takes five)
+    .venv/bin/python -m bench            # everything, about 35 minutes (idle takes five, steady fifteen)
     .venv/bin/python -m bench calls      # one or some of: calls poll_cost client submit dag retrieval year idle
 
 Each benchmark is also a module of its own (`python -m bench.calls --help`).
@@ -16,8 +16,8 @@ import tempfile
 import time
 from typing import Any
 
-BENCHES = ("calls", "poll_cost", "client", "submit", "dag", "retrieval", "eventlog", "year", "idle")
-NO_CACHE = ("submit", "eventlog", "idle")  # they build nothing to share
+BENCHES = ("calls", "poll_cost", "client", "submit", "dag", "retrieval", "eventlog", "year", "idle", "steady")
+NO_CACHE = ("submit", "eventlog", "idle", "steady")  # they build nothing to share
 
 
 def main(argv: list[str]) -> int:

@@ -38,7 +38,7 @@ from rsubd.polling.loop import PollLoop, PollSchedule
 from rsubd.polling.poller import Poller
 from rsubd.polling.schedule import EarlyDecision, EarlyPolls, PollPolicy, TokenBucket
 from rsubd.services import automation, recovery
-from rsubd.services.notify import Notifier, cluster_setting
+from rsubd.services.notify import ClusterSettings, Notifier
 from rsubd.services.submission import Submissions
 from rsubd.services.views import ClusterFacts, freshness, token_brief
 from rsubd.tokens.manager import Credential, TokenManager
@@ -59,7 +59,6 @@ class Daemon:
         self.tokens: TokenManager
         self._submitters: dict[tuple[str, str], Schedd] = {}
         self._refreshes: dict[str, asyncio.Task[Any]] = {}
-        self._notify_cache: dict[tuple[str, int], str | None] = {}
         self.pollers: dict[str, Poller] = {}
         self.policies: dict[str, PollPolicy] = {}
         self.early: dict[str, EarlyPolls] = {}
@@ -97,7 +96,7 @@ class Daemon:
         except LedgerError as e:
             raise StartupError(str(e)) from None
         self.tokens = TokenManager(cfg.tokens, private_dir=cfg.state_dir / "tokens")
-        self.notifier = Notifier(cfg.notify, per_cluster=self._notify_setting)
+        self.notifier = Notifier(cfg.notify, per_cluster=ClusterSettings(self.ledger.descriptions))
         for s in cfg.schedds:
             self.schedds[s.name] = make_schedd(s, cfg.state_dir, self._credential_for(s.token))
             self.pollers[s.name] = Poller(self.ledger, self.schedds[s.name], on_change=self.notifier.jobs_changed,
@@ -211,14 +210,6 @@ class Daemon:
         now = time.time()
         parts += [f"token {n}: action needed" for n in self.tokens.states if self.tokens.action(n, now)]
         return "; ".join(parts)
-
-    def _notify_setting(self, schedd: str, cluster: int) -> str | None:
-        """A cluster's own notify setting (My.RsubNotify in its description), read once."""
-        key = (schedd, cluster)
-        if key not in self._notify_cache:
-            described = self.ledger.descriptions(schedd, [cluster]).get(cluster)
-            self._notify_cache[key] = cluster_setting(described[0] if described else None)
-        return self._notify_cache[key]
 
     # -- tokens ------------------------------------------------------------------
 

@@ -44,3 +44,23 @@ def test_a_clusters_own_setting_wins() -> None:
 def test_cluster_setting_reads_the_description() -> None:
     assert cluster_setting('executable = a\nMy.RsubNotify = "none"\nqueue\n') == "none"
     assert cluster_setting("executable = a\nqueue\n") is None
+
+
+def test_each_clusters_setting_is_read_once_and_only_the_recent_ones_are_kept() -> None:
+    from rsubd.services.notify import ClusterSettings
+
+    reads: list[int] = []
+
+    def descriptions(schedd: str, clusters: list[int]) -> dict[int, tuple[str, str]]:
+        reads.extend(clusters)
+        return {c: (f'My.RsubNotify = "cmd{c}"\nqueue\n', "/") for c in clusters if c != 3}
+
+    settings = ClusterSettings(descriptions, size=2)
+    assert settings("local", 1) == "cmd1" and settings("local", 1) == "cmd1" and reads == [1]
+    assert settings("local", 3) is None and settings("local", 3) is None and reads == [1, 3]  # none: kept too
+    settings("local", 1)  # the most recent again: 3 is now the oldest
+    settings("local", 2)
+    assert reads == [1, 3, 2]
+    settings("local", 1)  # still kept
+    settings("local", 3)  # read again: it had gone
+    assert reads == [1, 3, 2, 3]

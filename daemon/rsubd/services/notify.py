@@ -16,7 +16,7 @@ import shlex
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,3 +165,32 @@ def cluster_setting(description: str | None) -> str | None:
         return None
     value = desc.get("My.RsubNotify") or desc.get("+RsubNotify")
     return value.strip().strip('"') if value else None
+
+
+class ClusterSettings:
+    """Each cluster's own notify setting, read from its description once; the most recent `size` kept.
+
+    A notification comes when a cluster's jobs change, so the clusters asked about are the few in
+    flight: a bound keeps a daemon that runs for months from holding one entry per cluster it ever saw.
+    """
+
+    def __init__(self, descriptions: Callable[[str, list[int]], Mapping[int, tuple[str, str]]], *,
+                 size: int = 4096) -> None:
+        self._descriptions = descriptions
+        self._size = size
+        self._kept: dict[tuple[str, int], str | None] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, schedd: str, cluster: int) -> str | None:
+        key = (schedd, cluster)
+        with self._lock:
+            if key in self._kept:
+                self._kept[key] = self._kept.pop(key)  # the most recent last
+                return self._kept[key]
+        described = self._descriptions(schedd, [cluster]).get(cluster)
+        setting = cluster_setting(described[0] if described else None)
+        with self._lock:
+            self._kept[key] = setting
+            while len(self._kept) > self._size:
+                del self._kept[next(iter(self._kept))]
+        return setting
