@@ -17,7 +17,7 @@ demo: install
 	bash examples/demo.sh
 
 test: install
-	$(BIN)/ruff check daemon client
+	$(BIN)/ruff check daemon client tests bench tools
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 

@@ -21,9 +21,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rsubd.ledger.store import Ledger
-from rsubd.polling.poller import Poller
-
 from bench.common import (
     CountingSchedd,
     change_some,
@@ -35,6 +32,8 @@ from bench.common import (
     quiet,
     timed,
 )
+from rsubd.ledger.store import Ledger
+from rsubd.polling.poller import Poller
 
 SIZES = (10, 1000, 100_000)
 CLUSTERS = (1, 1000)

@@ -13,6 +13,7 @@ scheduler's own cost per hop (a tick of 0.2 s, a starter process per node).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 import sys
@@ -91,7 +92,8 @@ def main(argv: list[str]) -> int:
         try:
             d_seconds, d_ad = run(schedd, root / "diamond", diamond(root / "diamond"))
             chain = [f"N{i}" for i in range(20)]
-            c_seconds, c_ad = run(schedd, root / "chain", write_dag(root / "chain", chain, list(zip(chain, chain[1:]))))
+            c_seconds, c_ad = run(schedd, root / "chain",
+                                  write_dag(root / "chain", chain, list(itertools.pairwise(chain))))
             middle = [f"M{i}" for i in range(48)]
             f_seconds, f_ad = run(schedd, root / "fanout", write_dag(
                 root / "fanout", ["S", *middle, "E"], [("S", m) for m in middle] + [(m, "E") for m in middle]))

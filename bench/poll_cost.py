@@ -64,8 +64,8 @@ def _reset_peak() -> None:
 
 def _daemon_setup(state: Path) -> Any:
     import rsubd.app  # noqa: F401 - the daemon's whole import set, so the memory baseline is rsubd's
-    from rsubd.platform import logs
     from rsubd.ledger.store import Ledger
+    from rsubd.platform import logs
 
     logs.configure("info", stream=open(state.parent / "rsubd.log", "a"))  # noqa: SIM115 - lives as long as the process
     return Ledger(state / "ledger.db")
@@ -73,9 +73,8 @@ def _daemon_setup(state: Path) -> Any:
 
 def measure(state: Path, fraction: float) -> dict[str, Any]:
     """In a fresh process: one poll against the scheduler in another process."""
-    from rsubd.polling.poller import Poller
-
     from bench.remote import RemoteSchedd
+    from rsubd.polling.poller import Poller
 
     ledger = _daemon_setup(state)
     remote = RemoteSchedd(state)

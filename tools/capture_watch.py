@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.daemon import BIN, Rsubd, short_root  # noqa: E402
-from tests.support.terminal import Terminal  # noqa: E402
+from tests.support.daemon import BIN, Rsubd, short_root
+from tests.support.terminal import Terminal
 
 CONFIG = """\
 [[schedd]]

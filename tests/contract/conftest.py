@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from rsubd.backends.local.scheduler import LocalSchedd
 from rsubd.backends.schedd import Action, Schedd
 

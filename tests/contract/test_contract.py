@@ -15,10 +15,11 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from rsubd.services import retrieval
+
 from rsubd.backends.schedd import POLL_PROJECTION, Action, ErrorKind, Schedd, ScheddError, ids_constraint
 from rsubd.handlers.act import storable_reason
 from rsubd.polling.observing import fields_from_ad
+from rsubd.services import retrieval
 from tests.support.deadlines import holds_for, wait_until
 
 from .contract_kit import PROJECTION, STATE_TIMEOUT, JobKit, as_int, quote

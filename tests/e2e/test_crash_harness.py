@@ -138,7 +138,7 @@ def test_repro_resubmission_cut_before_spool_fails_and_leaves_jobs_held(short_tm
     # same point (its first passage in that run: the client's retries are told to wait meanwhile).
     client, daemon = _submit_then_crash(short_tmp, work, "submit.after_record", "submit.after_record")
     try:
-        out, err = client.communicate(timeout=90)
+        _, err = client.communicate(timeout=90)
         # Never spooled (no StageInStart): a spooled job is still held for a second, as on a real schedd.
         held = [(c, p) for c, p, ad in _queue(daemon)
                 if ad.get("JobStatus") == 5 and ad.get("HoldReasonCode") == 16 and ad.get("StageInStart") is None]

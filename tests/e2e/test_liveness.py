@@ -44,7 +44,7 @@ def test_a_burst_of_submits_and_one_wait_on_all_of_them_brings_every_output_home
             clusters.append(json.loads(result.stdout)["cluster"])
         waited = daemon.rsub("wait", "--timeout", "60", *map(str, clusters), timeout=90)
         assert waited.returncode == 0, (waited.stdout[-2000:], waited.stderr, daemon.log.read_text()[-3000:])
-        for i, cluster in enumerate(clusters):
+        for i in range(len(clusters)):
             for proc in (0, 1):
                 assert (short_tmp / f"c{i}" / f"out.{proc}").read_text() == f"burst {i} {proc}\n"
         status = daemon.json("daemon", "status")["schedds"]["local"]
@@ -53,7 +53,7 @@ def test_a_burst_of_submits_and_one_wait_on_all_of_them_brings_every_output_home
         # And it goes on polling: the schedule is alive after the burst.
         for _ in range(2):
             last = status["last_poll_started_at"]
-            status = wait_until(lambda: (x := daemon.json("daemon", "status")["schedds"]["local"])
+            status = wait_until(lambda last=last: (x := daemon.json("daemon", "status")["schedds"]["local"])
                                 ["last_poll_started_at"] != last and x, 20, "another poll after the burst")
     finally:
         daemon.stop()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import classad2
 
@@ -11,7 +11,7 @@ from rsubd.backends.condor.worker import CondorSettings, _Worker
 
 
 class FakeCollector:
-    asked: list[tuple[Any, list[str]]] = []
+    asked: ClassVar[list[tuple[Any, list[str]]]] = []
 
     def __init__(self, pool: str | None) -> None:
         self.pool = pool

@@ -16,6 +16,7 @@ from typing import Any
 
 import classad2
 import pytest
+
 from rsubd.services.submission import leave_in_queue
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "leave_in_queue_ads.json"

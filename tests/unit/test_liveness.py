@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from rsubd import app
 from rsubd.config import Config, ScheddConfig
 

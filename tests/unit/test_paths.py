@@ -7,8 +7,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from rsub.wire import paths
 
+from rsub.wire import paths
 
 pytestmark = pytest.mark.usefixtures("clean_env")
 

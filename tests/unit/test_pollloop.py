@@ -6,6 +6,7 @@ import asyncio
 import random
 
 import pytest
+
 from rsubd.polling.loop import PollLoop, PollSchedule
 from rsubd.polling.schedule import EarlyDecision, EarlyPolls, PollPolicy, TokenBucket
 

@@ -6,6 +6,7 @@ import math
 import random
 
 import pytest
+
 from rsubd.config import HTCONDOR_POLL_FLOOR, ScheddConfig
 from rsubd.polling.schedule import (
     EARLY_POLL_PERIOD,

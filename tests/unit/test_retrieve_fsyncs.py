@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from rsubd.backends.local.scheduler import LocalSchedd
 from rsubd.backends.schedd import JobStatus, SubmitRequest
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import classad2
 import pytest
+
 from rsubd.backends.local.ads import Constraint, Expr, getter, to_classad
 from rsubd.backends.local.fastpath import compile_conjunction
 from rsubd.backends.local.scheduler import LocalSchedd
@@ -46,7 +47,7 @@ def random_ad(rng: random.Random) -> dict[str, Any]:
 
 
 def random_part(rng: random.Random) -> str:
-    name, lit, op = spelled(rng, rng.choice(NAMES + ["Missing"])), rng.choice(LITERALS), rng.choice(OPERATORS)
+    name, lit, op = spelled(rng, rng.choice([*NAMES, "Missing"])), rng.choice(LITERALS), rng.choice(OPERATORS)
     roll = rng.random()
     if roll < 0.6:
         return f"{name} {op} {lit}"

@@ -13,11 +13,9 @@ from typing import Any
 
 import pytest
 import structlog
-from rsubd.ledger.store import JobSelector, Ledger
-from rsubd.backends.local.scheduler import LocalSchedd
-from rsubd.backends.wrappers import DelegatingSchedd
-from rsubd.polling.poller import Poller, PollReport
+
 from rsub.wire.vocabulary import FINAL_STATES
+from rsubd.backends.local.scheduler import LocalSchedd
 from rsubd.backends.schedd import (
     Action,
     JobAd,
@@ -25,6 +23,9 @@ from rsubd.backends.schedd import (
     JobStatus,
     state_of,
 )
+from rsubd.backends.wrappers import DelegatingSchedd
+from rsubd.ledger.store import JobSelector, Ledger
+from rsubd.polling.poller import Poller, PollReport
 from rsubd.services.submission import prepare
 
 Key = tuple[int, int]
@@ -80,7 +81,7 @@ class Scale:
             submitted_description=p.request.text, submit_dir=str(work), submit_file=None,
         )
         result = self.local.submit(p.request)
-        self.ledger.record_submitted(row, result.cluster, list(zip(result.procs, p.iwds)))
+        self.ledger.record_submitted(row, result.cluster, list(zip(result.procs, p.iwds, strict=True)))
         self.local.spool(result)
         self.ledger.record_spooled(row)
         self.keys.extend((result.cluster, proc) for proc in result.procs)

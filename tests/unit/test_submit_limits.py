@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from rsub.wire.vocabulary import ErrorCode, RequestError
 from rsubd.backends.local.scheduler import LocalSchedd
 from rsubd.backends.schedd import ErrorKind, ScheddError, SubmitRequest
