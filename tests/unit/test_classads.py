@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 from rsubd.backends.classads import check_expression
@@ -62,3 +64,19 @@ def test_classads_freed_give_their_memory_back_once_the_library_is_quieted() -> 
     assert quieted < 2_000, f"{quieted} KB kept for 100,000 freed ClassAds and expressions"
     # What jobs and binding workers inherit is as it was: htcondor2's own CONDOR_CONFIG is taken back.
     assert condor_config == "unset"
+
+
+def test_a_broken_condor_config_in_the_environment_does_not_take_rsubd_down(tmp_path: pathlib.Path) -> None:
+    # HTCondor exits the process on a configuration it cannot parse; rsubd's own ClassAds need none.
+    import os
+    import subprocess
+    import sys
+
+    broken = tmp_path / "condor_config"
+    broken.write_text("if\ninclude : /nonexistent/x.conf\n")
+    probe = ("import os\nfrom rsubd.backends.classads import quiet_classad_library\nquiet_classad_library()\n"
+             "print('alive', os.environ['CONDOR_CONFIG'])\n")
+    out = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "CONDOR_CONFIG": str(broken)},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["alive", str(broken)]  # and handed on to jobs and workers as it was

@@ -57,6 +57,9 @@ def test_an_action_the_schedd_never_answered_is_a_timeout_not_a_refusal() -> Non
     kind, text = explain(generic, 20.0)
     assert kind is ErrorKind.TIMEOUT
     assert text.startswith(generic) and "after 20 s" in text and "never answered" in text
+    # A connection that failed slowly (a host dropping packets) failed before anything was sent: still unreachable.
+    slow = "Failed to connect to schedd, errmsg=CEDAR:6001:Failed to connect to <10.0.0.9:9618>"
+    assert explain(slow, 21.0) == (ErrorKind.UNREACHABLE, slow)
     # A message that already names its kind keeps it, however long the call took.
     assert explain("Failed to connect to schedd, errmsg=AUTHENTICATE:1003:x", 30.0)[0] is ErrorKind.AUTHENTICATION
     assert explain("", 0.0) == (ErrorKind.OTHER, "the schedd gave no message")

@@ -130,16 +130,22 @@ def test_files_that_could_not_go_home_are_tried_again_at_each_poll_until_they_ar
         ledger.record_submitted(row, 7, [(0, str(where))])
         ledger.add_dag(row, schedd="local", cluster=7, dag_file=str(dag / "probe.dag"), staging_dir=str(where),
                        nodes=[])
-        watch = DagWatch(ledger, Schedd(), count=lambda *_: None, clock=time.time)  # type: ignore[arg-type]
-        from rsubd.polling.dagpoll import _place
+        now = [1000.0]
+        watch = DagWatch(ledger, Schedd(), count=lambda *_: None, clock=lambda: now[0])  # type: ignore[arg-type]
+        from rsubd.polling import dagpoll
 
-        assert _place(ledger, ledger.active_dags("local")[7]) is False
+        assert dagpoll._place(ledger, ledger.active_dags("local")[7]) is False
         error = ledger.dag_by_cluster("local", 7)["error"]  # type: ignore[index]
-        assert "could not all be moved home" in error and "tried again at each poll" in error
-        watch.clean()  # the directory is still in the way: kept, and the error with it
-        assert (where / "out_B.stdout").exists() and ledger.dag_by_cluster("local", 7)["error"]  # type: ignore[index]
+        assert "could not all be moved home" in error and "tried again" in error
+        generation = ledger.generation()
+        watch.clean()  # the directory is still in the way: kept, and the error with it, and nothing written
+        assert (where / "out_B.stdout").exists() and ledger.dag_by_cluster("local", 7)["error"] == error  # type: ignore[index]
+        assert ledger.generation() == generation  # the kept tracked jobs and pages stay good
         (dag / "b").unlink()
         (dag / "b").mkdir()  # the user moves the file out of the way
+        watch.clean()  # not yet: the next try is a minute after the last
+        assert not (dag / "b" / "out_B.stdout").exists()
+        now[0] += dagpoll.PLACE_RETRY_FIRST
         watch.clean()
         assert (dag / "b" / "out_B.stdout").read_text() == "B"
         assert ledger.dag_by_cluster("local", 7)["error"] is None  # type: ignore[index]

@@ -168,3 +168,31 @@ def test_the_same_event_twice_in_a_proc_is_kept_twice_and_a_repeat_adds_nothing(
     part.write_text(text)
     assert eventlog.merge(user, [part]) == 0
     assert user.read_text() == text
+
+
+def test_a_part_with_no_event_stays_and_a_users_own_text_in_the_log_is_kept(tmp_path: Path) -> None:
+    # An XML log, or anything else that is not events: never merged away, never lost.
+    xml = tmp_path / "job.log.rsub-3.0"
+    xml.write_text('<c>\n<a n="MyType"><s>SubmitEvent</s></a>\n</c>\n')
+    user = tmp_path / "job.log"
+    assert eventlog.merge(user, [xml]) == 0
+    assert xml.exists() and not user.exists()
+    # The user's own note at the top of the log (or a torn write): kept as it is, the new events after it.
+    user.write_text("my notes on run 7\n" + _event(0, "2.0", "2026-12-01 12:00:05"))
+    part = tmp_path / "job.log.rsub-3.1"
+    part.write_text(_event(0, "3.1", "2026-12-01 12:00:01"))
+    assert eventlog.merge(user, [part]) == 1
+    assert user.read_text() == ("my notes on run 7\n" + _event(0, "2.0", "2026-12-01 12:00:05")
+                                + _event(0, "3.1", "2026-12-01 12:00:01"))
+    assert not part.exists()
+
+
+def test_an_xml_log_is_sent_as_written(tmp_path: Path) -> None:
+    from rsubd.services.prepare import prepare
+
+    (tmp_path / "x.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "x.sh").chmod(0o755)
+    for xml, renamed in (("true", False), ("false", True)):
+        text = f"executable = x.sh\nlog = job.log\nlog_xml = {xml}\nqueue 2\n"
+        sent = prepare(text, cwd=str(tmp_path), instance_id="i", max_age_seconds=60).request.text
+        assert ("job.log.rsub-" in sent or eventlog.PER_PROC_SUFFIX in sent) is renamed, sent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from typing import Any
@@ -25,8 +26,7 @@ def test_dumps_and_loads_are_the_json_packages(value: Any) -> None:
     assert fastjson.loads(text) == json.loads(text) and fastjson.loads(f" \n{text}\r\n") == json.loads(text)
 
 
-@pytest.mark.parametrize("text", ["", " ", "{", '{"a": 1} x', "[1,]", "NaN", "[Infinity]", '{"a": -Infinity}',
-                                  "'a'", '"\\ud83d', "\x00"])
+@pytest.mark.parametrize("text", ["", " ", "{", '{"a": 1} x', "[1,]", "'a'", '"\\ud83d', "\x00"])
 def test_loads_refuses_what_is_not_one_json_value(text: str) -> None:
     with pytest.raises(ValueError):
         fastjson.loads(text)
@@ -48,3 +48,9 @@ def test_a_view_of_rsub_imports_no_json_package() -> None:
             " print('json' in sys.modules, 'locale' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_loads_reads_nan_and_infinity_as_json_loads_does() -> None:
+    # rsubd's encoder may write them (a usage figure from an ad); the client read replies so before fastjson.
+    value = fastjson.loads('{"a": NaN, "b": [Infinity, -Infinity]}')
+    assert math.isnan(value["a"]) and value["b"] == [math.inf, -math.inf]

@@ -155,6 +155,9 @@ def test_queue_from_relative_file(tmp_path: Path) -> None:
     assert desc.queue.vars == ("Item",)
     assert desc.queue.items == (("alpha",), ("",), ("beta gamma",), ("",), ("delta",), ("# not a comment",))
     assert desc.num_procs() == 6
+    # Lines end at "\n" (a Windows "\r\n" too), not at the other marks str.splitlines takes for line ends.
+    (tmp_path / "items.txt").write_text("a\x0cb\r\nc\x1ed\n", newline="")
+    assert _parse("queue from items.txt\n", tmp_path).queue.items == (("a\x0cb",), ("c\x1ed",))
 
 
 def test_queue_from_absolute_file_ignores_cwd(tmp_path: Path) -> None:

@@ -139,6 +139,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         for job in checked.get("jobs") or []:  # what differs between the jobs, as comments: still a description
             if job["commands"]:
                 print(f"# job {job['proc']}: " + "; ".join(f"{k} = {v}" for k, v in job["commands"].items()))
+        if checked.get("jobs") and any(j["commands"] for j in checked["jobs"]) and checked.get("jobs_not_listed"):
+            print(f"# ... and {checked['jobs_not_listed']:,} more job(s), not listed")
         print(f"rsub: dry run: {checked['num_procs']} job(s) would be submitted to schedd {checked['schedd']}"
               " as above; nothing was sent", file=sys.stderr)
         return 0

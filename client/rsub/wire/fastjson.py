@@ -27,19 +27,16 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-def _constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 class _Context:
-    """What `_json.make_scanner` reads of its context: json.loads's defaults, NaN and Infinity refused."""
+    """What `_json.make_scanner` reads of its context: json.loads's defaults (NaN and Infinity read as floats,
+    as the client read replies before; rsubd refuses them in requests)."""
 
     strict = True
     object_hook = None
     object_pairs_hook = None
     parse_float = float
     parse_int = int
-    parse_constant = staticmethod(_constant)
+    parse_constant = float  # "NaN", "Infinity", "-Infinity"
 
 
 _scan = None if _json is None else _json.make_scanner(_Context())  # type: ignore[arg-type]
@@ -61,7 +58,7 @@ def loads(text: str) -> Any:
     if _scan is None:  # pragma: no cover
         import json
 
-        return json.loads(text, parse_constant=_constant)
+        return json.loads(text)
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
         value, end = _scan(text, start)

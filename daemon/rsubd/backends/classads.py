@@ -18,13 +18,17 @@ def quiet_classad_library() -> None:
     memory for a log that never comes: about 150 bytes per ClassAd freed, 450 per parsed
     expression, so the embedded scheduler's constraint checks grew rsubd by megabytes a
     minute. Loading htcondor2 once configures dprintf, and the messages go nowhere. No
-    binding call is made here (those run in the worker processes, backends/condor), and
-    the CONDOR_CONFIG that htcondor2 sets for itself when no configuration exists is taken
-    back, so what rsubd hands to its jobs and workers is unchanged.
+    binding call is made here (those run in the worker processes, backends/condor, each
+    with its schedd's own configuration). It loads with an empty configuration: HTCondor
+    exits the process (no exception) on a configuration it cannot read, and a broken
+    CONDOR_CONFIG in the user's shell must not take rsubd down, nor the machine's
+    configuration govern rsubd's own ClassAds. CONDOR_CONFIG is then put back as it was,
+    so what rsubd hands to its jobs and workers is unchanged.
     """
     import os
 
     before = os.environ.get("CONDOR_CONFIG")
+    os.environ["CONDOR_CONFIG"] = os.devnull
     try:
         import htcondor2  # noqa: F401  # configures dprintf
     finally:

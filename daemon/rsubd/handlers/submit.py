@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rsubd.handlers.context import Services, check_schedd
-from rsubd.services import dagrescue, dagsubmit
+from rsubd.services import dagrescue, dagsubmit, eventlog
 from rsubd.services.submission import SubmitOrder
 
 
@@ -39,17 +39,25 @@ async def dry_run(services: Services, f: dict[str, Any]) -> dict[str, Any]:
     services.submissions.check_limits(name, prepared.num_procs)
     return {"schedd": name, "description": prepared.request.text, "num_procs": prepared.num_procs,
             "initialdirs": sorted(set(prepared.iwds)), "replaced": list(prepared.replaced),
-            "jobs": per_job(prepared.procs)}
+            "jobs": per_job(prepared.procs, DRY_RUN_JOBS),
+            "jobs_not_listed": max(0, prepared.num_procs - DRY_RUN_JOBS)}
 
 
-def per_job(procs: Sequence[Mapping[str, str]]) -> list[dict[str, Any]]:
+DRY_RUN_JOBS = 1000  # jobs listed one by one in a dry run's reply; a reply must stay well under a frame
+
+
+def per_job(procs: Sequence[Mapping[str, str]], limit: int) -> list[dict[str, Any]]:
     """Each job's own values, as condor_submit -dry-run lists each job: the commands that differ between jobs.
 
-    The description sent carries them as item data of one queue statement, which is hard to read.
+    The description sent carries them as item data of one queue statement, which is hard to read. The
+    first `limit` jobs are listed, with what differs across all of them. A job's `log` is the user's
+    (rsub sends each proc's under a name of its own, services/eventlog.py).
     """
-    keys = sorted({k for p in procs for k in p})
-    varying = [k for k in keys if len({p.get(k) for p in procs}) > 1]
-    return [{"proc": n, "commands": {k: p[k] for k in varying if k in p}} for n, p in enumerate(procs)]
+    mine = [{**{k: v for k, v in p.items() if k != eventlog.LOG_MACRO}, "log": p[eventlog.LOG_MACRO]}
+            if eventlog.LOG_MACRO in p else p for p in procs]
+    keys = sorted({k for p in mine for k in p})
+    varying = [k for k in keys if len({p.get(k) for p in mine}) > 1]
+    return [{"proc": n, "commands": {k: p[k] for k in varying if k in p}} for n, p in enumerate(mine[:limit])]
 
 
 async def resubmit_dag(services: Services, cluster: int, *, schedd: str | None, request_id: str,

@@ -129,7 +129,7 @@ class DagStore:
 
     def dags_to_place_again(self, schedd: str, error_prefix: str) -> list[Row]:
         """DAGs whose files could not all be moved home (their error starts so): tried again at each poll."""
-        return self._query("SELECT cluster_row, cluster, schedd, staging_dir FROM dags WHERE schedd = ?"
+        return self._query("SELECT cluster_row, cluster, schedd, staging_dir, error FROM dags WHERE schedd = ?"
                            " AND placed_at IS NOT NULL AND cleaned_at IS NULL AND substr(error, 1, ?) = ?",
                            [schedd, len(error_prefix), error_prefix])
 

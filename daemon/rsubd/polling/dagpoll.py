@@ -62,22 +62,36 @@ PLACE_FAILED = "its outputs could not all be moved home"
 
 
 def _place_error(directory: Path, e: OSError) -> str:
-    return f"{PLACE_FAILED} and stay in {directory} (tried again at each poll): {e}"
+    return f"{PLACE_FAILED} and stay in {directory} (tried again, a minute later at first, then less often): {e}"
 
 
-def _place_again(ledger: Ledger, schedd: str) -> None:
-    """The DAGs whose files could not all go home (a full disk, a directory in the way): one more try each."""
+# When each DAG whose files could not all go home is tried next, and the wait after that: a minute at first,
+# doubling to an hour (in memory: a restart tries once at once). Each try that changes nothing writes nothing.
+_next_try: dict[int, tuple[float, float]] = {}
+PLACE_RETRY_FIRST, PLACE_RETRY_MAX = 60.0, 3600.0
+
+
+def _place_again(ledger: Ledger, schedd: str, now: float) -> None:
+    """The DAGs whose files could not all go home (a full disk, a directory in the way): one more try each, when due."""
     for dag in ledger.dags_to_place_again(schedd, PLACE_FAILED):
+        row = int(dag["cluster_row"])
+        due, wait = _next_try.get(row, (0.0, PLACE_RETRY_FIRST))
+        if now < due:
+            continue
         directory = Path(str(dag["staging_dir"]))
         if not directory.is_dir():
-            ledger.record_dag_cleaned(int(dag["cluster_row"]))  # removed by hand: nothing left to move
+            ledger.record_dag_cleaned(row)  # removed by hand: nothing left to move
+            _next_try.pop(row, None)
             continue
         try:
             kept = dagretrieve.place(directory)
         except OSError as e:
-            ledger.record_dag_placed_again(int(dag["cluster_row"]), error=_place_error(directory, e))
+            _next_try[row] = (now + wait, min(wait * 2, PLACE_RETRY_MAX))
+            if (error := _place_error(directory, e)) != dag["error"]:
+                ledger.record_dag_placed_again(row, error=error)
             continue
-        ledger.record_dag_placed_again(int(dag["cluster_row"]), error=None)  # then cleaned as any DAG home
+        _next_try.pop(row, None)
+        ledger.record_dag_placed_again(row, error=None)  # then cleaned as any DAG home
         log.info("dag.home", schedd=schedd, cluster=dag["cluster"], kept=kept, again=True)
 
 
@@ -101,7 +115,7 @@ class DagWatch:
 
     def clean(self) -> None:
         """Remove the staging directories of DAGs home and no longer tracked (a repeated retrieve writes there)."""
-        _place_again(self.ledger, self.schedd.name)
+        _place_again(self.ledger, self.schedd.name, self._clock())
         for dag in self.ledger.dags_to_clean(self.schedd.name):
             dagretrieve.finish(Path(str(dag["staging_dir"])))
             self.ledger.record_dag_cleaned(int(dag["cluster_row"]))

@@ -80,9 +80,10 @@ def merge(user_log: Path, parts: Iterable[Path]) -> int:
     parts = [p for p in parts if p != user_log]
     with _merging:
         try:
-            have = events(user_log.read_text(encoding="utf-8", errors="surrogateescape"))
+            original = user_log.read_text(encoding="utf-8", errors="surrogateescape")
         except FileNotFoundError:
-            have = []
+            original = ""
+        have = events(original)
         # Counted, not just seen: a proc may log the same text twice (evicted twice within a second),
         # and a repeated merge must still add nothing.
         had = Counter(have)
@@ -97,18 +98,25 @@ def merge(user_log: Path, parts: Iterable[Path]) -> int:
             except OSError as e:
                 log.warning("eventlog.unreadable", path=str(part), error=e.strerror)
                 continue
-            read.append(part)
+            found = events(text)
+            if found or not text.strip():
+                read.append(part)  # merged below; a part with text and no event (an XML log?) stays, and is said
+            else:
+                log.warning("eventlog.not_events", path=str(part))
             counts: Counter[str] = Counter()
-            for event in events(text):
+            for event in found:
                 counts[event] += 1
                 if counts[event] > wanted[event]:
                     wanted[event] = counts[event]
                     if counts[event] > had[event]:
                         added.append(event)
-        if added:
+        if added and "".join(have) == original:
             # A stable sort: events of the same second keep the order their proc logged them in.
-            merged = sorted(have + added, key=_when)
-            _replace(user_log, "".join(merged))
+            _replace(user_log, "".join(sorted(have + added, key=_when)))
+        elif added:
+            # The file holds more than events (a note of the user's, a torn write): kept as it is, the new after it.
+            _replace(user_log, original + ("\n" if original and not original.endswith("\n") else "")
+                     + "".join(sorted(added, key=_when)))
         for part in read:
             with contextlib.suppress(FileNotFoundError):
                 part.unlink()

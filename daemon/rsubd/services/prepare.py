@@ -111,6 +111,8 @@ def prepare(
         inputs = (desc.get("transfer_input_files") or "").strip()
         extra.append(("transfer_input_files", f"{inputs}, {job_token}" if inputs else job_token))
     user_log = desc.get("log")
+    if (desc.get("log_xml") or "").strip().lower() in ("true", "t", "yes", "y", "1"):
+        user_log = None  # an XML log is not merged event by event: sent as written, as before
     per_proc_log = eventlog.per_proc_log(user_log) if user_log is not None else None
     if user_log is not None and per_proc_log is not None:
         # Each proc's log comes home under a name of its own, then joins the user's (services/eventlog.py).

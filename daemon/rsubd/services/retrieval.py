@@ -101,15 +101,16 @@ def log_targets(
 _LogNames = list[tuple[str, str, str] | None]
 _log_cache: dict[tuple[str, str, int], _LogNames] = {}
 _log_cache_lock = threading.Lock()
-_LOG_CACHE_CLUSTERS = 16
+_LOG_CACHE_CLUSTERS = 64
 
 
 def _log_names(text: str, submit_dir: str, cluster: int) -> _LogNames:
     key = (text, submit_dir, cluster)
     with _log_cache_lock:
-        hit = _log_cache.get(key)
-    if hit is not None:
-        return hit
+        hit = _log_cache.pop(key, None)
+        if hit is not None:
+            _log_cache[key] = hit  # the most recently used last: the oldest unused goes first
+            return hit
     names: _LogNames = []
     for c in submitdesc.expand(submitdesc.parse(text, cwd=submit_dir), cluster=cluster):
         user_log, per_proc = c.get(eventlog.LOG_MACRO, "").strip(), c.get("log", "").strip()

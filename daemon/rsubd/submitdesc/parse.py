@@ -169,7 +169,11 @@ def _items_from(
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise SubmitError(f"line {lineno}: cannot read item file {path}: {reason}") from e
     # Every line of an item file is an item, a blank one or a "#" one too (as condor_submit reads it).
-    return [ln.strip() for ln in content.splitlines()], i
+    # Lines end at "\n" only, as condor_submit reads them (str.splitlines would also split at \x0c, \x1e, ...).
+    lines = content.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    return [ln.strip() for ln in lines], i
 
 
 def _items_in(rest: str, lineno: int, lines: list[str], i: int) -> tuple[list[str], int]:

@@ -24,7 +24,7 @@ ERROR_PATTERNS: tuple[tuple[str, ErrorKind], ...] = (
     ("CEDAR:6001", ErrorKind.UNREACHABLE),
     ("Failed to connect", ErrorKind.UNREACHABLE),
     ("Unable to locate", ErrorKind.UNREACHABLE),
-    ("Error when performing action on the schedd", ErrorKind.UNREACHABLE),
+    ("Error when performing action on the schedd", ErrorKind.UNREACHABLE),  # ACT_FAILED, below
     ("Failed to create job ad", ErrorKind.REJECTED),
     ("Failed to create new cluster", ErrorKind.REJECTED),
     ("invalid Queue statement", ErrorKind.REJECTED),
@@ -39,6 +39,7 @@ ERROR_PATTERNS: tuple[tuple[str, ErrorKind], ...] = (
 # performing action on the schedd.", the same words as for a refused connection, which fails at once: a
 # failure that took this long was a silence, not a refusal.
 SILENT_AFTER = 15.0
+ACT_FAILED = "Error when performing action on the schedd"
 
 
 def classify(message: str, *, is_value_error: bool = False, elapsed: float = 0.0) -> ErrorKind:
@@ -49,8 +50,8 @@ def classify(message: str, *, is_value_error: bool = False, elapsed: float = 0.0
         if needle in message:
             if kind is ErrorKind.INPUT_MISSING and "No such file" not in message:
                 return ErrorKind.TRANSFER
-            if kind is ErrorKind.UNREACHABLE and elapsed >= SILENT_AFTER:
-                return ErrorKind.TIMEOUT
+            if needle == ACT_FAILED and elapsed >= SILENT_AFTER:
+                return ErrorKind.TIMEOUT  # a refusal fails at once; "Failed to connect" after 20 s stays unreachable
             return kind
     return ErrorKind.OTHER
 
@@ -59,7 +60,7 @@ def explain(message: str, elapsed: float) -> tuple[ErrorKind, str]:
     """The kind of a failed binding call and its message, saying so when a silence is what failed it."""
     kind = classify(message, elapsed=elapsed)
     text = message or "the schedd gave no message"
-    if kind is ErrorKind.TIMEOUT and classify(message) is ErrorKind.UNREACHABLE:
+    if kind is ErrorKind.TIMEOUT and ACT_FAILED in message and classify(message) is ErrorKind.UNREACHABLE:
         text += (f" (after {elapsed:.0f} s: the schedd took the connection and never answered;"
                  " it may be frozen or overloaded)")
     return kind, text
