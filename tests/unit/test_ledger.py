@@ -356,7 +356,6 @@ def plans(ledger: Ledger, call: Callable[[], object]) -> list[str]:
         ("rsub status C", lambda led: led.jobs([JobSelector(5)], limit=1000)),
         ("rsub status C.P@S", lambda led: led.jobs([JobSelector(5, 3, "local")], limit=1000)),
         ("a poll", lambda led: led.tracked("local")),
-        ("rsub daemon status", lambda led: led.counts_by_state("local")),
     ],
 )
 def test_reads_use_an_index_in_the_order_shown(ledger: Ledger, what: str, call: Callable[[Ledger], object]) -> None:
@@ -365,6 +364,15 @@ def test_reads_use_an_index_in_the_order_shown(ledger: Ledger, what: str, call: 
     assert steps, what
     assert not any(s.startswith("SCAN jobs") and "INDEX" not in s for s in steps), (what, steps)
     assert not any("TEMP B-TREE" in s for s in steps), (what, steps)
+
+
+def test_daemon_status_counts_read_no_job_row(ledger: Ledger) -> None:
+    # At every systemd watchdog ping: the kept counts, not a GROUP BY over a year's million jobs (110 ms).
+    submitted(ledger, 5, procs=5)
+    ledger.apply_changes("local", [(5, 0, {"state": "running"})])
+    assert plans(ledger, lambda: ledger.counts_by_state("local")) == []
+    counted = dict(ledger._conn.execute("SELECT state, count(*) FROM jobs WHERE schedd = 'local' GROUP BY state"))
+    assert ledger.counts_by_state("local") == counted == {"running": 1, "spooling": 4}
 
 
 def test_tracked_is_compact_tuples_of_what_a_poll_compares(ledger: Ledger) -> None:

