@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,6 @@ from rsubd.ledger import compaction
 from rsubd.ledger.compaction import Compactor, compact
 from rsubd.ledger.schema import FINAL_SQL, MIGRATIONS
 from rsubd.ledger.store import Ledger
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    led = Ledger(tmp_path / "ledger.db")
-    yield led
-    led.close()
 
 
 def _cluster(ledger: Ledger, cluster: int, procs: int, schedd: str = "local") -> None:

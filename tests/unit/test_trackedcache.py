@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import random
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,6 @@ from rsubd.ledger.schema import TrackedJob
 from rsubd.ledger.store import Ledger
 
 Key = tuple[int, int]
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    led = Ledger(tmp_path / "ledger.db")
-    yield led
-    led.close()
 
 
 def submit(ledger: Ledger, cluster: int, procs: int, schedd: str = "local") -> None:
