@@ -35,7 +35,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `tools` and `tests` (the repository) importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rsub.wire.vocabulary import ACTIVE_STATES
+from rsub.wire.vocabulary import ACTIVE_STATES, EXIT_TIMEOUT
 from rsubd.platform.crash import ENV, POINTS
 from tests.support.daemon import BIN, Rsubd, StartFailure, short_root
 from tools.crash_verify import audit, ledger_rows, schedd_jobs
@@ -49,6 +49,9 @@ poll_interval = 0.3
 early_poll_every = 0.2
 """
 PLAN_DEADLINE = 6.0  # seconds a plan may take to reach its point before the harness kills rsubd itself
+MAX_UNEXPECTED_IN_A_ROW = 3  # rsubd exiting by itself this often in a row ends the crash phase
+CRASH_SHARE = 0.6  # of --budget, the most the crash phase may take; the final phase has the rest
+FINAL_RESERVE = 20.0  # seconds of --budget kept for the last status, stopping rsubd and the audit
 MAX_PENDING_CLIENTS = 4
 # A recover.* point is met only when rsubd starts with a submit it did not finish: these leave one.
 SETUP_FOR = {
@@ -82,8 +85,12 @@ class Plan:
 
 
 class Harness:
-    def __init__(self, root: Path, kills: int, seed: int, max_active: int, quiet: bool) -> None:
+    def __init__(self, root: Path, kills: int, seed: int, max_active: int, quiet: bool,
+                 budget: float | None = None) -> None:
         self.root = root
+        self.started = time.monotonic()
+        self.budget = budget  # seconds the whole run may take, or None
+        self.cut_short: list[str] = []  # what the budget or a failing rsubd cut short, and what was left
         self.work = root / "work"
         self.work.mkdir(parents=True, exist_ok=True)
         self.target = kills
@@ -105,12 +112,19 @@ class Harness:
         self.kills_external = 0
         self.kills_fallback = 0
         self.unexpected: list[str] = []
+        self.unexpected_in_a_row = 0
         self.actions: Counter[str] = Counter()
 
     @property
     def kills(self) -> int:
         return (sum(self.kills_by_point.values()) + sum(self.kills_random.values()) + self.kills_external
                 + self.kills_fallback)
+
+    def left(self, share: float = 1.0) -> float:
+        """Seconds left of `share` of the budget (infinite without one)."""
+        if self.budget is None:
+            return float("inf")
+        return self.started + self.budget * share - time.monotonic()
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -234,9 +248,12 @@ class Harness:
             (self.kills_random if plan.kind == "random" else self.kills_by_point)[hit[-1]] += 1
             outcome = f"died at {hit[-1]}"
         else:
+            self.unexpected_in_a_row += 1
             tail = text.strip().splitlines()[-5:]
             self.unexpected.append(f"run {self.runs} ({plan.label()}): exit {proc.returncode}: {tail}")
             outcome = f"exited {proc.returncode} unexpectedly"
+        if killed or hit:
+            self.unexpected_in_a_row = 0
         self.reap()
         self.say(f"run {self.runs}: {plan.label()}: {outcome} after {took:.1f} s; "
                  f"{len(self.submissions)} submits, {len(self.pending())} pending")
@@ -257,6 +274,14 @@ class Harness:
     def crash_phase(self) -> None:
         plans: list[Plan] = []
         while self.kills < self.target:
+            if self.left(CRASH_SHARE) <= 0:
+                self.cut_short.append(f"the crash phase: the budget's share ({CRASH_SHARE * self.budget:.0f} s) "
+                                      f"was spent after {self.kills} of {self.target} kills")
+                return
+            if self.unexpected_in_a_row >= MAX_UNEXPECTED_IN_A_ROW:
+                self.cut_short.append(f"the crash phase: rsubd exited by itself {self.unexpected_in_a_row} times"
+                                      " in a row")
+                return
             if not plans:
                 plans = self.deck()
             plan = plans.pop()
@@ -274,7 +299,7 @@ class Harness:
             self.unexpected.append(f"the final rsubd did not start: {e}")
             return []
         t0 = time.monotonic()
-        deadline = t0 + 180
+        deadline = t0 + self.within(180)
         while self.pending() and time.monotonic() < deadline:
             self.reap()
             self.release_due()
@@ -285,19 +310,25 @@ class Harness:
                 s.client.communicate()
                 s.client = None
         self.say(f"final: submit clients done after {time.monotonic() - t0:.1f} s")
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.within(60)
         while self.to_release and time.monotonic() < deadline:
             self.release_due(everything=True)
             time.sleep(0.2)
+        if self.to_release:
+            self.cut_short.append(f"releases: {sorted(self.to_release)[:10]} still to release")
         ids = [str(s.cluster) for s in self.submissions if s.outcome == "ok"]
         if ids:
-            waited = self.rsub("wait", "--timeout", "300", *ids, timeout=330)
+            wait_for = max(1, int(self.within(300)))
+            waited = self.rsub("wait", "--timeout", str(wait_for), *ids, timeout=wait_for + 30)
             if waited.returncode != 0:
                 self.say(f"rsub wait: exit {waited.returncode}: {waited.stderr.strip()[-300:]}")
+            if waited.returncode in (EXIT_TIMEOUT, 124):  # rsub wait's own timeout, or the harness's
+                self.cut_short.append(f"rsub wait --timeout {wait_for}: exit {waited.returncode}; not final: "
+                                      f"{self.not_final()}")
         self.say(f"final: every job final after {time.monotonic() - t0:.1f} s")
         # Final in rsub's eyes; now let the marks land and marked jobs leave the schedd's queue.
         marks = ", ".join("?" * len(ACTIVE_STATES))
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.within(60)
         while time.monotonic() < deadline:
             tracked = ledger_rows(self.ledger, f"SELECT 1 FROM jobs WHERE state IN ({marks}) OR (state = 'retrieved'"
                                                " AND marked_at IS NULL)", ACTIVE_STATES)
@@ -309,6 +340,26 @@ class Harness:
         jobs: list[dict[str, Any]] = json.loads(status.stdout)["jobs"] if status.returncode == 0 else []
         self.rsubd.stop(timeout=30)
         return jobs
+
+    def within(self, seconds: float) -> float:
+        """`seconds`, or what the budget leaves once the audit's own time is set aside."""
+        return max(1.0, min(seconds, self.left() - FINAL_RESERVE))
+
+    def not_final(self, most: int = 10) -> list[str]:
+        """The jobs rsub still tracks, each with its state in the ledger and in the schedd: why a wait timed out."""
+        marks = ", ".join("?" * len(ACTIVE_STATES))
+        rows = ledger_rows(self.ledger, f"SELECT cluster, proc, state FROM jobs WHERE state IN ({marks})"
+                                        " ORDER BY cluster, proc", ACTIVE_STATES)
+        try:
+            ads = {(c, p): (where, ad) for where, c, p, ad in schedd_jobs(self.state / "local" / "local" / "queue.db")}
+        except sqlite3.Error:
+            ads = {}
+        out = []
+        for row in rows[:most]:
+            where, ad = ads.get((row["cluster"], row["proc"]), ("nowhere", {}))
+            out.append(f"{row['cluster']}.{row['proc']} {row['state']} (schedd: {where} JobStatus "
+                       f"{ad.get('JobStatus')} {ad.get('HoldReason') or ''})".rstrip())
+        return out + ([f"and {len(rows) - most} more"] if len(rows) > most else [])
 
     def leaving(self) -> int:
         """Jobs still queued with RETRIEVED = true: the schedd lets them go at its next pass."""
@@ -326,12 +377,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the state, work and log directory")
     parser.add_argument("--max-active", type=int, default=16, help="no new submit while more jobs are active")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds the whole run may take: at most 60%% of it killing, the rest finishing; what "
+                             "it cuts short is a broken target, named in the report (no limit)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 30)
     # A short path: rsubd's socket lives under it, and Unix socket paths stop at about 108 bytes.
     root = short_root("rsub-crash-")
     started = time.monotonic()
-    h = Harness(root, args.kills, seed, args.max_active, args.quiet)
+    h = Harness(root, args.kills, seed, args.max_active, args.quiet, args.budget)
     jobs: list[dict[str, Any]] = []
     try:
         h.crash_phase()
@@ -363,10 +417,13 @@ def main(argv: list[str] | None = None) -> int:
         **dict(sorted(counts.items())),
         "seconds": round(time.monotonic() - started, 1),
         "problems": problems + h.unexpected,
+        "cut_short": h.cut_short,
     }
     broken = [k for k in TARGET_ZEROS if report.get(k)]
     if h.kills < args.kills:
         broken.append("kills")
+    if h.cut_short:
+        broken.append("cut_short")
     if args.kills >= 3 * len(POINTS) and report["points_never_killed"]:
         broken.append("points_never_killed")
     report["targets_broken"] = broken

@@ -37,20 +37,24 @@ early_poll_every = 0.2
 @pytest.mark.timeout(300)
 def test_a_short_kill_run_loses_nothing_and_duplicates_nothing() -> None:
     seed = os.environ.get("RSUB_CRASH_SEED", "20")
-    # Its own session, so that a harness cut off by the timeout takes its rsubd and clients with it.
+    # Its own session, so that a harness cut off by the timeout takes its rsubd and clients with it. The budget
+    # makes the harness itself stop short of the timeout and say what it was waiting for; its progress lines
+    # (stderr) are shown if anything fails.
     harness = subprocess.Popen([sys.executable, str(REPO / "tools" / "crash_harness.py"), "--kills", "20",
-                                "--seed", seed, "--quiet"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+                                "--seed", seed, "--budget", "240"], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = harness.communicate(timeout=280)
     except subprocess.TimeoutExpired:
         os.killpg(harness.pid, signal.SIGKILL)
-        harness.communicate()
-        raise
-    assert out, err[-3000:]
+        out, err = harness.communicate()
+        pytest.fail(f"the harness overran its budget; its last progress lines:\n{err[-4000:]}")
+    assert out, err[-4000:]
     report = json.loads(out)
-    why = json.dumps({k: report[k] for k in ("seed", "targets_broken", "problems")}, indent=1)
-    assert report["kills"] >= 20
+    why = json.dumps({k: report[k] for k in ("seed", "targets_broken", "problems", "cut_short")}, indent=1)
+    why += "\n" + "\n".join(err.splitlines()[-15:])
+    assert report["cut_short"] == [], why
+    assert report["kills"] >= 20, why
     assert len(report["kills_by_point"]) >= 5, report["kills_by_point"]  # several distinct named points
     assert report["restarts"] == report["runs"] - 1 >= report["kills"]
     assert report["clusters_submitted"] > 0 and report["jobs_seen_by_schedd"] >= report["jobs_submitted"]
