@@ -103,6 +103,25 @@ def test_a_hold_while_the_input_spools_holds_the_job_once_spooled(two: Rsubd, tm
     assert two.rsub("rm", str(cluster), "--schedd", "vm").returncode == 0
 
 
+def test_a_release_after_a_hold_while_spooling_cancels_the_kept_hold(two: Rsubd, tmp_path: Path) -> None:
+    """Hold then release while the input spools: the user's last word is the release, so the hold rsubd kept is
+    dropped and the job runs once spooled (it used to be held then, and stay held: the crash harness's hang)."""
+    cluster = submit_shell(two, tmp_path, "sleep 60", "queue 2")
+    job, other = f"{cluster}.0@vm", f"{cluster}.1@vm"
+    assert two.rsub("hold", "--reason", "wrong input", job, other).returncode == 0
+    released = two.rsub("release", job)
+    assert released.returncode == 0, released.stderr
+    assert released.stdout.splitlines() == [
+        "vm: release: 1 job(s) matched; 1 bad status",
+        f"vm: {cluster}.0: the hold rsubd was keeping for after spooling is dropped; it runs once spooled"]
+    wait_until(lambda: two.states(other)[other] == "held", 20, "the other job's kept hold to be sent")
+    wait_until(lambda: two.states(job)[job] == "running", 20, "the released job to run")
+    time.sleep(1.5)  # a poll or two later it is still running: no hold came after the release
+    assert two.states(job)[job] == "running"
+    assert two.json("status", job)["jobs"][0]["hold_reason"] in (None, "")
+    assert two.rsub("rm", str(cluster), "--schedd", "vm").returncode == 0
+
+
 def test_a_cut_off_submit_shows_in_status_with_what_recovery_found(tmp_path: Path) -> None:
     faults = tmp_path / "faults.json"
     faults.write_text(json.dumps({"mode": "hang", "seconds": 1, "ops": ["submit"]}))

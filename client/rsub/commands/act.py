@@ -61,6 +61,10 @@ def cmd_act(args: argparse.Namespace) -> int:
             who = ", ".join(spooling) if len(spooling) <= 3 else f"{len(spooling)} jobs"
             print(f"{name}: {who} {'is' if len(spooling) == 1 else 'are'} still held for spooling the input; "
                   "rsubd holds them as soon as that ends (the schedd would release them)")
+        if cancelled := counts.get("hold_cancelled"):
+            who = ", ".join(cancelled) if len(cancelled) <= 3 else f"{len(cancelled)} jobs"
+            print(f"{name}: {who}: the hold rsubd was keeping for after spooling is dropped; "
+                  f"{'it runs' if len(cancelled) == 1 else 'they run'} once spooled")
         if counts.get("reason_missing"):
             print(f"rsub: {name} does not show the reason on {', '.join(counts['reason_missing'])}", file=sys.stderr)
     if "reason" in result:

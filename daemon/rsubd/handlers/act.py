@@ -11,7 +11,7 @@ from rsub.wire.vocabulary import FINAL_STATES, ErrorCode, RequestError
 from rsubd.backends.classads import check_expression
 from rsubd.backends.schedd import Action, ActResult, ErrorKind, JobSpec, ScheddError, ids_constraint, job_id
 from rsubd.handlers.context import Services, check_schedd, rows
-from rsubd.services.spoolholds import LOOK_AGAIN_AFTER, keep_intent
+from rsubd.services.spoolholds import LOOK_AGAIN_AFTER, cancel_intent, keep_intent
 from rsubd.services.views import owner
 
 log = structlog.get_logger("rsubd.handlers")
@@ -131,11 +131,14 @@ async def act(services: Services, action: str, ids: list[Any], reason: str | Non
         if not jobs:  # every job named there is already done with: nothing to ask the schedd
             summary[name] = {**ActResult().as_dict(), "finished": finished[name]}
             continue
+        cancelled = await _cancel_kept_holds(services, name, action, jobs)
         try:
             result = await asyncio.to_thread(services.schedds[name].act, ACTIONS[action], jobs, reason)
         except ScheddError as e:
             raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: {e}") from None
         summary[name] = result.as_dict()
+        if cancelled:
+            summary[name]["hold_cancelled"] = cancelled
         if action == "hold" and result.already_done:
             await _keep_hold(services, name, jobs, reason, summary[name])
         if name in finished:
@@ -158,6 +161,7 @@ async def _act_constraint(services: Services, action: str, constraint: str, reas
         check_expression(constraint)
     except ValueError as e:
         raise RequestError(ErrorCode.BAD_REQUEST, f"invalid constraint {constraint.strip()!r}: {e}") from None
+    cancelled = await _cancel_kept_holds(services, name, action, spec)
     try:
         result = await asyncio.to_thread(services.schedds[name].act, ACTIONS[action], spec, reason)
     except ScheddError as e:
@@ -167,13 +171,22 @@ async def _act_constraint(services: Services, action: str, constraint: str, reas
         raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: {e}") from None
     except ValueError as e:  # text the ClassAd parser refuses before parsing (it passed the checks above)
         raise RequestError(ErrorCode.BAD_REQUEST, f"invalid constraint: {e}") from None
-    counts = result.as_dict()
+    counts: dict[str, Any] = {**result.as_dict()}
+    if cancelled:
+        counts["hold_cancelled"] = cancelled
     if action == "hold" and result.already_done:
         await _keep_hold(services, name, spec, reason or default_reason("hold"), counts)
     services.polls.schedd_answered(name)
     log.info("jobs.acted", schedd=name, action=action, constraint=True, **result.as_dict())
     services.polls.poke(name, force=True)
     return {"action": action, "constraint": spec, "schedds": {name: counts}}
+
+
+async def _cancel_kept_holds(services: Services, name: str, action: str, spec: JobSpec) -> list[str]:
+    """A release drops the holds rsubd keeps for jobs still spooling, before it is sent: the user's last word."""
+    if action != "release" or not services.ledger.pending_hold_count(name):
+        return []
+    return await asyncio.to_thread(cancel_intent, services.schedds[name], services.ledger, name, spec)
 
 
 async def _keep_hold(services: Services, name: str, spec: JobSpec, reason: str, counts: dict[str, Any]) -> None:

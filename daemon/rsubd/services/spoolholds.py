@@ -7,11 +7,15 @@ not hold are held for spooling (`keep_intent`), and the ledger keeps the user's 
 (`pending_holds`, durable across a restart). Each poll reads the pending holds of its schedd;
 when the poll's own query shows one job's spool hold over, `settle` holds it with the user's
 reason. A job that finished or left the queue meanwhile drops its pending hold; one held for
-another reason already has what the user asked.
+another reason already has what the user asked. A release asked for before the hold is sent
+is the user's last word: it drops the pending hold (`cancel_intent`), and the job runs once
+spooled. One lock per schedd orders that drop against the poll sending the hold, so a hold
+never lands after the release that should have cancelled it.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -39,6 +43,16 @@ SPOOL_PROJECTION = ("ClusterId", "ProcId", "JobStatus", "HoldReasonCode")
 LOOK_AGAIN_AFTER = 2.0
 
 
+_GUARDS: dict[str, threading.Lock] = {}
+_GUARDS_LOCK = threading.Lock()
+
+
+def guard(name: str) -> threading.Lock:
+    """The lock that orders one schedd's pending holds: kept, cancelled by a release, or sent by a poll."""
+    with _GUARDS_LOCK:
+        return _GUARDS.setdefault(name, threading.Lock())
+
+
 def spooling(ad: Mapping[str, object]) -> bool:
     return ad.get("JobStatus") == JobStatus.HELD and ad.get("HoldReasonCode") == HoldCode.SPOOLING_INPUT
 
@@ -57,8 +71,36 @@ def keep_intent(schedd: Schedd, ledger: Ledger, name: str, spec: JobSpec, reason
         return []
     keys = sorted((int(str(a["ClusterId"])), int(str(a["ProcId"]))) for a in ads if spooling(a))
     if keys:
-        ledger.add_pending_holds(name, keys, reason, clock())
+        with guard(name):
+            ledger.add_pending_holds(name, keys, reason, clock())
         log.info("hold.pending_spool", schedd=name, jobs=len(keys), first=job_id(*keys[0]))
+    return [job_id(*k) for k in keys]
+
+
+def cancel_intent(schedd: Schedd, ledger: Ledger, name: str, spec: JobSpec) -> list[str]:
+    """Before a release: drop the holds kept for the jobs of `spec`; their ids (almost always none).
+
+    Called before the release is sent, so that a poll cannot send the kept hold after it. Jobs named by
+    id need no query; a constraint is asked of the schedd (projected) only when some hold is pending.
+    """
+    pending = ledger.pending_holds(name)
+    if not pending:
+        return []
+    if isinstance(spec, str):
+        try:
+            ads = schedd.query(spec, SPOOL_PROJECTION)
+        except ScheddError as e:
+            log.warning("release.pending_unknown", schedd=name, error=str(e))
+            return []
+        named = {(int(str(a["ClusterId"])), int(str(a["ProcId"]))) for a in ads}
+    else:
+        named = {(int(c), int(p)) for c, _, p in (i.partition(".") for i in spec)}
+    with guard(name):
+        keys = sorted(named & ledger.pending_holds(name).keys())
+        if keys:
+            ledger.drop_pending_holds(name, keys)
+    if keys:
+        log.info("hold.pending_cancelled", schedd=name, jobs=len(keys), first=job_id(*keys[0]))
     return [job_id(*k) for k in keys]
 
 
@@ -83,9 +125,16 @@ class SpoolHolds:
         Returns the ledger changes of the jobs held (the schedd said success): held by the user,
         as the next poll will also see them.
         """
+        with guard(self.schedd.name):  # a release cancelling one of these waits until the holds are sent
+            return self._settle(self.ledger.pending_holds(self.schedd.name).keys() & pending.keys(), pending, ads)
+
+    def _settle(self, still: set[Key], pending: Mapping[Key, tuple[str, float]],
+                ads: Mapping[Key, JobAd]) -> list[Change]:
         by_reason: dict[str, list[Key]] = {}
         settled: list[Key] = []
         for key, (reason, _) in pending.items():
+            if key not in still:  # cancelled by a release since the poll read it
+                continue
             ad = ads.get(key)
             if ad is not None and spooling(ad):
                 continue  # still spooling: looked at again next poll
