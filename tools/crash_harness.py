@@ -51,7 +51,7 @@ early_poll_every = 0.2
 PLAN_DEADLINE = 6.0  # seconds a plan may take to reach its point before the harness kills rsubd itself
 MAX_UNEXPECTED_IN_A_ROW = 3  # rsubd exiting by itself this often in a row ends the crash phase
 CRASH_SHARE = 0.6  # of --budget, the most the crash phase may take; the final phase has the rest
-FINAL_RESERVE = 20.0  # seconds of --budget kept for the last status, stopping rsubd and the audit
+FINAL_RESERVE = 20.0  # seconds of --budget (at most a tenth of it) kept for the last status, stop and audit
 MAX_PENDING_CLIENTS = 4
 # A recover.* point is met only when rsubd starts with a submit it did not finish: these leave one.
 SETUP_FOR = {
@@ -343,7 +343,8 @@ class Harness:
 
     def within(self, seconds: float) -> float:
         """`seconds`, or what the budget leaves once the audit's own time is set aside."""
-        return max(1.0, min(seconds, self.left() - FINAL_RESERVE))
+        reserve = min(FINAL_RESERVE, 0.1 * self.budget) if self.budget is not None else 0.0
+        return max(1.0, min(seconds, self.left() - reserve))
 
     def not_final(self, most: int = 10) -> list[str]:
         """The jobs rsub still tracks, each with its state in the ledger and in the schedd: why a wait timed out."""

