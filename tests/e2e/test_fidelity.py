@@ -152,3 +152,19 @@ def test_the_job_event_log_holds_every_procs_events_in_time_order(rsubd: Rsubd, 
     with tarfile.open(workdir / "logs" / f"{cluster}.0@local.tgz") as tar:
         member = tar.extractfile("job.log")
         assert member is not None and f"({cluster:03d}.000.000)" in member.read().decode()
+
+
+def test_a_queue_statement_with_no_log_leaves_the_others_logs_whole(rsubd: Rsubd, workdir: Path) -> None:
+    """Procs 0 and 1 log to a.log and proc 2 to none: 0 and 1 each come home under a name of their own and join
+    a.log (before, one proc without a log sent every log as written, and 1's copy overwrote 0's)."""
+    import htcondor2
+
+    (workdir / "job.sub").write_text("executable = /bin/true\ntransfer_executable = false\nlog = a.log\nqueue 2\n"
+                                     "log =\nqueue 1\n")
+    result = rsubd.rsub("submit", "--json", "job.sub", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    cluster = json.loads(result.stdout)["cluster"]
+    wait_until(lambda: set(rsubd.states(str(cluster)).values()) == {"retrieved"}, 60, "all three retrieved")
+    read = [(int(e.type), e.proc) for e in htcondor2.JobEventLog(str(workdir / "a.log")).events(stop_after=0)]
+    assert sorted(read) == sorted((t, p) for t in (0, 1, 5) for p in range(2)), read
+    assert sorted(p.name for p in workdir.iterdir()) == ["a.log", "job.sub"]  # no copy left, no log for proc 2

@@ -15,6 +15,7 @@ from pathlib import Path
 from rsubd import submitdesc
 from rsubd.backends.schedd import SubmitRequest
 from rsubd.services import eventlog, retrieval
+from rsubd.submitdesc.flatten import one_queue
 
 
 class SubmitRefused(Exception):
@@ -49,6 +50,17 @@ class Prepared:
 
 # Commands rsub sets itself; a user's own value is replaced (and the reply says so).
 RSUB_KEYS = ("leave_in_queue", "My.RETRIEVED", "My.RsubInstance", "My.RsubId")
+
+
+def _per_proc_logs(desc: submitdesc.SubmitDescription, mergeable: list[bool]) -> submitdesc.SubmitDescription:
+    """The description as one queue statement whose procs each have their own `log`: under a per-proc name
+    where `mergeable` (joined into the user's log once home), as written elsewhere (flatten.one_queue)."""
+    procs = submitdesc.expand(desc, cluster=None)
+    for proc, merge in zip(procs, mergeable, strict=True):
+        if merge:
+            proc[eventlog.LOG_MACRO] = proc["log"].strip()
+            proc["log"] = proc[eventlog.LOG_MACRO] + eventlog.PER_PROC_SUFFIX
+    return one_queue(procs, range(len(procs)))
 
 
 def _abs(base: str, path: str) -> str:
@@ -119,13 +131,19 @@ def prepare(
         extra += [(eventlog.LOG_MACRO, user_log.strip()), ("log", per_proc_log)]
     try:
         procs = submitdesc.expand(desc.with_commands(extra), cluster=0)
-        if per_proc_log is not None and any(eventlog.per_proc_log(p[eventlog.LOG_MACRO]) is None for p in procs):
-            # A macro made some proc's log empty, /dev/null or a "~" path: send it as written.
+        mergeable = [eventlog.per_proc_log(p[eventlog.LOG_MACRO]) is not None for p in procs] if per_proc_log else []
+        if not all(mergeable):
+            # A macro or a later queue statement made some proc's log empty, /dev/null or a "~" path: that
+            # proc's log is sent as written, and each other proc's still comes home under a name of its own.
             extra = [(k, v) for k, v in extra if k not in (eventlog.LOG_MACRO, "log")]
-            procs = submitdesc.expand(desc.with_commands(extra), cluster=0)
+            desc = desc.with_commands(extra)
+            if any(mergeable):
+                desc = _per_proc_logs(desc, mergeable)
+            procs = submitdesc.expand(desc, cluster=0)
+        else:
+            desc = desc.with_commands(extra)
     except submitdesc.SubmitError as e:
         raise SubmitRefused(str(e)) from None
-    desc = desc.with_commands(extra)
     if not procs:
         raise SubmitRefused("the queue statement makes no jobs")
     iwds = []
