@@ -23,6 +23,16 @@ def _submit(rsubd: Rsubd, workdir: Path, queue: str) -> int:
     return cluster
 
 
+def _retrieved(rsubd: Rsubd, workdir: Path, description: str) -> int:
+    """Submit `description` as job.sub in `workdir`; its cluster, once every job is retrieved."""
+    (workdir / "job.sub").write_text(description)
+    result = rsubd.rsub("submit", "--json", "job.sub", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    cluster: int = json.loads(result.stdout)["cluster"]
+    wait_until(lambda: set(rsubd.states(str(cluster)).values()) == {"retrieved"}, 60, "every job retrieved")
+    return cluster
+
+
 def test_a_hold_reason_with_a_double_quote_arrives_and_the_count_is_what_matched(rsubd: Rsubd, workdir: Path) -> None:
     other = _submit(rsubd, workdir, "queue 3")  # the queue holds more jobs than the hold names
     cluster = _submit(rsubd, workdir, "queue 1")
@@ -129,12 +139,8 @@ def test_a_log_in_a_directory_or_absolute_is_whole_where_it_names(rsubd: Rsubd, 
 
 def test_the_job_event_log_holds_every_procs_events_in_time_order(rsubd: Rsubd, workdir: Path) -> None:
     (workdir / "job.log").write_text("")  # a log file of the user's, as condor_submit would append to
-    (workdir / "job.sub").write_text("executable = /bin/sh\narguments = -c 'sleep 0.$(Process)'\n"
-                                     "transfer_executable = false\nlog = job.log\nqueue 3\n")
-    result = rsubd.rsub("submit", "--json", "job.sub", cwd=workdir)
-    assert result.returncode == 0, result.stderr
-    cluster = json.loads(result.stdout)["cluster"]
-    wait_until(lambda: set(rsubd.states(str(cluster)).values()) == {"retrieved"}, 60, "all three retrieved")
+    cluster = _retrieved(rsubd, workdir, "executable = /bin/sh\narguments = -c 'sleep 0.$(Process)'\n"
+                                         "transfer_executable = false\nlog = job.log\nqueue 3\n")
     text = (workdir / "job.log").read_text()
     headers = [line for line in text.splitlines() if line[:3].isdigit()]
     for proc in range(3):
@@ -159,12 +165,8 @@ def test_a_queue_statement_with_no_log_leaves_the_others_logs_whole(rsubd: Rsubd
     a.log (before, one proc without a log sent every log as written, and 1's copy overwrote 0's)."""
     import htcondor2
 
-    (workdir / "job.sub").write_text("executable = /bin/true\ntransfer_executable = false\nlog = a.log\nqueue 2\n"
-                                     "log =\nqueue 1\n")
-    result = rsubd.rsub("submit", "--json", "job.sub", cwd=workdir)
-    assert result.returncode == 0, result.stderr
-    cluster = json.loads(result.stdout)["cluster"]
-    wait_until(lambda: set(rsubd.states(str(cluster)).values()) == {"retrieved"}, 60, "all three retrieved")
+    _retrieved(rsubd, workdir, "executable = /bin/true\ntransfer_executable = false\nlog = a.log\nqueue 2\n"
+                               "log =\nqueue 1\n")
     read = [(int(e.type), e.proc) for e in htcondor2.JobEventLog(str(workdir / "a.log")).events(stop_after=0)]
     assert sorted(read) == sorted((t, p) for t in (0, 1, 5) for p in range(2)), read
     assert sorted(p.name for p in workdir.iterdir()) == ["a.log", "job.sub"]  # no copy left, no log for proc 2

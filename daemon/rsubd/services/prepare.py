@@ -15,6 +15,7 @@ from pathlib import Path
 from rsubd import submitdesc
 from rsubd.backends.schedd import SubmitRequest
 from rsubd.services import eventlog, retrieval
+from rsubd.submitdesc.expand import expand_queue
 from rsubd.submitdesc.flatten import one_queue
 
 
@@ -55,7 +56,7 @@ RSUB_KEYS = ("leave_in_queue", "My.RETRIEVED", "My.RsubInstance", "My.RsubId")
 def _per_proc_logs(desc: submitdesc.SubmitDescription, mergeable: list[bool]) -> submitdesc.SubmitDescription:
     """The description as one queue statement whose procs each have their own `log`: under a per-proc name
     where `mergeable` (joined into the user's log once home), as written elsewhere (flatten.one_queue)."""
-    procs = submitdesc.expand(desc, cluster=None)
+    procs = expand_queue(desc.commands, desc.queue, cluster=None)  # $(ClusterId) left for the schedd
     for proc, merge in zip(procs, mergeable, strict=True):
         if merge:
             proc[eventlog.LOG_MACRO] = proc["log"].strip()
