@@ -53,6 +53,7 @@ MAX_UNEXPECTED_IN_A_ROW = 3  # rsubd exiting by itself this often in a row ends 
 CRASH_SHARE = 0.6  # of --budget, the most the crash phase may take; the final phase has the rest
 FINAL_RESERVE = 20.0  # seconds of --budget (at most a tenth of it) kept for the last status, stop and audit
 MAX_PENDING_CLIENTS = 4
+HOLDABLE = ("spooling", "idle", "running")  # ledger states of the jobs the workload holds, then releases
 # A recover.* point is met only when rsubd starts with a submit it did not finish: these leave one.
 SETUP_FOR = {
     "recover.after_schedd": ("submit.after_intent", "submit.after_schedd", "submit.after_record", "submit.after_spool"),
@@ -183,7 +184,8 @@ class Harness:
             self.launch_submit()
         ours = {s.cluster: s for s in self.submissions if s.outcome == "ok" and not s.rm_attempted}
         if self.rng.random() < 0.2:
-            candidates = [j for j in active if j["state"] in ("idle", "running") and j["cluster"] in ours]
+            # A spooling job too: its hold is kept by rsubd until the spool hold ends, and a release cancels it.
+            candidates = [j for j in active if j["state"] in HOLDABLE and j["cluster"] in ours]
             if candidates:
                 j = self.rng.choice(candidates)
                 key = (j["cluster"], j["proc"])
