@@ -156,8 +156,4 @@ def test_repro_resubmission_cut_before_spool_fails_and_leaves_jobs_held(short_tm
         assert client.returncode == 0, err
     finally:
         daemon.stop()
-        for shadow in (daemon.state_dir / "local").glob("*/spool/*/*/shadow.json"):
-            try:
-                os.killpg(json.loads(shadow.read_text())["pid"], 9)
-            except (OSError, ValueError, KeyError):
-                pass
+        daemon.kill_leftover_jobs()

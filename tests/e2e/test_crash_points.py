@@ -128,3 +128,39 @@ def test_output_home_before_a_crash_is_not_fetched_again_over_the_users_edit(sho
         assert not list(workdir.glob("*.rsub-*"))
     finally:
         daemon2.stop()
+
+
+def test_a_starter_launched_just_before_a_crash_is_found_again_not_run_twice(short_tmp: Path, workdir: Path) -> None:
+    """rsubd killed between starting a job's starter and writing its pid down, then killed again once the job ran
+    anew: the restarted scheduler must find the first starter by its command line and run the job once. Before,
+    the first starter looked vanished, the job ran again in a wiped sandbox, the first run's end was taken for
+    the second's, and the output was missing: a hold, for good (what the kill harness met)."""
+    write_job(workdir, "job.sh", 'sleep 4; cat input.txt > result.txt; echo "job $1"\n')
+    (workdir / "input.txt").write_text("input\n")
+    (workdir / "job.sub").write_text("executable = job.sh\narguments = $(Process)\ntransfer_input_files = input.txt\n"
+                                     "transfer_output_files = result.txt\noutput = out_$(Process).txt\nqueue 1\n")
+    daemon = Rsubd(short_tmp, CONFIG)
+    daemon.env[ENV] = "local.after_launch"
+    daemon.start()
+    client = subprocess.Popen([str(BIN / "rsub"), "submit", "--json", "job.sub"], cwd=workdir, env=daemon.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert daemon.proc is not None
+    daemon.proc.wait(timeout=30)  # killed itself with the starter just launched
+    daemon2 = start(short_tmp, None)
+    out, err = client.communicate(timeout=90)
+    assert client.returncode == 0, err
+    cluster = json.loads(out)["cluster"]
+    wait_until(lambda: daemon2.states(str(cluster))[f"{cluster}.0@local"] == "running", 10, "the job to run")
+    daemon2.kill()  # the scheduler's own record of its starter goes with it
+    daemon3 = start(short_tmp, None)
+    try:
+        waited = daemon3.rsub("wait", "--timeout", "60", str(cluster))
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+        assert (workdir / "out_0.txt").read_text() == "job 0\n"
+        assert (workdir / "result.txt").read_text() == "input\n"
+        job = daemon3.json("status", f"{cluster}.0")["jobs"][0]
+        assert job["state"] == "retrieved" and not job.get("hold_reason")
+        assert "crash point local.after_launch" in daemon.log_tail(100_000)
+    finally:
+        daemon3.stop()
+        daemon3.kill_leftover_jobs()

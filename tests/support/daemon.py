@@ -131,9 +131,11 @@ class Rsubd:
             self.proc.wait()
 
     def kill_leftover_jobs(self) -> None:
-        """Starters run in sessions of their own and outlive rsubd by design; whoever started jobs cleans up."""
-        for shadow in (self.state_dir / "local").glob("*/spool/*/*/shadow.json"):
-            try:
-                os.killpg(json.loads(shadow.read_text())["pid"], signal.SIGKILL)
-            except (OSError, ValueError, KeyError):
-                pass
+        """Starters run in sessions of their own and outlive rsubd by design; whoever started jobs cleans up.
+
+        Found by command line (runner.live_starters), so that a starter whose pid rsubd never wrote down
+        (killed right after starting it) goes too."""
+        from rsubd.backends.local.runner import kill_starters, live_starters
+
+        mine = str(self.state_dir / "local") + os.sep
+        kill_starters([pid for jobdir, pids in live_starters().items() if jobdir.startswith(mine) for pid in pids])

@@ -14,10 +14,11 @@ import random
 import signal
 import sys
 
-# Every point, in the order a job meets them; the harness iterates over these.
+# Every point, in the order a job meets them; the harness iterates over these. `local.*` is the embedded
+# scheduler's, which runs in rsubd: a crash of rsubd is a crash of its schedd.
 POINTS = (
     "submit.before_intent", "submit.after_intent", "submit.after_schedd", "submit.after_record",
-    "submit.after_spool", "submit.after_spooled",
+    "submit.after_spool", "submit.after_spooled", "local.after_launch",
     "poll.after_query", "poll.after_news", "retrieve.before_schedd", "retrieve.after_schedd",
     "retrieve.after_record", "mark.after_schedd", "mark.after_record",
     "recover.after_schedd", "recover.after_record",

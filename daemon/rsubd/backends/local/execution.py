@@ -20,6 +20,7 @@ class Execution(JobQueue):
     def tick(self) -> None:
         """One pass of the schedd: reap finished jobs, start idle ones, let finished ones leave."""
         with self._lock:
+            self._starters_seen = None  # looked for again in this pass, if a job needs it
             self._refresh()
             self._save()
             for sandbox in self._collected:
@@ -59,6 +60,15 @@ class Execution(JobQueue):
             check, self._leave_check = self._leave_check, set()
             self._leave_queue([k for k in check if k in self._procs])
 
+    _starters_seen: dict[str, list[int]] | None = None
+
+    def _live_starters(self) -> dict[str, list[int]]:
+        """The starters running on this machine by job directory, looked for once per pass (runner.live_starters):
+        only after a restart (a running job whose starter this process did not start) or to start a job again."""
+        if self._starters_seen is None:
+            self._starters_seen = runner.live_starters()
+        return self._starters_seen
+
     def slot_ads(self, projection: Sequence[str] = ()) -> list[Ad]:
         """This scheduler's slots as a pool's slot ads (backends/local/slots.py), refreshed every minute."""
         now = self._clock()
@@ -97,10 +107,12 @@ class Execution(JobQueue):
 
     def _start(self, key: Key) -> None:
         ad = self.ad(key)
-        if runner.alive(runner.starter_pid(self._jobdir(key))):
-            # Started before a crash that came before the queue said so: never two starters for one job.
-            runner.kill(None, self._jobdir(key), self._sandbox(key))
-        self._starters[key] = runner.launch(ad, self._jobdir(key), self._sandbox(key))
+        jobdir = self._jobdir(key)
+        if runner.ever_launched(jobdir) and (orphans := self._live_starters().get(str(jobdir))):
+            # Started before a crash that came before the queue said so (or before its pid was written
+            # down): never two starters for one job, nor one's end taken for the other's.
+            runner.kill_starters(orphans)
+        self._starters[key] = runner.launch(ad, jobdir, self._sandbox(key))
         now = int(self._clock())
         self._set(
             key, JobStatus=int(JobStatus.RUNNING), LastJobStatus=int(JobStatus.IDLE), EnteredCurrentStatus=now,
@@ -125,7 +137,7 @@ class Execution(JobQueue):
                 self._leave_check.add(key)
             return
         popen = self._starters.get(key)
-        alive = popen.poll() is None if popen is not None else runner.alive(runner.starter_pid(jobdir))
+        alive = popen.poll() is None if popen is not None else str(jobdir) in self._live_starters()
         if not alive:
             # The starter died without a word (machine reboot, kill): run the job again, as a schedd does.
             self._starters.pop(key, None)

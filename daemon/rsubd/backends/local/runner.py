@@ -1,8 +1,9 @@
 """Running jobs for the embedded scheduler: the sandbox, the starter process, the outcome.
 
-A job runs under `rsubd.backends.local.starter` in a session of its own; the files in
-its job directory (job.json in, shadow.json with the starter's pid, result.json
-out) are all a restarted scheduler needs to find it again.
+A job runs under `rsubd.backends.local.starter` in a session of its own. Its job
+directory (job.json in, result.json out) and the starter's command line, which
+names that directory (`live_starters`), are all a restarted scheduler needs to
+find it again.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from rsubd.backends.local import jobads, transfer
 from rsubd.backends.local.ads import Ad
 from rsubd.backends.schedd import HoldCode, JobStatus
+from rsubd.platform.crash import crashpoint
 
 # HoldReasonCode 6: the starter could not start the executable.
 FAILED_TO_CREATE_PROCESS = 6
@@ -58,7 +61,7 @@ def launch(ad: Ad, jobdir: Path, sandbox: Path) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "rsubd.backends.local.starter", str(jobdir)],
         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    (jobdir / "shadow.json").write_text(json.dumps({"pid": popen.pid}), encoding="utf-8")
+    crashpoint("local.after_launch")  # a starter no record names: found again by its command line
     return popen
 
 
@@ -71,35 +74,76 @@ def result(jobdir: Path) -> dict[str, Any] | None:
     return report
 
 
-def starter_pid(jobdir: Path) -> int | None:
+STARTER = "rsubd.backends.local.starter"
+_STARTER_ARGV = (b"-m", STARTER.encode())
+
+
+def live_starters() -> dict[str, list[int]]:
+    """Every starter running on this machine, by its job directory, found by its command line.
+
+    A pid written down would not do: rsubd may be killed after starting a starter and before
+    writing its pid, and a pid written down may have been reused since. A starter's command
+    line, `python -m rsubd.backends.local.starter JOBDIR`, names its job for as long as it
+    lives (a zombie's reads empty).
+    """
+    found: dict[str, list[int]] = {}
     try:
-        return int(json.loads((jobdir / "shadow.json").read_text())["pid"])
-    except (OSError, ValueError, KeyError):
-        return None
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) >= 4 and tuple(argv[1:3]) == _STARTER_ARGV:
+            found.setdefault(os.fsdecode(argv[3]), []).append(int(name))
+    return found
 
 
-def alive(pid: int | None) -> bool:
-    """Whether a process runs (and is not a zombie) with this pid."""
-    if pid is None:
-        return False
+def ever_launched(jobdir: Path) -> bool:
+    """Whether a starter was ever started for this job directory (job.json is written before it starts)."""
+    return (jobdir / "job.json").exists()
+
+
+def kill_starters(pids: list[int], *, wait: float = 5.0) -> None:
+    """Kill these starters' sessions (each job with its starter) and wait, up to `wait` seconds, until they are
+    gone: a starter still dying must not write its result beside the next run's."""
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    deadline = time.monotonic() + wait
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if _running(pid)]
+        if pids:
+            time.sleep(0.01)
+
+
+def _running(pid: int) -> bool:
+    """Whether this pid is a process not yet dead (a zombie is dead)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return fields[0] != "Z"
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
 
 
 def kill(popen: subprocess.Popen[bytes] | None, jobdir: Path, sandbox: Path) -> None:
-    """Kill the starter's whole session (the job with it) and clear the sandbox."""
-    pid = popen.pid if popen is not None else starter_pid(jobdir)
-    if pid is not None and (popen is not None or alive(pid)):
+    """Kill the job's starter's whole session (the job with it), any other starter of this job too, and clear
+    the sandbox."""
+    if popen is not None:
         try:
-            os.killpg(pid, signal.SIGKILL)
+            os.killpg(popen.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    if popen is not None:
         popen.wait()
+    if ever_launched(jobdir):
+        kill_starters(live_starters().get(str(jobdir), []))
     shutil.rmtree(sandbox, ignore_errors=True)
 
 
