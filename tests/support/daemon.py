@@ -135,7 +135,7 @@ class Rsubd:
 
         Found by command line (runner.live_starters), so that a starter whose pid rsubd never wrote down
         (killed right after starting it) goes too."""
-        from rsubd.backends.local.runner import kill_starters, live_starters
+        from rsubd.backends.local.runner import kill_starters, live_starters, where
 
-        mine = str(self.state_dir / "local") + os.sep
+        mine = where(self.state_dir / "local") + os.sep
         kill_starters([pid for jobdir, pids in live_starters().items() if jobdir.startswith(mine) for pid in pids])

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from rsubd.backends.local import runner
+from tests.support.deadlines import wait_until
 
 
 def _starter(jobdir: Path) -> subprocess.Popen[bytes]:
@@ -17,7 +18,11 @@ def _starter(jobdir: Path) -> subprocess.Popen[bytes]:
     (jobdir / "job.json").write_text(json.dumps({"sandbox": str(sandbox), "executable": "/bin/sleep",
                                                  "arguments": ["30"], "environment": {"PATH": "/bin:/usr/bin"},
                                                  "stdin": None, "before": {}}))
-    return subprocess.Popen([sys.executable, "-m", runner.STARTER, str(jobdir)], start_new_session=True)
+    starter = subprocess.Popen([sys.executable, "-m", runner.STARTER, str(jobdir)], start_new_session=True)
+    # Until its exec is through, a process's command line reads empty; the starter writes starter.json once it
+    # runs the job. (rsubd looks for starters only after a restart, long after any exec.)
+    wait_until(lambda: (jobdir / "starter.json").exists(), 10, "the starter to run its job")
+    return starter
 
 
 def test_a_starter_is_found_by_its_job_directory_and_killed_with_its_job(tmp_path: Path) -> None:
@@ -26,11 +31,11 @@ def test_a_starter_is_found_by_its_job_directory_and_killed_with_its_job(tmp_pat
     try:
         assert runner.ever_launched(one) and not runner.ever_launched(two)
         found = runner.live_starters()
-        assert found.get(str(one)) == [first.pid]
-        assert str(two) not in found
-        runner.kill_starters(found[str(one)])
+        assert found.get(runner.where(one)) == [first.pid]
+        assert runner.where(two) not in found
+        runner.kill_starters(found[runner.where(one)])
         assert first.wait(timeout=5) == -9
-        assert str(one) not in runner.live_starters()
+        assert runner.where(one) not in runner.live_starters()
         assert not (one / "result.json").exists()  # killed: no word from it, ever
     finally:
         if first.poll() is None:
@@ -47,3 +52,15 @@ def test_kill_without_the_process_object_finds_the_starter_and_clears_the_sandbo
     finally:
         if starter.poll() is None:
             starter.kill()
+
+
+def test_a_starter_is_found_whichever_way_its_directory_was_reached(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    real.mkdir()
+    starter = _starter(tmp_path / "link" / "spool" / "4" / "0")  # started through a symlink
+    try:
+        assert runner.live_starters().get(runner.where(real / "spool" / "4" / "0")) == [starter.pid]
+    finally:
+        starter.kill()
+        starter.wait()

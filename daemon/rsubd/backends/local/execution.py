@@ -108,7 +108,7 @@ class Execution(JobQueue):
     def _start(self, key: Key) -> None:
         ad = self.ad(key)
         jobdir = self._jobdir(key)
-        if runner.ever_launched(jobdir) and (orphans := self._live_starters().get(str(jobdir))):
+        if runner.ever_launched(jobdir) and (orphans := self._live_starters().get(runner.where(jobdir))):
             # Started before a crash that came before the queue said so (or before its pid was written
             # down): never two starters for one job, nor one's end taken for the other's.
             runner.kill_starters(orphans)
@@ -137,7 +137,7 @@ class Execution(JobQueue):
                 self._leave_check.add(key)
             return
         popen = self._starters.get(key)
-        alive = popen.poll() is None if popen is not None else str(jobdir) in self._live_starters()
+        alive = popen.poll() is None if popen is not None else runner.where(jobdir) in self._live_starters()
         if not alive:
             # The starter died without a word (machine reboot, kill): run the job again, as a schedd does.
             self._starters.pop(key, None)

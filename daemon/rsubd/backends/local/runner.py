@@ -100,8 +100,14 @@ def live_starters() -> dict[str, list[int]]:
         except OSError:
             continue
         if len(argv) >= 4 and tuple(argv[1:3]) == _STARTER_ARGV:
-            found.setdefault(os.fsdecode(argv[3]), []).append(int(name))
+            found.setdefault(where(os.fsdecode(argv[3])), []).append(int(name))
     return found
+
+
+def where(jobdir: Path | str) -> str:
+    """A job directory as `live_starters` names it: the real path, whichever way the state directory was
+    reached when the starter began (a symlink, a relative XDG_STATE_HOME)."""
+    return os.path.realpath(jobdir)
 
 
 def ever_launched(jobdir: Path) -> bool:
@@ -143,7 +149,7 @@ def kill(popen: subprocess.Popen[bytes] | None, jobdir: Path, sandbox: Path) -> 
             pass
         popen.wait()
     if ever_launched(jobdir):
-        kill_starters(live_starters().get(str(jobdir), []))
+        kill_starters(live_starters().get(where(jobdir), []))
     shutil.rmtree(sandbox, ignore_errors=True)
 
 
