@@ -246,16 +246,16 @@ class Harness:
             else:
                 self.kills_fallback += 1
             outcome = "killed by the harness" + ("" if plan.kind == "external" else " (point not reached)")
+            self.unexpected_in_a_row = 0
         elif proc.returncode == -signal.SIGKILL and hit:
             (self.kills_random if plan.kind == "random" else self.kills_by_point)[hit[-1]] += 1
             outcome = f"died at {hit[-1]}"
+            self.unexpected_in_a_row = 0
         else:
             self.unexpected_in_a_row += 1
             tail = text.strip().splitlines()[-5:]
             self.unexpected.append(f"run {self.runs} ({plan.label()}): exit {proc.returncode}: {tail}")
             outcome = f"exited {proc.returncode} unexpectedly"
-        if killed or hit:
-            self.unexpected_in_a_row = 0
         self.reap()
         self.say(f"run {self.runs}: {plan.label()}: {outcome} after {took:.1f} s; "
                  f"{len(self.submissions)} submits, {len(self.pending())} pending")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rsubd.backends.local.runner import live_starters
 from rsubd.platform.crash import ENV, POINTS
 from tests.support.daemon import BIN, Rsubd
 from tests.support.deadlines import wait_until
@@ -146,11 +147,16 @@ def test_a_starter_launched_just_before_a_crash_is_found_again_not_run_twice(sho
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert daemon.proc is not None
     daemon.proc.wait(timeout=30)  # killed itself with the starter just launched
+    mine = str(daemon.state_dir / "local") + os.sep
+    first = [pid for jobdir, pids in live_starters().items() if jobdir.startswith(mine) for pid in pids]
+    assert len(first) == 1
     daemon2 = start(short_tmp, None)
     out, err = client.communicate(timeout=90)
     assert client.returncode == 0, err
     cluster = json.loads(out)["cluster"]
     wait_until(lambda: daemon2.states(str(cluster))[f"{cluster}.0@local"] == "running", 10, "the job to run")
+    # The starter from before the crash runs the job, adopted: no second one beside it, none in its place.
+    assert [pid for jobdir, pids in live_starters().items() if jobdir.startswith(mine) for pid in pids] == first
     daemon2.kill()  # the scheduler's own record of its starter goes with it
     daemon3 = start(short_tmp, None)
     try:

@@ -19,8 +19,8 @@ def _starter(jobdir: Path) -> subprocess.Popen[bytes]:
                                                  "arguments": ["30"], "environment": {"PATH": "/bin:/usr/bin"},
                                                  "stdin": None, "before": {}}))
     starter = subprocess.Popen([sys.executable, "-m", runner.STARTER, str(jobdir)], start_new_session=True)
-    # Until its exec is through, a process's command line reads empty; the starter writes starter.json once it
-    # runs the job. (rsubd looks for starters only after a restart, long after any exec.)
+    # Looked for at once, a starter was sometimes missed (its command line read back empty): wait until it runs
+    # its job (it writes starter.json then). rsubd looks for starters only after a restart, long after any start.
     wait_until(lambda: (jobdir / "starter.json").exists(), 10, "the starter to run its job")
     return starter
 

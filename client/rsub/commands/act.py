@@ -63,8 +63,9 @@ def cmd_act(args: argparse.Namespace) -> int:
                   "rsubd holds them as soon as that ends (the schedd would release them)")
         if cancelled := counts.get("hold_cancelled"):
             who = ", ".join(cancelled) if len(cancelled) <= 3 else f"{len(cancelled)} jobs"
-            print(f"{name}: {who}: the hold rsubd was keeping for after spooling is dropped; "
-                  f"{'it runs' if len(cancelled) == 1 else 'they run'} once spooled")
+            one = len(cancelled) == 1
+            print(f"{name}: {who}: {'the hold' if one else 'the holds'} rsubd was keeping for after spooling "
+                  f"{'is' if one else 'are'} dropped; {'it runs' if one else 'they run'} once spooled")
         if counts.get("reason_missing"):
             print(f"rsub: {name} does not show the reason on {', '.join(counts['reason_missing'])}", file=sys.stderr)
     if "reason" in result:

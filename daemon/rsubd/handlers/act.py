@@ -11,7 +11,7 @@ from rsub.wire.vocabulary import FINAL_STATES, ErrorCode, RequestError
 from rsubd.backends.classads import check_expression
 from rsubd.backends.schedd import Action, ActResult, ErrorKind, JobSpec, ScheddError, ids_constraint, job_id
 from rsubd.handlers.context import Services, check_schedd, rows
-from rsubd.services.spoolholds import LOOK_AGAIN_AFTER, cancel_intent, keep_intent
+from rsubd.services.spoolholds import LOOK_AGAIN_AFTER, cancel_intent, keep_intent, restore_intent
 from rsubd.services.views import owner
 
 log = structlog.get_logger("rsubd.handlers")
@@ -135,10 +135,11 @@ async def act(services: Services, action: str, ids: list[Any], reason: str | Non
         try:
             result = await asyncio.to_thread(services.schedds[name].act, ACTIONS[action], jobs, reason)
         except ScheddError as e:
+            await _restore_kept_holds(services, name, cancelled)
             raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: {e}") from None
         summary[name] = result.as_dict()
         if cancelled:
-            summary[name]["hold_cancelled"] = cancelled
+            summary[name]["hold_cancelled"] = [job_id(*k) for k in cancelled]
         if action == "hold" and result.already_done:
             await _keep_hold(services, name, jobs, reason, summary[name])
         if name in finished:
@@ -165,15 +166,17 @@ async def _act_constraint(services: Services, action: str, constraint: str, reas
     try:
         result = await asyncio.to_thread(services.schedds[name].act, ACTIONS[action], spec, reason)
     except ScheddError as e:
+        await _restore_kept_holds(services, name, cancelled)
         if e.kind is ErrorKind.INVALID:
             raise RequestError(ErrorCode.BAD_REQUEST, f"invalid constraint {constraint.strip()!r}: the schedd "
                                f"says {e.message}") from None
         raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: {e}") from None
     except ValueError as e:  # text the ClassAd parser refuses before parsing (it passed the checks above)
+        await _restore_kept_holds(services, name, cancelled)
         raise RequestError(ErrorCode.BAD_REQUEST, f"invalid constraint: {e}") from None
     counts: dict[str, Any] = {**result.as_dict()}
     if cancelled:
-        counts["hold_cancelled"] = cancelled
+        counts["hold_cancelled"] = [job_id(*k) for k in cancelled]
     if action == "hold" and result.already_done:
         await _keep_hold(services, name, spec, reason or default_reason("hold"), counts)
     services.polls.schedd_answered(name)
@@ -182,11 +185,23 @@ async def _act_constraint(services: Services, action: str, constraint: str, reas
     return {"action": action, "constraint": spec, "schedds": {name: counts}}
 
 
-async def _cancel_kept_holds(services: Services, name: str, action: str, spec: JobSpec) -> list[str]:
-    """A release drops the holds rsubd keeps for jobs still spooling, before it is sent: the user's last word."""
+async def _cancel_kept_holds(services: Services, name: str, action: str,
+                             spec: JobSpec) -> dict[tuple[int, int], tuple[str, float]]:
+    """A release drops the holds rsubd keeps for jobs still spooling, before it is sent: the user's last word.
+    A schedd that cannot say which jobs a constraint names fails the release, which is then not sent."""
     if action != "release" or not services.ledger.pending_hold_count(name):
-        return []
-    return await asyncio.to_thread(cancel_intent, services.schedds[name], services.ledger, name, spec)
+        return {}
+    try:
+        return await asyncio.to_thread(cancel_intent, services.schedds[name], services.ledger, name, spec)
+    except ScheddError as e:
+        raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: nothing was released: it did not say which jobs the "
+                           f"constraint names, to drop the holds rsubd keeps for them: {e}") from None
+
+
+async def _restore_kept_holds(services: Services, name: str,
+                              cancelled: dict[tuple[int, int], tuple[str, float]]) -> None:
+    if cancelled:
+        await asyncio.to_thread(restore_intent, services.ledger, name, cancelled)
 
 
 async def _keep_hold(services: Services, name: str, spec: JobSpec, reason: str, counts: dict[str, Any]) -> None:

@@ -58,8 +58,10 @@ def _per_proc_logs(desc: submitdesc.SubmitDescription, mergeable: list[bool]) ->
     where `mergeable` (joined into the user's log once home), as written elsewhere (flatten.one_queue)."""
     procs = expand_queue(desc.commands, desc.queue, cluster=None)  # $(ClusterId) left for the schedd
     for proc, merge in zip(procs, mergeable, strict=True):
+        # Every proc's own log value in rsub_log, mergeable or not: a rerun or a dry run reads the user's log
+        # there; retrieval merges only where `log` differs from it (services/retrieval.py _log_names).
+        proc[eventlog.LOG_MACRO] = proc.get("log", "").strip()
         if merge:
-            proc[eventlog.LOG_MACRO] = proc["log"].strip()
             proc["log"] = proc[eventlog.LOG_MACRO] + eventlog.PER_PROC_SUFFIX
     return one_queue(procs, range(len(procs)))
 

@@ -77,31 +77,39 @@ def keep_intent(schedd: Schedd, ledger: Ledger, name: str, spec: JobSpec, reason
     return [job_id(*k) for k in keys]
 
 
-def cancel_intent(schedd: Schedd, ledger: Ledger, name: str, spec: JobSpec) -> list[str]:
-    """Before a release: drop the holds kept for the jobs of `spec`; their ids (almost always none).
+def cancel_intent(schedd: Schedd, ledger: Ledger, name: str, spec: JobSpec) -> dict[Key, tuple[str, float]]:
+    """Before a release: drop the holds kept for the jobs of `spec`; what was dropped (almost always nothing).
 
     Called before the release is sent, so that a poll cannot send the kept hold after it. Jobs named by
-    id need no query; a constraint is asked of the schedd (projected) only when some hold is pending.
+    id need no query; a constraint is asked of the schedd (projected) only when some hold is pending,
+    and a failed query raises (ScheddError): the release is then not sent either. `restore_intent`
+    puts the holds back if the release fails.
     """
-    pending = ledger.pending_holds(name)
-    if not pending:
-        return []
+    if not ledger.pending_hold_count(name):
+        return {}
     if isinstance(spec, str):
-        try:
-            ads = schedd.query(spec, SPOOL_PROJECTION)
-        except ScheddError as e:
-            log.warning("release.pending_unknown", schedd=name, error=str(e))
-            return []
-        named = {(int(str(a["ClusterId"])), int(str(a["ProcId"]))) for a in ads}
+        named = {(int(str(a["ClusterId"])), int(str(a["ProcId"]))) for a in schedd.query(spec, SPOOL_PROJECTION)}
     else:
         named = {(int(c), int(p)) for c, _, p in (i.partition(".") for i in spec)}
     with guard(name):
-        keys = sorted(named & ledger.pending_holds(name).keys())
-        if keys:
-            ledger.drop_pending_holds(name, keys)
-    if keys:
-        log.info("hold.pending_cancelled", schedd=name, jobs=len(keys), first=job_id(*keys[0]))
-    return [job_id(*k) for k in keys]
+        pending = ledger.pending_holds(name)
+        dropped = {k: pending[k] for k in sorted(named & pending.keys())}
+        if dropped:
+            ledger.drop_pending_holds(name, list(dropped))
+    if dropped:
+        log.info("hold.pending_cancelled", schedd=name, jobs=len(dropped), first=job_id(*next(iter(dropped))))
+    return dropped
+
+
+def restore_intent(ledger: Ledger, name: str, dropped: Mapping[Key, tuple[str, float]]) -> None:
+    """The release that dropped these kept holds failed: keep them again, as they were."""
+    by_ask: dict[tuple[str, float], list[Key]] = {}
+    for key, ask in dropped.items():
+        by_ask.setdefault(ask, []).append(key)
+    with guard(name):
+        for (reason, at), keys in by_ask.items():
+            ledger.add_pending_holds(name, keys, reason, at)
+    log.info("hold.pending_restored", schedd=name, jobs=len(dropped))
 
 
 def _ids_constraint(ids: Sequence[str]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import shutil
 from collections.abc import Sequence
+from pathlib import Path
 
 from rsubd.backends.local import fake, jobads, runner, slots
 from rsubd.backends.local.ads import Ad, project
@@ -108,11 +109,14 @@ class Execution(JobQueue):
     def _start(self, key: Key) -> None:
         ad = self.ad(key)
         jobdir = self._jobdir(key)
-        if runner.ever_launched(jobdir) and (orphans := self._live_starters().get(runner.where(jobdir))):
-            # Started before a crash that came before the queue said so (or before its pid was written
-            # down): never two starters for one job, nor one's end taken for the other's.
-            runner.kill_starters(orphans)
-        self._starters[key] = runner.launch(ad, jobdir, self._sandbox(key))
+        orphans = self._live_starters().get(runner.where(jobdir), []) if runner.ever_launched(jobdir) else []
+        if len(orphans) == 1 and (found := runner.identity(orphans[0])) is not None:
+            # Started before a crash that came before the queue said so (or before anything recorded it): that
+            # starter runs the job, in its sandbox; it is adopted, never joined by a second one.
+            self._adopted[key] = found
+        else:
+            runner.kill_starters(orphans)  # more than one (never from this code): none can be trusted
+            self._starters[key] = runner.launch(ad, jobdir, self._sandbox(key))
         now = int(self._clock())
         self._set(
             key, JobStatus=int(JobStatus.RUNNING), LastJobStatus=int(JobStatus.IDLE), EnteredCurrentStatus=now,
@@ -126,6 +130,7 @@ class Execution(JobQueue):
         result = runner.result(jobdir)
         if result is not None:
             popen = self._starters.pop(key, None)
+            self._adopted.pop(key, None)
             if popen is not None:
                 popen.wait()
             attrs, completed = runner.outcome(f"{key[0]}.{key[1]}", self.ad(key), result, jobdir,
@@ -137,19 +142,36 @@ class Execution(JobQueue):
                 self._leave_check.add(key)
             return
         popen = self._starters.get(key)
-        alive = popen.poll() is None if popen is not None else runner.where(jobdir) in self._live_starters()
+        alive = popen.poll() is None if popen is not None else self._still_running(key, jobdir)
         if not alive:
+            if runner.result(jobdir) is not None:
+                return  # it ended between the two looks: reaped at the next pass
             # The starter died without a word (machine reboot, kill): run the job again, as a schedd does.
             self._starters.pop(key, None)
             self._set(key, JobStatus=int(JobStatus.IDLE), LastJobStatus=int(JobStatus.RUNNING),
                       EnteredCurrentStatus=int(self._clock()), RemoteHost=None)
+
+    def _still_running(self, key: Key, jobdir: Path) -> bool:
+        """Whether the starter of a job this process did not start still runs: its pid and start time, once
+        found by command line (one look at /proc per pass, and only until found)."""
+        known = self._adopted.get(key)
+        if known is not None and runner.identity(known[0]) == known:
+            return True
+        self._adopted.pop(key, None)
+        pids = self._live_starters().get(runner.where(jobdir), [])
+        if len(pids) != 1 or (found := runner.identity(pids[0])) is None:
+            runner.kill_starters(pids)  # two starters of one job cannot both be right: run it again, alone
+            return False
+        self._adopted[key] = found
+        return True
 
     def _kill(self, key: Key) -> None:
         """Stop a running job and its starter (the whole session)."""
         if self._status(key) != JobStatus.RUNNING:
             return
         if self.execute == "real":
-            runner.kill(self._starters.pop(key, None), self._jobdir(key), self._sandbox(key))
+            runner.kill(self._starters.pop(key, None), self._jobdir(key), self._sandbox(key),
+                        adopted=self._adopted.pop(key, None))
         self._set(key, RemoteHost=None)
 
     # -- fake execution ----------------------------------------------------

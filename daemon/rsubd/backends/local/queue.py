@@ -62,6 +62,8 @@ class JobQueue:
         self._cache: dict[Key, classad2.ClassAd] = {}
         self._collected: list[Path] = []  # sandboxes whose output is in the spool, to clear after the save
         self._starters: dict[Key, subprocess.Popen[bytes]] = {}
+        # Starters this process did not start (they outlived a restart), found by command line once: (pid, start time).
+        self._adopted: dict[Key, tuple[int, int]] = {}
         self._unspooled: set[int] = set()
         self._unmatched: set[Key] = set()  # idle jobs no slot can run (execution.py); an edit may change that
         self._slot_ads: tuple[float, list[Ad]] | None = None

@@ -58,7 +58,7 @@ def launch(ad: Ad, jobdir: Path, sandbox: Path) -> subprocess.Popen[bytes]:
         (jobdir / stale).unlink(missing_ok=True)
     (jobdir / "job.json").write_text(json.dumps(spec), encoding="utf-8")
     popen = subprocess.Popen(
-        [sys.executable, "-m", "rsubd.backends.local.starter", str(jobdir)],
+        [sys.executable, "-m", STARTER, os.path.abspath(jobdir)],  # absolute: what `live_starters` reads back
         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     crashpoint("local.after_launch")  # a starter no record names: found again by its command line
@@ -130,26 +130,40 @@ def kill_starters(pids: list[int], *, wait: float = 5.0) -> None:
             time.sleep(0.01)
 
 
-def _running(pid: int) -> bool:
-    """Whether this pid is a process not yet dead (a zombie is dead)."""
+def identity(pid: int) -> tuple[int, int] | None:
+    """(pid, start time in clock ticks since boot) of a live process, or None if it is gone or a zombie: a pid
+    checked against its start time is never another process that was given the same number since."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+            fields = f.read().rsplit(")", 1)[1].split()
+        return None if fields[0] == "Z" else (pid, int(fields[19]))  # field 3 is the state, field 22 the start
+    except (OSError, IndexError, ValueError):
+        return None
 
 
-def kill(popen: subprocess.Popen[bytes] | None, jobdir: Path, sandbox: Path) -> None:
-    """Kill the job's starter's whole session (the job with it), any other starter of this job too, and clear
-    the sandbox."""
+def _running(pid: int) -> bool:
+    """Whether this pid is a process not yet dead (a zombie is dead)."""
+    return identity(pid) is not None
+
+
+def kill(popen: subprocess.Popen[bytes] | None, jobdir: Path, sandbox: Path,
+         adopted: tuple[int, int] | None = None) -> None:
+    """Kill the job's starter's whole session (the job with it) and clear the sandbox.
+
+    Without the Popen (a starter that outlived a restart: `adopted`, or not yet found), every
+    starter of this job directory is looked for by command line and killed.
+    """
     if popen is not None:
         try:
             os.killpg(popen.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         popen.wait()
-    if ever_launched(jobdir):
-        kill_starters(live_starters().get(where(jobdir), []))
+    elif ever_launched(jobdir):
+        pids = live_starters().get(where(jobdir), [])
+        if adopted is not None and identity(adopted[0]) == adopted and adopted[0] not in pids:
+            pids.append(adopted[0])
+        kill_starters(pids)
     shutil.rmtree(sandbox, ignore_errors=True)
 
 
