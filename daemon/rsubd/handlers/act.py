@@ -189,13 +189,14 @@ async def _cancel_kept_holds(services: Services, name: str, action: str,
                              spec: JobSpec) -> dict[tuple[int, int], tuple[str, float]]:
     """A release drops the holds rsubd keeps for jobs still spooling, before it is sent: the user's last word.
     A schedd that cannot say which jobs a constraint names fails the release, which is then not sent."""
-    if action != "release" or not services.ledger.pending_hold_count(name):
+    if action != "release":
         return {}
     try:
         return await asyncio.to_thread(cancel_intent, services.schedds[name], services.ledger, name, spec)
     except ScheddError as e:
         raise RequestError(ErrorCode.SCHEDD, f"schedd {name}: nothing was released: it did not say which jobs the "
-                           f"constraint names, to drop the holds rsubd keeps for them: {e}") from None
+                           f"constraint names, to drop the holds rsubd keeps for them ({e}); run the same "
+                           "release again once the schedd answers (see `rsub daemon status`)") from None
 
 
 async def _restore_kept_holds(services: Services, name: str,

@@ -125,7 +125,7 @@ def kill_starters(pids: list[int], *, wait: float = 5.0) -> None:
             pass
     deadline = time.monotonic() + wait
     while pids and time.monotonic() < deadline:
-        pids = [pid for pid in pids if _running(pid)]
+        pids = [pid for pid in pids if identity(pid) is not None]  # a zombie is dead
         if pids:
             time.sleep(0.01)
 
@@ -139,11 +139,6 @@ def identity(pid: int) -> tuple[int, int] | None:
         return None if fields[0] == "Z" else (pid, int(fields[19]))  # field 3 is the state, field 22 the start
     except (OSError, IndexError, ValueError):
         return None
-
-
-def _running(pid: int) -> bool:
-    """Whether this pid is a process not yet dead (a zombie is dead)."""
-    return identity(pid) is not None
 
 
 def kill(popen: subprocess.Popen[bytes] | None, jobdir: Path, sandbox: Path,
